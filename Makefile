@@ -1,0 +1,60 @@
+# mlendpoints — every target installs what it needs (see scripts/setup.sh).
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PY := $(BIN)/python
+export PATH := $(BIN):$(PATH)
+PYTEST_ARGS ?=
+
+.PHONY: setup lint test unit integration e2e demo crds images cluster-up cluster-down cluster-status bench e2e-kind clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt scripts/setup.sh
+	bash scripts/setup.sh $(VENV)
+	@touch $@
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# Everything: lint, then unit + integration + end-to-end in one pytest run.
+# Tests that need the local cluster, the images or an MLflow server start them
+# themselves (session fixtures); MLENDPOINTS_SKIP_CLUSTER=1 opts out of the
+# cluster layer explicitly (skips say so).
+test: lint
+	$(PY) -m pytest -ra $(PYTEST_ARGS) tests e2e
+
+unit: setup
+	$(PY) -m pytest -ra $(PYTEST_ARGS) tests/unit
+
+integration: setup
+	$(PY) -m pytest -ra $(PYTEST_ARGS) tests/integration
+
+e2e: setup
+	$(PY) -m pytest -ra $(PYTEST_ARGS) e2e
+
+demo: setup
+	$(PY) -m examples.demo
+
+crds: setup
+	$(PY) -m mlendpoints.api.crdgen crds charts/mlendpoints/crds
+
+images: setup
+	bash images/build.sh
+
+cluster-up: setup
+	bash e2e/localcluster/cluster.sh up
+
+cluster-down:
+	bash e2e/localcluster/cluster.sh down
+
+cluster-status:
+	bash e2e/localcluster/cluster.sh status
+
+bench: setup
+	$(PY) -m bench.run_all
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set-up on a fresh machine: the Debian packages the tests and benchmarks use,
+# and a virtualenv with the project and its test extras. Idempotent.
+set -euo pipefail
+VENV=${1:-.venv}
+cd "$(dirname "$0")/.."
+
+DEB_PKGS=(etcd-server docker.io golang-go rsync debootstrap dpkg-dev iptables conntrack wrk nginx-light
+          golang-github-modern-go-reflect2-dev)
+missing=()
+for p in "${DEB_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup: not root; cluster/benchmark layers need: ${missing[*]}" >&2
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/pip" install -q --upgrade pip wheel setuptools
+"$VENV/bin/pip" install -q -c constraints.txt -e '.[test]'
+echo "setup: done ($VENV)"
