@@ -1,0 +1,67 @@
+"""Process-level helpers every data-plane entry point shares: logging and fatal errors.
+
+A fatal error is written as one line to the termination log (Kubernetes shows
+it in the pod's status, and the operator copies it into the resource's
+conditions) and the process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import NoReturn
+
+import orjson
+
+from mlendpoints_serving.contract import DEFAULT_TERMINATION_LOG, ENV_TERMINATION_LOG
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: easy to ship, easy to grep."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            entry.update(extra)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def setup_logging(level: str = "info", json_logs: bool | None = None) -> None:
+    """JSON lines when not on a terminal (pods), plain text on a terminal."""
+    if json_logs is None:
+        json_logs = not sys.stderr.isatty()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def write_termination_message(message: str) -> None:
+    """Best effort: the termination log may not exist outside Kubernetes."""
+    path = os.environ.get(ENV_TERMINATION_LOG, DEFAULT_TERMINATION_LOG)
+    try:
+        with open(path, "w") as fh:
+            fh.write(message[:4000])
+    except OSError:
+        pass
+
+
+def fatal(component: str, reason: str, code: int = 1) -> NoReturn:
+    """Report a fatal error as '<component> failed: <reason>' and exit."""
+    message = f"{component} failed: {reason}"
+    logging.getLogger(component).error(message)
+    print(message, file=sys.stderr, flush=True)
+    write_termination_message(message)
+    sys.exit(code)
