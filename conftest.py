@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.mlflow_server",
+    "e2e.localcluster.fixture",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # --- ports -------------------------------------------------------------------
 SERVER_PORT = 5001  # mlendpoints-serve inside a deployment pod (Azure's inference server port)
@@ -93,3 +93,62 @@ class RouterConfig(BaseModel):
     maxBodyBytes: int = Field(default=16 * 1024 * 1024, ge=1)
     mirrorMaxInFlight: int = Field(default=64, ge=1)
     accessLog: bool = False
+
+    @model_validator(mode="after")
+    def _check_shares(self) -> RouterConfig:
+        for field, shares in (("traffic", self.traffic), ("mirrorTraffic", self.mirrorTraffic)):
+            for name, share in shares.items():
+                if name not in self.deployments:
+                    known = sorted(self.deployments)
+                    raise ValueError(f"{field}.{name}: no such deployment (known: {known})")
+                if share < 0:
+                    raise ValueError(f"{field}.{name}: share must be >= 0, got {share}")
+        total = sum(self.traffic.values())
+        if total not in (0, 100):
+            raise ValueError(f"traffic: shares must sum to 0 or 100, got {total}")
+        mirrored = {name: share for name, share in self.mirrorTraffic.items() if share > 0}
+        if len(mirrored) > 1:
+            raise ValueError(f"mirrorTraffic: at most one deployment may be mirrored, got {sorted(mirrored)}")
+        for name, share in mirrored.items():
+            if share > 50:
+                raise ValueError(f"mirrorTraffic.{name}: share must be <= 50, got {share}")
+            if self.traffic.get(name, 0) > 0:
+                raise ValueError(f"mirrorTraffic.{name}: a deployment cannot take live and mirror traffic")
+        return self
+
+
+# --- batch driver (mlendpoints-batch) ------------------------------------------
+# Layout of a batch job's output folder: the operator reads the status objects
+# (small JSON, one per instance) to follow progress without reading the data.
+BATCH_PARTS_DIR = "_parts"  # committed mini-batch parts, the job plan and per-instance status
+BATCH_SUMMARY_FILE = "summary.json"  # written last: its presence marks a finished job
+BATCH_ERRORS_FILE = "errors.jsonl"  # one line per failed item
+BATCH_DEFAULT_OUTPUT_FILE = "predictions.csv"
+ENV_JOB_COMPLETION_INDEX = "JOB_COMPLETION_INDEX"  # set by Kubernetes in Indexed Job pods
+
+
+def batch_status_path(instance_index: int) -> str:
+    """Path, relative to the output folder, of one instance's status object."""
+    return f"{BATCH_PARTS_DIR}/status-{instance_index}.json"
+
+
+class BatchCounts(BaseModel):
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+
+class BatchStatus(BaseModel):
+    """Progress of one driver instance (its status object), or of the whole job (summary.json)."""
+
+    phase: Literal["Running", "Succeeded", "Failed"]
+    reason: str | None = Field(default=None, description="On failure, e.g. ErrorThresholdExceeded.")
+    message: str | None = None
+    instance: int | None = Field(default=None, description="None in summary.json (the whole job).")
+    miniBatches: BatchCounts = Field(default_factory=BatchCounts)
+    items: BatchCounts = Field(default_factory=BatchCounts)
+    rows: int = Field(default=0, description="Rows written to the output file (appendRow).")
+    output: str | None = Field(default=None, description="URI of the output file, once merged.")
+    startedAt: float | None = None
+    updatedAt: float | None = None
+    seconds: float | None = Field(default=None, description="Wall time from the job's start to this update.")

@@ -1,0 +1,483 @@
+"""Benchmark of mlendpoints-router against nginx doing the same split and against the backend direct.
+
+Workload (issue 4): two fast nginx backends (`return 200` with a JSON body), split
+90/10 with 10% mirror; the router (one process) pinned to core 0, wrk pinned to
+core 1, 32 keep-alive connections. In the same run: nginx with one worker doing
+the split with `split_clients` (and the 10% mirror with `mirror`), and the
+backend called directly. Then: added latency at a fixed 1,000 requests/s (wrk
+with a Lua `delay()` per connection: 10 connections x 10 ms), split accuracy over
+20,000 requests, isolation from a 2 s mirror, weight changes every second for
+30 s under load, one backend pod killed under load, and the router's RSS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.report import table, write_section
+
+CONNECTIONS = 32
+THROUGHPUT_SECONDS = 5
+FIXED_RATE_CONNECTIONS = 10
+FIXED_RATE_DELAY_MS = 10  # 10 connections each waiting 10 ms between requests: ~1,000 requests/s
+FIXED_RATE_SECONDS = 4
+ROUNDS = 2
+ONE_CONNECTION_SECONDS = 3
+SPLIT_REQUESTS = 20_000
+WEIGHT_CHANGE_SECONDS = 30
+POD_LOSS_SECONDS = 8
+SLOW_MIRROR_SECONDS = 2.0
+ROUTER_CORE, LOAD_CORE = "0", "1"
+BODY = '{"predictions":[0.42],"model":"%s"}'
+MIRROR = "mlendpoints_router_mirror_requests_total"
+REQUESTS = "mlendpoints_router_requests_total"
+
+WRK_REPORT = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,'
+    .. '"p50_us":%d,"p99_us":%d,"mean_us":%.1f}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.mean))
+end
+"""
+WRK_FIXED_RATE = f"function delay() return {FIXED_RATE_DELAY_MS} end\n" + WRK_REPORT
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield proc
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def nginx(tmp: Path, name: str, http_body: str, core: str | None = None) -> list[str]:
+    """argv of a one-process nginx (no master, so killing it kills the pod) with its own config."""
+    prefix = tmp / name
+    prefix.mkdir()
+    (prefix / "nginx.conf").write_text(
+        "worker_processes 1;\ndaemon off;\nmaster_process off;\n"
+        f"pid {prefix}/nginx.pid;\nerror_log {prefix}/error.log warn;\n"
+        "events { worker_connections 8192; }\n"
+        f"http {{\n  access_log off;\n  keepalive_requests 10000000;\n{http_body}\n}}\n"
+    )
+    argv = ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log")]
+    return ["taskset", "-c", core, *argv] if core else argv
+
+
+def backend_server(port: int, name: str) -> str:
+    return (
+        f"  server {{ listen 127.0.0.1:{port}; location / {{ default_type application/json; "
+        f"return 200 '{BODY % name}'; }} }}\n"
+    )
+
+
+def nginx_split(port: int, blue: int, green: int) -> str:
+    """The anchor: 90/10 split_clients, plus a 10% mirror (`mirror` takes no variable, so the mirror
+    subrequest itself decides, by a second split_clients, whether to go upstream)."""
+    keep = 'proxy_http_version 1.1; proxy_set_header Connection "";'
+    return f"""
+  upstream blue {{ server 127.0.0.1:{blue}; keepalive 64; }}
+  upstream green {{ server 127.0.0.1:{green}; keepalive 64; }}
+  split_clients "${{msec}}${{connection}}${{connection_requests}}" $pool {{ 90% blue; * green; }}
+  split_clients "${{connection_requests}}${{connection}}${{msec}}" $mirror_on {{ 10% 1; * 0; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ mirror /_mirror; {keep} proxy_pass http://$pool; }}
+    location = /_mirror {{
+      internal; if ($mirror_on = 0) {{ return 204; }} {keep} proxy_pass http://green$request_uri;
+    }}
+  }}
+"""
+
+
+def start_wrk(
+    url: str, seconds: float, script: Path, connections: int = CONNECTIONS
+) -> subprocess.Popen[str]:
+    argv = [
+        "taskset",
+        "-c",
+        LOAD_CORE,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "-s",
+        str(script),
+        url,
+    ]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+
+
+def finish_wrk(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """wrk's summary: requests, rps, errors (socket errors + non-2xx/3xx), latency p50/p99 in µs."""
+    out, _ = proc.communicate()
+    line = next(line for line in out.splitlines() if line.startswith("RESULT "))
+    result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["errors"] = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return result
+
+
+def average(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean rate and latency percentiles over alternating runs; errors added up."""
+    out = {key: sum(run[key] for run in runs) / len(runs) for key in ("rps", "p50_us", "p99_us")}
+    out["errors"] = sum(run["errors"] for run in runs)
+    return out
+
+
+def wrk(url: str, seconds: float, script: Path, connections: int = CONNECTIONS) -> dict[str, Any]:
+    return finish_wrk(start_wrk(url, seconds, script, connections))
+
+
+def metrics(url: str) -> Counter[str]:
+    """Router metric samples (name{labels} -> value), for before/after deltas."""
+    with urllib.request.urlopen(url + "/metrics") as resp:
+        text = resp.read().decode()
+    out: Counter[str] = Counter()
+    for line in text.splitlines():
+        if line.startswith("mlendpoints_router_") and "_created" not in line:
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)  # type: ignore[assignment]
+    return out
+
+
+def delta(before: Counter[str], after: Counter[str], name: str, **labels: str) -> float:
+    """Change of a router metric, summed over the series with these labels."""
+
+    def total(samples: Counter[str]) -> float:
+        return sum(
+            v
+            for k, v in samples.items()
+            if k.startswith(name + "{") and all(f'{lk}="{lv}"' in k for lk, lv in labels.items())
+        )
+
+    return total(after) - total(before)
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) in MB."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+async def count_served_by(port: int, total: int, connections: int = CONNECTIONS) -> Counter[str]:
+    """Exactly `total` keep-alive requests; counts the x-mlendpoints-served-by of each 2xx answer."""
+    served: Counter[str] = Counter()
+    remaining = [total]
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            writer.write(b"GET /score HTTP/1.1\r\nhost: bench\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            status, headers = head.split(b"\r\n", 1)
+            fields = dict(
+                (k.strip().lower(), v.strip())
+                for k, v in (h.split(b":", 1) for h in headers.split(b"\r\n") if b":" in h)
+            )
+            await reader.readexactly(int(fields.get(b"content-length", b"0")))
+            ok = status.split()[1].startswith(b"2")
+            served[fields.get(b"x-mlendpoints-served-by", b"?").decode() if ok else "error"] += 1
+        writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return served
+
+
+async def slow_backend(port: int) -> None:
+    """The 2 s mirror: answers every request after SLOW_MIRROR_SECONDS."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        body = BODY % "slow"
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.lower().split(b"\r\n")
+                        if line.startswith(b"content-length")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                await asyncio.sleep(SLOW_MIRROR_SECONDS)
+                writer.write(f"HTTP/1.1 200 OK\r\ncontent-length: {len(body)}\r\n\r\n{body}".encode())
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096)
+    await server.serve_forever()
+
+
+class Router:
+    def __init__(self, tmp: Path, stack: contextlib.ExitStack) -> None:
+        self.config_path = tmp / "router.json"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp, self.stack = tmp, stack
+
+    def write(
+        self, deployments: dict[str, list[int]], traffic: dict[str, int], mirror: dict[str, int]
+    ) -> None:
+        config = {
+            "endpoint": "bench",
+            "authMode": "none",
+            "traffic": traffic,
+            "mirrorTraffic": mirror,
+            "deployments": {
+                name: {"backends": [f"127.0.0.1:{p}" for p in ports], "maxConcurrentRequestsPerInstance": 64}
+                for name, ports in deployments.items()
+            },
+        }
+        staging = self.config_path.with_suffix(".tmp")
+        staging.write_text(json.dumps(config))
+        staging.replace(self.config_path)
+
+    def start(self) -> int:
+        argv = ["taskset", "-c", ROUTER_CORE, sys.executable, "-m", "mlendpoints_serving.router.cli"]
+        argv += ["--config", str(self.config_path), "--port", str(self.port), "--host", "127.0.0.1"]
+        proc = self.stack.enter_context(process(argv, self.tmp / "router.log"))
+        wait_http(self.url + "/health")
+        return proc.pid
+
+
+def ms(microseconds: float) -> str:
+    return f"{microseconds / 1000:.3f} ms"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def run(tmp: Path) -> str:
+    if not shutil.which("wrk") or not shutil.which("nginx"):
+        raise RuntimeError("wrk and nginx (Debian wrk, nginx-light) are needed")
+    report, rate = tmp / "report.lua", tmp / "rate.lua"
+    report.write_text(WRK_REPORT)
+    rate.write_text(WRK_FIXED_RATE)
+    blue, green, blue_b, anchor_port, slow = (free_port() for _ in range(5))
+    direct_url = f"http://127.0.0.1:{blue}/score"
+    with contextlib.ExitStack() as stack:
+        backends = backend_server(blue, "blue") + backend_server(green, "green")
+        stack.enter_context(process(nginx(tmp, "backends", backends), tmp / "backends.log"))
+        anchor = nginx_split(anchor_port, blue, green)
+        stack.enter_context(process(nginx(tmp, "anchor", anchor, core=ROUTER_CORE), tmp / "anchor.log"))
+        slow_argv = [sys.executable, "-m", "bench.router", "slow-backend", str(slow)]
+        stack.enter_context(process(slow_argv, tmp / "slow.log"))
+        router = Router(tmp, stack)
+        live = {"blue": [blue], "green": [green], "shadow": [green]}
+        split, mirror = {"blue": 90, "green": 10}, {"shadow": 10}
+        router.write(live, split, mirror)
+        pid = router.start()
+        for url in (direct_url, f"http://127.0.0.1:{anchor_port}/", f"http://127.0.0.1:{slow}/"):
+            wait_http(url)
+        url = router.url + "/score"
+
+        # Throughput: direct, nginx split, router split (same wrk, same connections).
+        wrk(url, 1, report)  # warm-up: upstream pools filled
+        direct = wrk(direct_url, THROUGHPUT_SECONDS, report)
+        nginx_run = wrk(f"http://127.0.0.1:{anchor_port}/score", THROUGHPUT_SECONDS, report)
+        routed = wrk(url, THROUGHPUT_SECONDS, report)
+        # Latency: one connection back to back (the router's own cost), then a fixed ~1,000 requests/s.
+        direct_one = wrk(direct_url, ONE_CONNECTION_SECONDS, report, connections=1)
+        router_one = wrk(url, ONE_CONNECTION_SECONDS, report, connections=1)
+        # Rounds alternate so that the shared machine's load drifts over both sides alike.
+        direct_runs, router_runs = [], []
+        for _ in range(ROUNDS):
+            direct_runs.append(wrk(direct_url, FIXED_RATE_SECONDS, rate, FIXED_RATE_CONNECTIONS))
+            router_runs.append(wrk(url, FIXED_RATE_SECONDS, rate, FIXED_RATE_CONNECTIONS))
+        direct_rate, router_rate = average(direct_runs), average(router_runs)
+
+        # Split accuracy over exactly SPLIT_REQUESTS requests.
+        before = metrics(router.url)
+        served = asyncio.run(count_served_by(router.port, SPLIT_REQUESTS))
+        after = metrics(router.url)
+        mirrored = delta(before, after, MIRROR, outcome="sent") + delta(
+            before, after, MIRROR, outcome="dropped"
+        )
+        shares = {name: 100 * served[name] / SPLIT_REQUESTS for name in ("blue", "green")}
+        shares["mirror"] = 100 * mirrored / SPLIT_REQUESTS
+
+        # Mirror isolation: the fixed rate with a fast mirror, then with one taking 2 s, alternating.
+        fast_runs, slow_runs, slow_sent, slow_dropped = [], [], 0.0, 0.0
+        for _ in range(ROUNDS):
+            router.write(live, split, mirror)
+            time.sleep(SLOW_MIRROR_SECONDS + 0.5)  # slow copies of the previous round finish
+            fast_runs.append(wrk(url, FIXED_RATE_SECONDS, rate, FIXED_RATE_CONNECTIONS))
+            router.write({**live, "shadow": [slow]}, split, mirror)
+            time.sleep(1.0)
+            before = metrics(router.url)
+            slow_runs.append(wrk(url, FIXED_RATE_SECONDS, rate, FIXED_RATE_CONNECTIONS))
+            after = metrics(router.url)
+            slow_sent += delta(before, after, MIRROR, outcome="sent")
+            slow_dropped += delta(before, after, MIRROR, outcome="dropped")
+        fast_rate, slow_rate = average(fast_runs), average(slow_runs)
+        router.write(live, split, mirror)
+        time.sleep(SLOW_MIRROR_SECONDS + 0.5)
+
+        # Weight changes every second for 30 s under full load.
+        before = metrics(router.url)
+        load = start_wrk(url, WEIGHT_CHANGE_SECONDS + 1, report)
+        for second in range(WEIGHT_CHANGE_SECONDS):
+            time.sleep(1.0)
+            router.write(live, {"blue": 90, "green": 10} if second % 2 else {"blue": 10, "green": 90}, mirror)
+        changes = finish_wrk(load)
+        after = metrics(router.url)
+        by_deployment = {name: delta(before, after, REQUESTS, deployment=name) for name in ("blue", "green")}
+
+        # Pod loss: blue has two pods; one is SIGKILLed 3 s into the run.
+        with process(nginx(tmp, "blue-b", backend_server(blue_b, "blue")), tmp / "blue-b.log") as pod_b:
+            wait_http(f"http://127.0.0.1:{blue_b}/")
+            router.write({**live, "blue": [blue, blue_b]}, split, mirror)
+            time.sleep(1.0)
+            before = metrics(router.url)
+            load = start_wrk(url, POD_LOSS_SECONDS, report)
+            time.sleep(3.0)
+            pod_b.kill()
+            loss = finish_wrk(load)
+        after = metrics(router.url)
+        retries = delta(before, after, "mlendpoints_router_upstream_retries_total")
+        failed_5xx = sum(delta(before, after, REQUESTS, status=str(code)) for code in (502, 503, 504))
+        rss, peak = rss_mb(pid)
+
+    ratio = routed["rps"] / nginx_run["rps"]
+    added_one = router_one["p50_us"] - direct_one["p50_us"]
+    added_p50 = router_rate["p50_us"] - direct_rate["p50_us"]
+    added_p99 = router_rate["p99_us"] - direct_rate["p99_us"]
+    p99_move = slow_rate["p99_us"] / fast_rate["p99_us"] - 1
+    split_ok = all(
+        abs(shares[k] - target) <= 1.5 for k, target in (("blue", 90), ("green", 10), ("mirror", 10))
+    )
+
+    def throughput(result: dict[str, Any]) -> str:
+        return f"{result['rps']:,.0f} req/s (p50 {ms(result['p50_us'])}, errors {result['errors']})"
+
+    rows: list[list[object]] = [
+        ["Throughput, backend direct", throughput(direct), "", ""],
+        ["Throughput, nginx 1 worker: split_clients 90/10 + 10% mirror", throughput(nginx_run), "anchor", ""],
+        [
+            "Throughput, mlendpoints-router: 90/10 + 10% mirror",
+            throughput(routed),
+            ">= 40% of nginx",
+            f"{ratio:.0%} of nginx: {verdict(ratio >= 0.4)}",
+        ],
+        [
+            "Router's own cost: 1 connection, back to back",
+            f"p50 +{ms(added_one)} (router {ms(router_one['p50_us'])}, direct {ms(direct_one['p50_us'])})",
+            "",
+            "",
+        ],
+        [
+            f"Added latency at a fixed rate (router {router_rate['rps']:,.0f} req/s, "
+            f"direct {direct_rate['rps']:,.0f} req/s)",
+            f"p50 +{ms(added_p50)}, p99 +{ms(added_p99)} (router p50 {ms(router_rate['p50_us'])} / "
+            f"p99 {ms(router_rate['p99_us'])}; direct {ms(direct_rate['p50_us'])} / "
+            f"{ms(direct_rate['p99_us'])})",
+            "p50 <= 0.5 ms, p99 <= 2 ms",
+            verdict(added_p50 <= 500 and added_p99 <= 2000),
+        ],
+        [
+            f"Split accuracy over {SPLIT_REQUESTS:,} requests",
+            f"blue {shares['blue']:.2f}%, green {shares['green']:.2f}%, mirror {shares['mirror']:.2f}% "
+            f"(errors {served['error']})",
+            "90 / 10 / 10, each within 1.5 pp",
+            verdict(split_ok and not served["error"]),
+        ],
+        [
+            f"Mirror isolation: {SLOW_MIRROR_SECONDS:.0f} s mirror at the fixed rate",
+            f"live p99 {ms(slow_rate['p99_us'])} vs {ms(fast_rate['p99_us'])} with a fast mirror "
+            f"({p99_move:+.1%}), "
+            f"live errors {slow_rate['errors']}; mirror sent {slow_sent:.0f}, dropped {slow_dropped:.0f}",
+            "p99 moves < 10%, 0 errors",
+            verdict(p99_move < 0.10 and slow_rate["errors"] == 0),
+        ],
+        [
+            f"Weights flipped 90/10 <-> 10/90 every second for {WEIGHT_CHANGE_SECONDS} s, full load",
+            f"{changes['requests']:,} requests, non-2xx + socket errors {changes['errors']}; "
+            f"served by blue {by_deployment['blue']:,.0f}, green {by_deployment['green']:,.0f}",
+            "0 non-2xx",
+            verdict(changes["errors"] == 0),
+        ],
+        [
+            "Pod loss: 1 of 2 blue pods SIGKILLed under full load",
+            f"{loss['requests']:,} requests, failed {loss['errors']} (router 5xx {failed_5xx:.0f}), "
+            f"retries {retries:.0f}",
+            f"only those in flight to it (<= {CONNECTIONS})",
+            verdict(loss["errors"] <= CONNECTIONS),
+        ],
+        ["Router memory", f"RSS {rss:.1f} MB, peak {peak:.1f} MB", "<= 100 MB", verdict(peak <= 100)],
+    ]
+    return (
+        "Router pinned to core 0 (taskset), wrk on core 1, 32 keep-alive connections, nginx `return 200` "
+        "backends (unpinned). The fixed rate is wrk with a Lua `delay()` of 10 ms on each of 10 "
+        "connections (wrk2 is not in Debian), in 2 alternating rounds of 4 s per side, averaged; latency "
+        "is wrk's, from request write to response. The machine is shared with other running work: the "
+        "fixed-rate figures mostly measure how fast a sleeping process gets the CPU back, which the "
+        "one-connection row separates from the router's own cost.\n\n"
+        + table(["Measure", "Result", "Target", "Verdict"], rows)
+    )
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-router-") as tmp:
+        try:
+            body = run(Path(tmp))
+        except Exception as exc:
+            print(f"bench.router failed: {exc}", file=sys.stderr)
+            for log in sorted(Path(tmp).glob("*.log")):
+                print(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}", file=sys.stderr)
+            raise
+    write_section("router", "Router (mlendpoints-router)", "make bench (python -m bench.router)", body)
+    print(body)
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["slow-backend"]:
+        asyncio.run(slow_backend(int(sys.argv[2])))
+    else:
+        sys.exit(main())

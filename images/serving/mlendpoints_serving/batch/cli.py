@@ -1,0 +1,42 @@
+"""`mlendpoints-batch`: score files with an MLflow model (or a scoring script), exactly once, resumably.
+
+Flags are documented in docs/contract.md (batch section) and by `--help`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pydantic import ValidationError
+from pydantic_settings import CliApp
+
+from mlendpoints_serving.batch.coordinator import JobFailed
+from mlendpoints_serving.batch.job import run
+from mlendpoints_serving.batch.settings import BatchSettings
+from mlendpoints_serving.runtime import fatal, setup_logging, write_termination_message
+
+COMPONENT = "mlendpoints-batch"
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = CliApp.run(BatchSettings, cli_args=sys.argv[1:] if argv is None else argv)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        fatal(COMPONENT, f"InvalidSettings: {problems}", code=2)
+    setup_logging(settings.logging_level)
+    try:
+        status = run(settings)
+    except JobFailed as exc:
+        fatal(COMPONENT, f"{exc.reason}: {exc.message}")
+    except FileNotFoundError as exc:
+        fatal(COMPONENT, f"InputNotFound: {exc}")
+    # The operator reads the outcome from the pod's termination message, not from the output.
+    write_termination_message(status.model_dump_json(exclude_none=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

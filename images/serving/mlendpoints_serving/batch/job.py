@@ -1,0 +1,82 @@
+"""A batch job end to end for one invocation: check the output, plan, score this instance's share, merge."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from mlendpoints_serving.batch.coordinator import Coordinator, JobFailed
+from mlendpoints_serving.batch.merge import merge, read_plan, read_summary
+from mlendpoints_serving.batch.plan import PLAN_FILE, Plan, mini_batches, new_plan, share
+from mlendpoints_serving.batch.settings import BatchSettings
+from mlendpoints_serving.batch.storage import Location, list_inputs
+from mlendpoints_serving.contract import BATCH_SUMMARY_FILE, ENV_JOB_COMPLETION_INDEX, BatchStatus
+
+log = logging.getLogger("mlendpoints.batch")
+
+
+def instance_index(settings: BatchSettings) -> int:
+    if settings.instance_index is not None:
+        return settings.instance_index
+    index = int(os.environ.get(ENV_JOB_COMPLETION_INDEX, "0"))
+    if index >= settings.instance_count:
+        raise JobFailed(
+            "InvalidSettings",
+            f"${ENV_JOB_COMPLETION_INDEX}={index} is not below instance-count {settings.instance_count}",
+        )
+    return index
+
+
+def _finished(summary: BatchStatus) -> BatchStatus:
+    """The job already ran to its end into this output: report that outcome again, change nothing."""
+    log.info(f"{BATCH_SUMMARY_FILE} exists: the job already finished ({summary.phase}); nothing to do")
+    if summary.phase == "Failed":
+        raise JobFailed(summary.reason or "Failed", summary.message or "the job failed")
+    return summary
+
+
+def _claim_output(out: Location, plan: Plan, settings: BatchSettings) -> Plan | BatchStatus:
+    """The stored plan to resume (or this new one), or the summary of this very job already finished.
+
+    An output that holds anything of another job (another input, model or settings) is never touched.
+    """
+    stored = read_plan(out)
+    if stored is not None and stored.fingerprint != plan.fingerprint:
+        raise JobFailed(
+            "OutputExists",
+            f"{out.uri} holds parts or results of a different job (inputs, model or "
+            "settings differ); choose a new output",
+        )
+    summary = read_summary(out)
+    if stored is None:
+        clash = [n for n in (BATCH_SUMMARY_FILE, settings.output_file_name) if out.exists(n)]
+        if clash:
+            raise JobFailed(
+                "OutputExists", f"{out.uri} already holds {', '.join(clash)}; choose a new output"
+            )
+        out.write_bytes(PLAN_FILE, plan.model_dump_json().encode())
+        return plan
+    return summary if summary is not None else stored
+
+
+def run(settings: BatchSettings) -> BatchStatus:
+    out = Location(settings.output)
+    if settings.phase == "merge":
+        summary = read_summary(out)
+        return _finished(summary) if summary is not None else merge(out, settings)
+    files = list_inputs(settings.input, settings.input_type)
+    claimed = _claim_output(out, new_plan(files, settings), settings)
+    if isinstance(claimed, BatchStatus):
+        return _finished(claimed)
+    index = instance_index(settings)
+    batches = share(mini_batches(files, settings.mini_batch_size), index, settings.instance_count)
+    coordinator = Coordinator(
+        settings=settings, out=out, instance=index, batches=batches, started_at=claimed.created
+    )
+    try:
+        status = coordinator.run()
+    except JobFailed as exc:
+        if settings.phase == "all":
+            merge(out, settings, failure=exc)  # records the summary and errors so far, then raises
+        raise
+    return merge(out, settings) if settings.phase == "all" else status

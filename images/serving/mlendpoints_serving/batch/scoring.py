@@ -1,0 +1,96 @@
+"""What scores a file: the MLflow model (no-code) or a user's scoring script (Azure's batch contract).
+
+No-code scoring goes through `mlendpoints_serving.model`, the scoring core the
+model server uses too: the same signature validation and conversion, the same
+fast path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlendpoints_serving.contract import ENV_AZUREML_MODEL_DIR, ENV_MODEL_DIR, ENV_OUTPUT_DIR
+from mlendpoints_serving.model import ModelError, load
+from mlendpoints_serving.model.core import Format
+
+PREDICTION = "prediction"
+
+
+def predictions_frame(predictions: Any) -> pd.DataFrame:
+    """A model's output as columns: one `prediction` column, or the model's own columns."""
+    if isinstance(predictions, pd.DataFrame):
+        return predictions.reset_index(drop=True).rename(columns=str)
+    if isinstance(predictions, pd.Series):
+        return pd.DataFrame({str(predictions.name or PREDICTION): predictions.to_numpy()})
+    if isinstance(predictions, dict):
+        return pd.DataFrame({str(k): np.asarray(v).tolist() for k, v in predictions.items()})
+    arr = np.asarray(predictions)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim == 1:
+        return pd.DataFrame({PREDICTION: arr})
+    if arr.ndim == 2:
+        if arr.shape[1] == 1:
+            return pd.DataFrame({PREDICTION: arr[:, 0]})
+        return pd.DataFrame(arr, columns=[f"{PREDICTION}_{i}" for i in range(arr.shape[1])])
+    return pd.DataFrame({PREDICTION: [row.tolist() for row in arr]})
+
+
+class ModelScorer:
+    """The MLflow model, loaded once per worker process."""
+
+    def __init__(self, model_dir: str) -> None:
+        self.model = load(model_dir)
+
+    def table(self, frame: pd.DataFrame) -> pd.DataFrame:
+        out = predictions_frame(self.model.predict(self.model.decode(Format.FRAME, frame)))
+        if len(out) != len(frame):
+            raise ModelError(ValueError(f"the model returned {len(out)} predictions for {len(frame)} rows"))
+        return out
+
+    def image(self, pixels: np.ndarray[Any, Any]) -> pd.DataFrame:
+        """One image, passed as a batch of one: shape (1, height, width[, channels])."""
+        if self.model.columns is not None:
+            raise ValueError(
+                f"the model takes columns [{self.model.columns.describe()}]; an image cannot be scored by it"
+            )
+        batch = pixels[np.newaxis, ...]
+        fmt = Format.INPUTS if self.model.tensors else Format.FRAME
+        return predictions_frame(self.model.predict(self.model.decode(fmt, batch)))
+
+
+class ScriptScorer:
+    """A scoring script: `init()` once per worker, then `run(mini_batch)` per mini-batch."""
+
+    def __init__(self, script: str, model_dir: str, output_dir: str) -> None:
+        os.environ[ENV_MODEL_DIR] = model_dir
+        os.environ[ENV_AZUREML_MODEL_DIR] = model_dir
+        os.environ[ENV_OUTPUT_DIR] = output_dir
+        path = Path(script).resolve()
+        sys.path.insert(0, str(path.parent))  # the script may import its neighbours
+        spec = importlib.util.spec_from_file_location(f"mlendpoints_scoring_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load scoring script {script}")
+        self.module: ModuleType = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self.module)
+        if not callable(getattr(self.module, "run", None)):
+            raise ImportError(f"scoring script {script} defines no run(mini_batch)")
+        init = getattr(self.module, "init", None)
+        if callable(init):
+            init()
+
+    def run(self, paths: list[str]) -> pd.DataFrame:
+        result = self.module.run(paths)
+        if isinstance(result, pd.DataFrame):
+            return result.reset_index(drop=True).rename(columns=str)
+        if result is None or isinstance(result, str | bytes) or not hasattr(result, "__len__"):
+            raise TypeError(f"run() must return a list or a DataFrame, got {type(result).__name__}")
+        return pd.DataFrame({PREDICTION: list(result)})

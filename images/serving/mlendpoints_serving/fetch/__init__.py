@@ -1,0 +1,1 @@
+"""`mlendpoints-fetch`: download a model (registry, run, object store, https, local) into a directory."""

@@ -1,0 +1,356 @@
+"""Load an MLflow model once; decode input against its signature; predict; split batches.
+
+The fast path: when the signature is made of scalar columns or tensors, input is
+validated and converted here once (model/schema.py) and the flavor's own predict
+is called directly, skipping pyfunc's per-call schema enforcement (most of a
+single-row predict's cost). Anything else (no signature, type-hint signatures,
+arrays/objects/datetime columns, DataFrames for tensor models) takes the generic
+path: MLflow's parser and `PyFuncModel.predict`, exactly as `mlflow models serve`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+import warnings
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from mlendpoints_serving.model.errors import InputError, ModelError
+from mlendpoints_serving.model.schema import SCALAR_TYPES, ColumnDecoder, Columns, ColumnSpec, TensorDecoder
+
+log = logging.getLogger("mlendpoints.model")
+
+
+class Format(StrEnum):
+    """Shapes input arrives in, across protocols."""
+
+    SPLIT = "dataframe_split"  # {"columns", "data", "index"?}
+    RECORDS = "dataframe_records"  # [{col: value}]
+    INSTANCES = "instances"  # rows: [[...]] or [{...}] (or a tensor)
+    INPUTS = "inputs"  # a tensor (nested list) or named columns/tensors (dict of lists)
+    FRAME = "frame"  # a DataFrame already parsed (CSV)
+
+
+@dataclass
+class ModelInput:
+    """Decoded, validated input of one request, ready to predict."""
+
+    data: Any
+    params: dict[str, Any] | None
+    rows: int | None = None  # None: cannot be batched with others
+    batch_key: Hashable | None = None  # inputs with equal keys may be concatenated
+    generic: bool = False  # data is the protocol payload for MLflow's own parser
+
+
+def _params_key(params: dict[str, Any] | None) -> bytes | None:
+    try:
+        return orjson.dumps(params, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        return None
+
+
+@dataclass
+class ServedModel:
+    model_dir: Path
+    pyfunc: Any  # mlflow.pyfunc.PyFuncModel
+    load_seconds: float
+    device: str | None = None
+    columns: ColumnDecoder | None = None
+    tensors: dict[str | None, TensorDecoder] = field(default_factory=dict)
+    input_example: Any = None  # the serving input example (a request body), when saved
+
+    def __post_init__(self) -> None:
+        meta = self.pyfunc.metadata
+        impl = self.pyfunc._model_impl
+        self.flavors = list(meta.flavors)
+        self.input_schema = meta.get_input_schema()
+        self.output_schema = meta.get_output_schema()
+        self.params_schema = meta.get_params_schema()
+        self._predict_fn = getattr(impl, meta.flavors["python_function"].get("predict_fn", "predict"))
+        params_arg = inspect.signature(self._predict_fn).parameters.get("params")
+        self._pass_params = params_arg is not None and params_arg.kind != inspect.Parameter.VAR_KEYWORD
+        typed = meta._is_signature_from_type_hint() or meta._is_type_hint_from_example()
+        if self.input_schema is not None and not typed:
+            self._compile(self.input_schema)
+        self._array_predict = self._sklearn_array_predict(meta.flavors["python_function"].get("predict_fn"))
+
+    def _sklearn_array_predict(self, predict_fn: str | None) -> Callable[[Any], Any] | None:
+        """The estimator's own predict, to call with the 2-D block instead of a DataFrame, or None.
+
+        scikit-learn validates a DataFrame (dtypes, feature names) at several times the cost of
+        the prediction. When the estimator was fitted on exactly the signature's columns, in
+        order, all of one numeric dtype, the block is the array its validation would produce
+        from the DataFrame. Used only after a probe gives bit-identical output both ways.
+        """
+        estimator = getattr(self.pyfunc._model_impl, "sklearn_model", None)
+        cols = self.columns
+        if (
+            estimator is None
+            or cols is None
+            or cols.shared_dtype is None
+            or cols.shared_dtype.kind not in "fiu"
+        ):
+            return None
+        fitted_on = getattr(estimator, "feature_names_in_", None)
+        if fitted_on is None or list(fitted_on) != cols.names:
+            return None
+        predict = getattr(estimator, predict_fn or "predict", None)
+        if predict is None:
+            return None
+        rng = np.random.default_rng(0)
+        probe = np.asfortranarray(rng.normal(size=(7, len(cols.names))).astype(cols.shared_dtype))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                via_frame, via_block = predict(cols.frame(probe)), predict(probe)
+            except Exception:
+                return None
+        if type(via_frame) is not type(via_block) or not np.array_equal(via_frame, via_block):
+            return None
+        # The one thing the array skips is the feature-name check, already done by the decoder.
+        warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
+        return predict  # type: ignore[no-any-return]
+
+    @property
+    def fast(self) -> bool:
+        return self.columns is not None or bool(self.tensors)
+
+    def _compile(self, schema: Any) -> None:
+        if schema.is_tensor_spec():
+            self.tensors = {
+                s.name: TensorDecoder(s.name, np.dtype(s.type), tuple(s.shape)) for s in schema.inputs
+            }
+            return
+        specs = []
+        for col in schema.inputs:
+            type_name = getattr(getattr(col, "type", None), "name", None)
+            if type_name not in SCALAR_TYPES or not col.required or col.name is None:
+                return  # arrays, objects, optional columns...: MLflow's own enforcement handles them
+            specs.append(ColumnSpec(col.name, type_name))
+        self.columns = ColumnDecoder(specs)
+
+    # -- decoding ---------------------------------------------------------------------------------
+    def decode(self, fmt: Format, value: Any, params: Any = None) -> ModelInput:
+        """Validate `value` (in shape `fmt`) against the signature; raises InputError."""
+        if self.columns is not None:
+            frame = self._decode_columns(self.columns, fmt, value)
+            return self._fast_input(frame, len(frame), ("frame",), params)
+        elif self.tensors and fmt in (Format.INSTANCES, Format.INPUTS):
+            if None in self.tensors and len(self.tensors) == 1:
+                spec = self.tensors[None]
+                arr = spec.decode(value)
+                batchable = arr.ndim > 0 and spec.shape[0] == -1
+                return self._fast_input(
+                    arr, len(arr) if batchable else None, ("tensor", arr.shape[1:]), params
+                )
+            if isinstance(value, dict):
+                return self._fast_input(self._decode_named_tensors(value), None, None, params)
+        return ModelInput(data=(fmt, value), params=params, generic=True)
+
+    def _decode_columns(self, cols: ColumnDecoder, fmt: Format, value: Any) -> Columns:
+        if fmt is Format.SPLIT:
+            if not isinstance(value, dict):
+                raise InputError(f"'{fmt.value}' must be an object with 'columns' and 'data'")
+            if "data" not in value:
+                raise InputError(f"'{fmt.value}' has no 'data'; expected rows of [{cols.describe()}]")
+            given = value.get("columns")
+            if given is not None and not isinstance(given, list):
+                raise InputError(f"'columns' must be a list of column names, got {type(given).__name__}")
+            return cols.from_rows(value["data"], given)
+        if fmt is Format.RECORDS:
+            return cols.from_records(value)
+        if fmt is Format.FRAME:
+            return cols.from_frame(value)
+        if isinstance(value, dict):
+            return cols.from_columns(value)
+        if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+            return cols.from_records(value)
+        if isinstance(value, list) and value and all(isinstance(r, list) for r in value):
+            return cols.from_rows(value)
+        raise InputError(f"'{fmt.value}' must be rows, records or an object of columns [{cols.describe()}]")
+
+    def _decode_named_tensors(self, value: dict[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
+        names = [n for n in self.tensors if n is not None]
+        missing = [n for n in names if n not in value]
+        if missing:
+            raise InputError(
+                f"missing tensor(s) {missing}; the model expects "
+                + ", ".join(f"'{n}': {self.tensors[n].describe()}" for n in names)
+            )
+        return {n: self.tensors[n].decode(value[n]) for n in names}
+
+    def _fast_input(self, data: Any, rows: int | None, key: Hashable, params: Any) -> ModelInput:
+        from mlflow.exceptions import MlflowException
+        from mlflow.models.utils import _enforce_params_schema
+
+        try:
+            enforced = _enforce_params_schema(params, self.params_schema)
+        except MlflowException as exc:
+            raise InputError(f"params: {exc.message}", code="invalid_params") from None
+        pkey = _params_key(enforced) if rows is not None else None
+        batch_key = None if pkey is None else (key, pkey)
+        return ModelInput(data=data, params=enforced, rows=rows, batch_key=batch_key)
+
+    # -- prediction (blocking: call from a worker thread) ----------------------------------------
+    def predict(self, inp: ModelInput) -> Any:
+        if inp.generic:
+            return self._predict_generic(inp)
+        data = inp.data
+        try:
+            if self.columns is not None and isinstance(data, np.ndarray):
+                if self._array_predict is not None:
+                    return self._array_predict(data)
+                data = self.columns.frame(data)
+            if self._pass_params:
+                return self._predict_fn(data, params=inp.params)
+            return self._predict_fn(data)
+        except Exception as exc:
+            raise ModelError(exc) from exc
+
+    def frame(self, inp: ModelInput) -> Any:
+        """The input as the flavor's predict receives it (a DataFrame for column signatures)."""
+        if self.columns is not None and isinstance(inp.data, np.ndarray):
+            return self.columns.frame(inp.data)
+        return inp.data
+
+    def predict_many(self, inputs: Sequence[ModelInput]) -> list[Any]:
+        """One predict over inputs sharing a batch key, split back per input; identical to one by one."""
+        if len(inputs) == 1:
+            return [self.predict(inputs[0])]
+        first = inputs[0].data
+        data: Any = (
+            pd.concat([i.data for i in inputs], ignore_index=True)
+            if isinstance(first, pd.DataFrame)
+            else np.concatenate([i.data for i in inputs])
+        )
+        if self.columns is not None and isinstance(data, np.ndarray):
+            data = np.asfortranarray(data)
+        out = self.predict(ModelInput(data=data, params=inputs[0].params))
+        total = sum(i.rows or 0 for i in inputs)
+        if not hasattr(out, "__len__") or len(out) != total:
+            return [self.predict(i) for i in inputs]  # not row-aligned: cannot split
+        parts, start = [], 0
+        for i in inputs:
+            end = start + (i.rows or 0)
+            parts.append(out.iloc[start:end] if isinstance(out, pd.DataFrame | pd.Series) else out[start:end])
+            start = end
+        return parts
+
+    def _predict_generic(self, inp: ModelInput) -> Any:
+        from mlflow.exceptions import MlflowException
+        from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
+        fmt, value = inp.data
+        try:
+            data = (
+                value if fmt is Format.FRAME else infer_and_parse_data({fmt.value: value}, self.input_schema)
+            )
+        except MlflowException as exc:
+            raise InputError(exc.message) from None
+        except Exception as exc:  # MLflow's parser raises plain errors for odd shapes
+            raise InputError(f"input does not fit the model: {exc}") from None
+        try:
+            return self.pyfunc.predict(data, params=inp.params)
+        except MlflowException as exc:
+            if exc.error_code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"):
+                raise InputError(exc.message) from None
+            raise ModelError(exc) from exc
+        except Exception as exc:
+            raise ModelError(exc) from exc
+
+
+# -- output -------------------------------------------------------------------------------------
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    raise TypeError(f"cannot serialize {type(obj).__name__}")
+
+
+def jsonable(predictions: Any) -> Any:
+    """As MLflow's scoring server: DataFrames/Series -> records, arrays -> (nested) lists."""
+    if isinstance(predictions, np.ndarray) and predictions.dtype.kind in "fiub":
+        return predictions  # orjson writes numeric arrays natively
+    from mlflow.utils.proto_json_utils import _get_jsonable_obj
+
+    return _get_jsonable_obj(predictions, pandas_orient="records")
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+# -- loading ------------------------------------------------------------------------------------
+def _load_input_example(model_dir: Path, meta: Any) -> Any:
+    info = getattr(meta, "saved_input_example_info", None) or {}
+    path = info.get("serving_input_path")
+    if not path or not (model_dir / path).is_file():
+        return None
+    try:
+        return json.loads((model_dir / path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _device_config(model_dir: Path, device: str) -> dict[str, Any] | None:
+    """PyTorch models load on the GPU when CUDA is visible (device 'auto'), or on the device asked for."""
+    import yaml
+
+    flavors = yaml.safe_load((model_dir / "MLmodel").read_text()).get("flavors", {})
+    if "pytorch" not in flavors:
+        return None
+    if device == "auto":
+        try:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            device = "cpu"
+    return {"device": device}
+
+
+def load(model_dir: str | Path, device: str = "auto") -> ServedModel:
+    import mlflow.pyfunc
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "MLmodel").is_file():
+        raise FileNotFoundError(f"{model_dir} is not an MLflow model directory (no MLmodel file)")
+    started = time.perf_counter()
+    config = _device_config(model_dir, device)
+    # suppress_warnings skips MLflow's requirements check, which scans every installed
+    # distribution (~40% of loading a small model); the server logs its own, cheaper check.
+    pyfunc = mlflow.pyfunc.load_model(str(model_dir), suppress_warnings=True, model_config=config)
+    elapsed = time.perf_counter() - started
+    served = ServedModel(
+        model_dir=model_dir,
+        pyfunc=pyfunc,
+        load_seconds=elapsed,
+        device=(config or {}).get("device"),
+        input_example=_load_input_example(model_dir, pyfunc.metadata),
+    )
+    log.info(
+        "model loaded",
+        extra={
+            "fields": {
+                "model_dir": str(model_dir),
+                "seconds": round(elapsed, 3),
+                "flavors": served.flavors,
+                "fast_path": served.fast,
+                "device": served.device or "cpu",
+            }
+        },
+    )
+    return served

@@ -1,0 +1,245 @@
+"""`mlendpoints-router`: file mode (`--config FILE`) or cluster mode (`--configmap NAME --namespace NS`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import uvloop
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlendpoints_serving.contract import ROUTER_PORT, RouterConfig, keys_secret_name
+from mlendpoints_serving.router import kube
+from mlendpoints_serving.router.auth import KeyChecker
+from mlendpoints_serving.router.config import ConfigError, load_config_file, load_keys_file, watch_file
+from mlendpoints_serving.router.metrics import RouterMetrics
+from mlendpoints_serving.router.proxy import serve
+from mlendpoints_serving.router.service import Router
+from mlendpoints_serving.router.state import RoutingState
+from mlendpoints_serving.router.upstream import UpstreamPool
+from mlendpoints_serving.runtime import fatal, setup_logging
+
+COMPONENT = "mlendpoints-router"
+DRAIN_SECONDS = 10.0
+log = logging.getLogger("mlendpoints.router")
+
+
+class StartupError(Exception):
+    """The router cannot start: reported as a fatal error."""
+
+
+class RouterSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MLENDPOINTS_ROUTER_", cli_prog_name=COMPONENT, cli_kebab_case=True, extra="ignore"
+    )
+
+    config: Path | None = Field(default=None, description="File mode: RouterConfig JSON, re-read on change.")
+    configmap: str | None = Field(default=None, description="Cluster mode: ConfigMap holding router.json.")
+    namespace: str | None = Field(default=None, description="Cluster mode: namespace (default: the pod's).")
+    kubeconfig: str | None = Field(
+        default=None, description="Cluster mode outside a pod (default: KUBECONFIG)."
+    )
+    host: str = "0.0.0.0"
+    port: int = ROUTER_PORT
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> RouterSettings:
+        if (self.config is None) == (self.configmap is None):
+            raise ValueError(
+                "give exactly one of --config FILE (file mode) or --configmap NAME (cluster mode)"
+            )
+        return self
+
+
+def build_router(config: RouterConfig) -> Router:
+    return Router(RoutingState(config), KeyChecker(), UpstreamPool(), RouterMetrics())
+
+
+def apply_config(router: Router, config: RouterConfig) -> None:
+    router.state.apply_config(config)
+    _prune(router)
+    log.info("config applied", extra={"fields": {"traffic": config.traffic, "mirror": config.mirrorTraffic}})
+
+
+def _prune(router: Router) -> None:
+    router.pool.prune({pod.address for d in router.state.deployments.values() for pod in d.pods})
+
+
+# --- file mode -----------------------------------------------------------------
+class FileMode:
+    """Watches the config file, and the keys file it names (restarting that watch if the name changes)."""
+
+    def __init__(self, path: Path, stop: asyncio.Event) -> None:
+        self.path = path
+        self.stop = stop
+        self.router = build_router(load_config_file(path))
+        self._keys_task: asyncio.Task[None] | None = None
+        self._keys_path: Path | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._use_keys_file(self.router.state.config)
+        self._tasks.append(
+            asyncio.create_task(watch_file(self.path, load_config_file, self._on_config, self.stop))
+        )
+
+    def _on_config(self, config: RouterConfig) -> None:
+        apply_config(self.router, config)
+        self._use_keys_file(config)
+
+    def _use_keys_file(self, config: RouterConfig) -> None:
+        path = (self.path.parent / config.keysFile) if config.keysFile else None
+        if path == self._keys_path:
+            return
+        if self._keys_task is not None:
+            self._keys_task.cancel()
+            self._keys_task = None
+        self._keys_path = path
+        if path is None:
+            self.router.keys.set_keys()
+            return
+        try:
+            self.router.keys.set_keys(*load_keys_file(path))
+        except ConfigError as exc:
+            log.error("no keys loaded yet: %s", exc)
+        self._keys_task = asyncio.create_task(watch_file(path, load_keys_file, self._on_keys, self.stop))
+
+    def _on_keys(self, keys: tuple[str | None, str | None]) -> None:
+        self.router.keys.set_keys(*keys)
+        log.info("keys reloaded")
+
+
+# --- cluster mode ----------------------------------------------------------------
+class ClusterMode:
+    """Watches the ConfigMap, the keys Secret and the EndpointSlices of the deployments' Services."""
+
+    def __init__(self, settings: RouterSettings, loop: asyncio.AbstractEventLoop) -> None:
+        namespace = settings.namespace or kube.default_namespace()
+        if not namespace:
+            raise StartupError("cluster mode needs --namespace (no service-account namespace file found)")
+        assert settings.configmap is not None
+        self.namespace = namespace
+        self.configmap = settings.configmap
+        try:
+            self.api = kube.KubeApi(kube.load_api_client(settings.kubeconfig))
+        except Exception as exc:  # kubeconfig missing or invalid, no in-cluster credentials
+            raise StartupError(f"no Kubernetes credentials: {exc}") from exc
+        self.loop = loop
+        self.router: Router | None = None
+        self._first_config: asyncio.Future[RouterConfig] = loop.create_future()
+        self._watchers: list[kube.Watcher] = []
+
+    async def start(self) -> Router:
+        try:
+            version = await asyncio.to_thread(self.api.endpointslice_version)
+        except Exception as exc:
+            raise StartupError(f"cannot discover the EndpointSlice API version: {exc}") from exc
+        log.info(
+            "watching", extra={"fields": {"namespace": self.namespace, "endpointslice_version": version}}
+        )
+        self._watch(kube.configmap_path(self.namespace), kube.by_name(self.configmap), self._on_configmaps)
+        config = await self._first_config
+        router = self.router = build_router(config)
+        secret = config.keysSecret or keys_secret_name(config.endpoint)
+        self._watch(kube.secret_path(self.namespace), kube.by_name(secret), self._secret_handler(secret))
+        self._watch(
+            kube.endpointslice_path(self.namespace, version), kube.SLICES_OF_SERVICES, self._on_slices
+        )
+        return router
+
+    def stop(self) -> None:
+        for watcher in self._watchers:
+            watcher.stop()
+
+    def _watch(
+        self, path: str, query: list[tuple[str, object]], handler: Callable[[list[kube.KubeObject]], None]
+    ) -> None:
+        watcher = kube.Watcher(self.api, path, query, self.loop, handler)
+        watcher.start()
+        self._watchers.append(watcher)
+
+    def _on_configmaps(self, items: list[kube.KubeObject]) -> None:
+        try:
+            config = kube.config_from_configmaps(items, self.configmap)
+        except ConfigError as exc:
+            log.error("keeping the previous config: %s", exc)
+            return
+        if config is None:
+            log.warning(
+                "ConfigMap %s/%s not found; keeping the previous config", self.namespace, self.configmap
+            )
+        elif self.router is None:
+            if not self._first_config.done():
+                self._first_config.set_result(config)
+        else:
+            apply_config(self.router, config)
+
+    def _secret_handler(self, name: str) -> Callable[[list[kube.KubeObject]], None]:
+        def on_secrets(items: list[kube.KubeObject]) -> None:
+            assert self.router is not None
+            self.router.keys.set_keys(*kube.keys_from_secrets(items, name))
+
+        return on_secrets
+
+    def _on_slices(self, items: list[kube.KubeObject]) -> None:
+        assert self.router is not None
+        self.router.state.set_service_slices(kube.slices_by_service(items))
+        _prune(self.router)
+
+
+# --- process -------------------------------------------------------------------
+async def run(settings: RouterSettings) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    cluster: ClusterMode | None = None
+    if settings.config is not None:
+        file_mode = FileMode(settings.config, stop)
+        file_mode.start()
+        router = file_mode.router
+    else:
+        cluster = ClusterMode(settings, loop)
+        router = await cluster.start()
+    try:
+        server = await serve(router, settings.host, settings.port, lambda: router.state.config.maxBodyBytes)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+    log.info("listening", extra={"fields": {"host": settings.host, "port": settings.port}})
+    await stop.wait()
+    server.close()
+    await _drain(router)
+    if cluster is not None:
+        cluster.stop()
+    router.pool.close()
+
+
+async def _drain(router: Router) -> None:
+    """Let requests under way finish (bounded) before exiting."""
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while time.monotonic() < deadline and any(d.in_flight for d in router.state.deployments.values()):
+        await asyncio.sleep(0.05)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = RouterSettings(_cli_parse_args=list(sys.argv[1:] if argv is None else argv))  # type: ignore[call-arg]
+    except ValueError as exc:
+        fatal(COMPONENT, str(exc), code=2)
+    setup_logging(settings.log_level)
+    try:
+        uvloop.run(run(settings))
+    except (ConfigError, StartupError) as exc:
+        fatal(COMPONENT, str(exc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

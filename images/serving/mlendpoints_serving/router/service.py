@@ -1,0 +1,320 @@
+"""One request, from decision to response: auth, pin or split, limits, mirror, retries, timeout, metrics.
+
+Transport-free: the proxy hands in a parsed `Request` and writes back the `Response`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import os
+import random
+import time
+
+import orjson
+
+from mlendpoints_serving.contract import (
+    HEADER_DEPLOYMENT,
+    HEADER_DEPLOYMENT_AZURE,
+    HEADER_REQUEST_ID,
+    HEADER_REROUTED,
+    HEADER_SERVED_BY,
+)
+from mlendpoints_serving.router.auth import KeyChecker
+from mlendpoints_serving.router.metrics import NO_DEPLOYMENT, RouterMetrics
+from mlendpoints_serving.router.routing import (
+    EJECT_SECONDS,
+    Pod,
+    concurrency_limit,
+    pick_pod,
+    resolve_pin,
+    should_mirror,
+)
+from mlendpoints_serving.router.state import Deployment, RoutingState
+from mlendpoints_serving.router.upstream import (
+    ConnectFailed,
+    Headers,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+)
+
+MAX_RETRIES = 2
+access_log = logging.getLogger("mlendpoints.router.access")
+log = logging.getLogger("mlendpoints.router")
+
+_REQUEST_ID = HEADER_REQUEST_ID.encode()
+_SERVED_BY = HEADER_SERVED_BY.encode()
+_REROUTED = HEADER_REROUTED.encode()
+_JSON = (b"content-type", b"application/json")
+
+
+class Request:
+    """A fully read downstream request. `headers` are the ones to forward (hop-by-hop and auth removed)."""
+
+    __slots__ = ("authorization", "body", "headers", "keep_alive", "method", "pin", "request_id", "target")
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: Headers,
+        body: bytes,
+        request_id: bytes | None = None,
+        authorization: bytes | None = None,
+        pin: bytes | None = None,
+        keep_alive: bool = True,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.request_id = request_id
+        self.authorization = authorization
+        self.pin = pin
+        self.keep_alive = keep_alive
+
+
+class Response:
+    __slots__ = ("body", "headers", "reason", "status")
+
+    def __init__(self, status: int, headers: Headers, body: bytes, reason: bytes | None = None) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.reason = reason if reason is not None else _reason(status)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def error_response(status: int, code: str, message: str, request_id: bytes | None = None) -> Response:
+    headers = [_JSON]
+    if request_id:
+        headers.append((_REQUEST_ID, request_id))
+    return Response(status, headers, orjson.dumps({"error": {"code": code, "message": message}}))
+
+
+def new_request_id() -> bytes:
+    return os.urandom(16).hex().encode()
+
+
+class Router:
+    def __init__(
+        self,
+        state: RoutingState,
+        keys: KeyChecker,
+        pool: UpstreamPool,
+        metrics: RouterMetrics,
+        rand: random.Random | None = None,
+    ) -> None:
+        self.state = state
+        self.keys = keys
+        self.pool = pool
+        self.metrics = metrics
+        self._rand = (rand or random.Random()).random
+        self._mirror_in_flight = 0
+        self._mirror_tasks: set[asyncio.Task[None]] = set()
+
+    # --- the router's own endpoints -------------------------------------------
+    def health(self) -> Response:
+        if self.state.config.authMode == "key" and not self.keys.loaded:
+            return error_response(503, "keys_not_loaded", "key auth is on but no key has been loaded yet")
+        return Response(200, [_JSON], b'{"status":"ok"}')
+
+    def render_metrics(self) -> Response:
+        self.metrics.sync_gauges(self.state.deployments.values(), time.monotonic())
+        return Response(200, [(b"content-type", self.metrics.content_type.encode())], self.metrics.render())
+
+    # --- scoring requests --------------------------------------------------------
+    async def handle(self, request: Request) -> Response:
+        if request.method == b"GET" and request.target in (b"/health", b"/metrics"):
+            return self.health() if request.target == b"/health" else self.render_metrics()
+        started = time.perf_counter()
+        request_id = request.request_id or new_request_id()
+        deployment, rerouted_from, response = await self._route(request, request_id)
+        label = deployment.name if deployment else NO_DEPLOYMENT
+        response.headers.append((_REQUEST_ID, request_id))
+        if deployment is not None:
+            response.headers.append((_SERVED_BY, deployment.name.encode()))
+        if rerouted_from is not None:
+            response.headers.append((_REROUTED, rerouted_from.encode()))
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(label, response.status, elapsed)
+        if self.state.config.accessLog:
+            self._log_access(request, request_id, response.status, label, rerouted_from, elapsed)
+        return response
+
+    async def _route(
+        self, request: Request, request_id: bytes
+    ) -> tuple[Deployment | None, str | None, Response]:
+        state = self.state
+        if state.config.authMode == "key" and not self.keys.check(request.authorization):
+            message = "missing or invalid key; send 'Authorization: Bearer <key>'"
+            return None, None, error_response(401, "unauthorized", message)
+        now = time.monotonic()
+        rerouted_from = None
+        if request.pin is not None:
+            pinned = request.pin.decode("latin-1")
+            name = resolve_pin(pinned, state.deployments)
+            if name is None:
+                message = (
+                    f"deployment {pinned.strip()!r} (from {HEADER_DEPLOYMENT} or {HEADER_DEPLOYMENT_AZURE}) "
+                    f"does not exist; known: {sorted(state.deployments)}"
+                )
+                return None, None, error_response(404, "deployment_not_found", message)
+            deployment = state.deployments[name]
+            ready = deployment.ready_pods(now)
+            if not ready:
+                return (
+                    None,
+                    None,
+                    error_response(503, "no_ready_pod", f"deployment {name!r} has no ready pod"),
+                )
+        else:
+            pick = state.split.pick(self._rand, lambda n: state.deployments[n].has_ready_pod(now))
+            if pick is None:
+                message = "no deployment with traffic has a ready pod"
+                return None, None, error_response(503, "no_ready_pod", message)
+            deployment = state.deployments[pick.deployment]
+            ready = deployment.ready_pods(now)
+            if pick.rerouted_from is not None:
+                rerouted_from = pick.rerouted_from
+                self.metrics.rerouted.labels(rerouted_from, deployment.name).inc()
+        route = deployment.route
+        limit = concurrency_limit(route.maxConcurrentRequestsPerInstance, len(ready))
+        if deployment.in_flight >= limit:
+            message = f"deployment {deployment.name!r} has {limit} requests in flight, its limit; retry later"
+            return deployment, rerouted_from, error_response(429, "too_many_requests", message)
+
+        data = _upstream_request(request, request_id)
+        head = request.method == b"HEAD"
+        if state.mirror is not None and request.pin is None:
+            mirror, share = state.mirror
+            if should_mirror(share, False, self._rand):
+                self._send_mirror(mirror, data, head, now)
+
+        deployment.in_flight += 1
+        try:
+            async with asyncio.timeout(deployment.timeout_s):
+                upstream = await self._forward(deployment, ready, data, head)
+        except TimeoutError:
+            message = f"deployment {deployment.name!r} did not answer within {route.requestTimeoutMs} ms"
+            return deployment, rerouted_from, error_response(408, "request_timeout", message)
+        except UpstreamError as exc:
+            status, code = (503, "no_ready_pod") if exc.retryable else (502, "bad_gateway")
+            return (
+                deployment,
+                rerouted_from,
+                error_response(status, code, f"deployment {deployment.name!r}: {exc}"),
+            )
+        finally:
+            deployment.in_flight -= 1
+        return (
+            deployment,
+            rerouted_from,
+            Response(upstream.status, upstream.headers, upstream.body, upstream.reason),
+        )
+
+    async def _forward(
+        self, deployment: Deployment, ready: list[Pod], data: bytes, head: bool
+    ) -> UpstreamResponse:
+        """Send to a pod picked by p2c; on a refused connect (or an idle connection the pod had
+        closed) send again, at most MAX_RETRIES times, to another pod when there is one."""
+        refused: list[Pod] = []
+        pod = pick_pod(ready, self._rand)
+        attempt = 0
+        while True:
+            assert pod is not None
+            pod.outstanding += 1
+            try:
+                return await self.pool.exchange(pod.address, data, head)
+            except UpstreamError as exc:
+                if isinstance(exc, ConnectFailed):
+                    pod.ejected_until = time.monotonic() + EJECT_SECONDS
+                    refused.append(pod)
+                if not exc.retryable or attempt == MAX_RETRIES:
+                    raise
+                next_pod = pick_pod(ready, self._rand, exclude=refused)
+                if next_pod is None:
+                    raise
+            finally:
+                pod.outstanding -= 1
+            attempt += 1
+            pod = next_pod
+            self.metrics.retries.labels(deployment.name).inc()
+
+    # --- mirror -------------------------------------------------------------------
+    def _send_mirror(self, deployment: Deployment, data: bytes, head: bool, now: float) -> None:
+        """Fire and forget: the live response never waits for this."""
+        ready = deployment.ready_pods(now)
+        limit = concurrency_limit(deployment.route.maxConcurrentRequestsPerInstance, len(ready))
+        if (
+            not ready
+            or self._mirror_in_flight >= self.state.config.mirrorMaxInFlight
+            or deployment.in_flight >= limit
+        ):
+            self.metrics.mirror.labels(deployment.name, "dropped").inc()
+            return
+        self.metrics.mirror.labels(deployment.name, "sent").inc()
+        task = asyncio.get_running_loop().create_task(self._mirror(deployment, ready, data, head))
+        self._mirror_tasks.add(task)
+        task.add_done_callback(self._mirror_tasks.discard)
+
+    async def _mirror(self, deployment: Deployment, ready: list[Pod], data: bytes, head: bool) -> None:
+        self._mirror_in_flight += 1
+        deployment.in_flight += 1
+        failed = True
+        try:
+            async with asyncio.timeout(deployment.timeout_s):
+                response = await self._forward(deployment, ready, data, head)
+            failed = response.status >= 500
+        except (UpstreamError, TimeoutError):
+            pass
+        finally:
+            self._mirror_in_flight -= 1
+            deployment.in_flight -= 1
+            if failed:
+                self.metrics.mirror.labels(deployment.name, "failed").inc()
+
+    async def drain_mirrors(self) -> None:
+        if self._mirror_tasks:
+            await asyncio.wait(self._mirror_tasks)
+
+    def _log_access(
+        self,
+        request: Request,
+        request_id: bytes,
+        status: int,
+        deployment: str,
+        rerouted_from: str | None,
+        elapsed: float,
+    ) -> None:
+        fields = {
+            "request_id": request_id.decode("latin-1"),
+            "method": request.method.decode("latin-1"),
+            "path": request.target.decode("latin-1"),
+            "status": status,
+            "deployment": deployment,
+            "duration_ms": round(elapsed * 1000, 3),
+        }
+        if rerouted_from is not None:
+            fields["rerouted_from"] = rerouted_from
+        access_log.info("request", extra={"fields": fields})
+
+
+def _upstream_request(request: Request, request_id: bytes) -> bytes:
+    parts = [request.method, b" ", request.target, b" HTTP/1.1\r\n"]
+    for name, value in request.headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts += (b"x-request-id: ", request_id, b"\r\n")
+    body = request.body
+    if body or request.method not in (b"GET", b"HEAD"):
+        parts += (b"content-length: ", str(len(body)).encode(), b"\r\n")
+    parts += (b"\r\n", body)
+    return b"".join(parts)

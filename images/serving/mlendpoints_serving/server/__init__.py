@@ -1,0 +1,1 @@
+"""`mlendpoints-serve`: the model server (transport, protocol codecs, batching, worker processes)."""

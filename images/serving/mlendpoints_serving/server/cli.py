@@ -1,0 +1,163 @@
+"""`mlendpoints-serve`: bind the port, start N worker processes (each loads the model), supervise them.
+
+The parent binds the socket and forks before importing anything heavy; each worker
+runs uvicorn (httptools + uvloop) over the shared socket with the raw ASGI app.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+
+from mlendpoints_serving import runtime
+from mlendpoints_serving.server.settings import ServeSettings
+
+COMPONENT = "mlendpoints-serve"
+log = logging.getLogger("mlendpoints.serve")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_worker(settings: ServeSettings, sock: socket.socket) -> int:
+    """Serve until told to stop; 1 when the model failed to load (the reason is in the termination log)."""
+    import uvicorn
+
+    from mlendpoints_serving.server.app import ServerApp
+    from mlendpoints_serving.server.metrics import Metrics
+
+    failure: list[str] = []
+
+    def on_load_failed(reason: str) -> None:
+        failure.append(reason)
+        server.should_exit = True
+
+    app = ServerApp(settings, Metrics(), on_load_failed)
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        date_header=False,
+        timeout_keep_alive=75,
+        backlog=2048,
+    )
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    if failure:
+        runtime.fatal(COMPONENT, failure[0])
+    return 0
+
+
+def supervise(settings: ServeSettings, sock: socket.socket) -> int:
+    """Fork the workers; when one exits, stop the others and exit with its status (the pod restarts)."""
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "")
+    if not os.environ["PROMETHEUS_MULTIPROC_DIR"]:
+        settings.metrics_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+            prefix="mlendpoints-metrics-", dir=settings.metrics_dir
+        )
+    children: list[int] = []
+    for _ in range(settings.workers):
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            try:
+                code = run_worker(settings, sock)
+            except SystemExit as exc:  # runtime.fatal: the reason is already on the termination log
+                code = exc.code if isinstance(exc.code, int) else 1
+            os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    pid, status = os.wait()
+    code = os.waitstatus_to_exitcode(status)
+    children.remove(pid)
+    forward(signal.SIGTERM, None)
+    for child in children:
+        os.waitpid(child, 0)
+    return code if code > 0 else 0
+
+
+def without_option(args: list[str], option: str) -> list[str]:
+    """`args` less `option VALUE` / `option=VALUE`."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+    from pydantic_settings import CliApp
+
+    try:
+        settings = CliApp.run(ServeSettings, cli_args=argv if argv is not None else sys.argv[1:])
+    except ValidationError as exc:
+        runtime.fatal(COMPONENT, f"invalid settings: {exc}", code=2)
+    runtime.setup_logging(settings.log_level)
+    if settings.env_manager == "virtualenv":
+        from mlendpoints_serving.server.deps import virtualenv_python
+
+        try:
+            python = virtualenv_python(settings.model_dir, settings.env_cache_dir)
+        except Exception as exc:
+            runtime.fatal(COMPONENT, f"cannot build the model environment: {exc}")
+        os.environ["MLENDPOINTS_SERVE_ENV_MANAGER"] = "local"  # the re-executed server serves in place
+        args = without_option(argv if argv is not None else sys.argv[1:], "--env-manager")
+        os.execv(str(python), [str(python), "-m", "mlendpoints_serving.server.cli", *args])
+    if not settings.scoring_script and not (settings.model_dir / "MLmodel").is_file():
+        runtime.fatal(COMPONENT, f"{settings.model_dir} is not an MLflow model directory (no MLmodel file)")
+    if settings.scoring_script is None:
+        from mlendpoints_serving.server.deps import log_mismatches
+
+        log_mismatches(settings.model_dir)
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as exc:
+        runtime.fatal(COMPONENT, f"cannot listen on {settings.host}:{settings.port}: {exc}")
+    log.info(
+        "serving",
+        extra={
+            "fields": {
+                "port": settings.port,
+                "workers": settings.workers,
+                "model_dir": str(settings.model_dir),
+            }
+        },
+    )
+    if settings.workers == 1:
+        return run_worker(settings, sock)
+    return supervise(settings, sock)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

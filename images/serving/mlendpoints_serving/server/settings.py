@@ -1,0 +1,70 @@
+"""The model server's settings: flags (`--max-batch-size`) or `MLENDPOINTS_SERVE_*` env vars, read once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlendpoints_serving.contract import SERVER_PORT
+
+
+def container_cpus() -> int:
+    """The container's CPU limit (cgroup v2 cpu.max, v1 quota), else the CPUs this process may use."""
+    available = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return max(1, min(available, round(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        if quota_us > 0:
+            return max(1, min(available, round(quota_us / period_us)))
+    except (OSError, ValueError):
+        pass
+    return max(1, available)
+
+
+class ServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MLENDPOINTS_SERVE_",
+        cli_kebab_case=True,
+        cli_prog_name="mlendpoints-serve",
+        cli_implicit_flags=True,
+        protected_namespaces=(),
+    )
+
+    model_dir: Path = Field(description="MLflow model directory (or the directory a scoring script reads)")
+    host: str = "0.0.0.0"
+    port: int = SERVER_PORT
+    workers: int = Field(
+        default_factory=container_cpus,
+        ge=1,
+        description="worker processes, each loading the model (default: container CPU limit)",
+    )
+    max_batch_size: int = Field(
+        default=1, ge=1, description="rows per predict() when batching; 1 turns it off"
+    )
+    max_batch_time_ms: float = Field(default=2.0, ge=0, description="longest wait for a batch to fill")
+    request_timeout_ms: int = Field(default=60_000, ge=1, description="past this a request gets 408")
+    max_body_bytes: int = Field(default=100 * 1024 * 1024, ge=1, description="larger bodies get 413")
+    scoring_script: Path | None = Field(default=None, description="Azure-style script with init() and run()")
+    env_manager: Literal["local", "virtualenv"] = "local"
+    env_cache_dir: Path = Field(
+        default=Path("/tmp/mlendpoints/envs"),
+        description="where --env-manager virtualenv keeps venvs, keyed by hash",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="PyTorch models: GPU when CUDA is visible (auto), or as given"
+    )
+    model_name: str = Field(default="model", description="name in the Open Inference Protocol routes")
+    metrics_dir: Path = Field(
+        default=Path("/tmp"), description="parent of the Prometheus multiprocess directory (workers > 1)"
+    )
+    log_level: str = "info"

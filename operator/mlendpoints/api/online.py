@@ -1,0 +1,221 @@
+"""OnlineEndpoint and OnlineDeployment: real-time scoring behind one address, split by traffic."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from mlendpoints.api.common import (
+    DNS_LABEL,
+    NAME_MAX,
+    Affinity,
+    ApiModel,
+    CodeConfiguration,
+    Condition,
+    EnvVar,
+    ResourceRequirements,
+    Toleration,
+    nested,
+)
+
+Percent = Annotated[int, Field(ge=0, le=100, description="Percentage of requests.")]
+MirrorPercent = Annotated[int, Field(ge=1, le=50, description="Percentage of live requests copied.")]
+ProvisioningState = Literal["Creating", "Updating", "Succeeded", "Failed", "Deleting"]
+
+
+class RouterSettings(ApiModel):
+    """The endpoint's router pods, which authenticate, split and mirror traffic."""
+
+    replicas: int = Field(default=2, ge=1, description="Number of router pods.")
+    resources: ResourceRequirements = nested(ResourceRequirements, "Router container resources.")
+    nodeSelector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the router pods need."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Taints the router pods tolerate."
+    )
+
+
+class ServiceSettings(ApiModel):
+    """The Kubernetes Service that is the endpoint's scoring address."""
+
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        default="ClusterIP", description="Service type."
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations on the Service (e.g. for a cloud load balancer)."
+    )
+
+
+class OnlineEndpointSpec(ApiModel):
+    """Desired state of an online endpoint."""
+
+    authMode: Literal["key", "none"] = Field(
+        default="key", description="key: requests need a key from the <endpoint>-keys Secret; none: open."
+    )
+    traffic: dict[str, Percent] = Field(
+        default_factory=dict, description="Live traffic share per deployment name; sums to 0 or 100."
+    )
+    mirrorTraffic: dict[str, MirrorPercent] = Field(
+        default_factory=dict,
+        max_length=1,
+        description="Share of live traffic copied to one deployment with no live traffic (1-50%).",
+    )
+    router: RouterSettings = nested(RouterSettings, "Router pods.")
+    service: ServiceSettings = nested(ServiceSettings, "The endpoint's Service.")
+    description: str | None = Field(default=None, description="Free text.")
+
+
+class DeploymentSummary(ApiModel):
+    """One deployment of the endpoint, as seen by the endpoint."""
+
+    name: str = Field(description="Deployment name.")
+    replicas: int = Field(default=0, description="Pods that exist.")
+    readyReplicas: int = Field(default=0, description="Pods ready to serve.")
+    modelVersion: str | None = Field(default=None, description="Resolved model version it serves.")
+
+
+class OnlineEndpointStatus(ApiModel):
+    """Observed state of an online endpoint."""
+
+    scoringUri: str | None = Field(default=None, description="In-cluster scoring URL.")
+    openapiUri: str | None = Field(default=None, description="In-cluster OpenAPI document URL.")
+    provisioningState: ProvisioningState | None = Field(
+        default=None, description="Azure-style summary state."
+    )
+    traffic: dict[str, int] = Field(default_factory=dict, description="Traffic split the router applies.")
+    mirrorTraffic: dict[str, int] = Field(
+        default_factory=dict, description="Mirror split the router applies."
+    )
+    deployments: list[DeploymentSummary] = Field(
+        default_factory=list, description="Deployments of this endpoint."
+    )
+    conditions: list[Condition] = Field(default_factory=list, description="Ready, RouterReady, TrafficValid.")
+    observedGeneration: int | None = Field(default=None, description="Generation last reconciled.")
+
+
+class ScaleSettings(ApiModel):
+    """Fixed instance count (default) or CPU-based autoscaling (targetUtilization, an HPA)."""
+
+    type: Literal["default", "targetUtilization"] = Field(default="default", description="Scaling mode.")
+    minInstances: int = Field(default=1, ge=1, description="targetUtilization: fewest pods.")
+    maxInstances: int = Field(default=1, ge=1, description="targetUtilization: most pods.")
+    targetUtilizationPercentage: int = Field(
+        default=70, ge=1, le=100, description="targetUtilization: CPU utilization the HPA aims at."
+    )
+    pollingInterval: int = Field(
+        default=1, ge=1, description="targetUtilization: seconds per scaling step (the HPA's policy period)."
+    )
+
+
+class RequestSettings(ApiModel):
+    """Per-request limits enforced by the router and the model server."""
+
+    requestTimeoutMs: int = Field(default=5000, ge=1, description="Scoring timeout in milliseconds.")
+    maxConcurrentRequestsPerInstance: int = Field(
+        default=8, ge=1, description="Requests in flight per pod; more wait in the router."
+    )
+    maxQueueWaitMs: int | None = Field(
+        default=None, ge=0, description="Deprecated (as in Azure ML); accepted, ignored."
+    )
+
+
+class ProbeSettings(ApiModel):
+    """Probe timings, in seconds (Azure's ProbeSettings)."""
+
+    initialDelay: int = Field(default=10, ge=0, description="Seconds before the first probe.")
+    period: int = Field(default=10, ge=1, description="Seconds between probes.")
+    timeout: int = Field(default=2, ge=1, description="Seconds a probe may take.")
+    successThreshold: int = Field(default=1, ge=1, description="Successes to count as healthy.")
+    failureThreshold: int = Field(default=30, ge=1, description="Failures to count as unhealthy.")
+
+
+class BatchingSettings(ApiModel):
+    """Server-side dynamic batching of concurrent requests."""
+
+    maxBatchSize: int = Field(ge=1, description="Most rows per model call.")
+    maxBatchTimeMs: int = Field(default=5, ge=0, description="Longest wait to fill a batch, in milliseconds.")
+
+
+class OnlineDeploymentSpec(ApiModel):
+    """Desired state of an online deployment: one model version on a set of pods."""
+
+    endpointName: str = Field(
+        description="The OnlineEndpoint (same namespace) this deployment serves.",
+        pattern=DNS_LABEL,
+        max_length=NAME_MAX,
+    )
+    model: str = Field(
+        min_length=1,
+        description="Model URI, as mlendpoints-fetch accepts: models:/name/version, models:/name@alias, "
+        "models:/name/latest, runs:/id/path, s3://, gs://, abfss://, https:// or a local path.",
+    )
+    modelMountPath: str = Field(
+        default="/var/mlendpoints/model", description="Where the model is put in the pod."
+    )
+    codeConfiguration: CodeConfiguration | None = Field(default=None, description="Custom scoring script.")
+    image: str | None = Field(
+        default=None,
+        description="Container image; default: the serving image (CUDA variant when a GPU is requested).",
+    )
+    env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables for the server.")
+    instanceCount: int = Field(default=1, ge=1, description="Pods, when scaleSettings.type is default.")
+    scaleSettings: ScaleSettings = nested(ScaleSettings, "Scaling.")
+    requestSettings: RequestSettings = nested(RequestSettings, "Request limits.")
+    livenessProbe: ProbeSettings = nested(ProbeSettings, "Liveness probe (GET /).")
+    readinessProbe: ProbeSettings = nested(ProbeSettings, "Readiness probe (GET /health).")
+    resources: ResourceRequirements = nested(ResourceRequirements, "Server container resources.")
+    nodeSelector: dict[str, str] = Field(default_factory=dict, description="Node labels the pods need.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pods tolerate.")
+    affinity: Affinity | None = Field(default=None, description="core/v1 Affinity of the pods.")
+    serviceAccountName: str | None = Field(default=None, description="ServiceAccount the pods run as.")
+    batching: BatchingSettings | None = Field(default=None, description="Server-side dynamic batching.")
+    workers: int | None = Field(default=None, ge=1, description="Server worker processes per pod.")
+    envManager: Literal["local", "virtualenv"] = Field(
+        default="local", description="local: the image's packages; virtualenv: the model's requirements."
+    )
+    modelRefreshInterval: int | None = Field(
+        default=None,
+        ge=10,
+        description="Seconds between re-resolving models:/name@alias or /latest; a moved alias rolls out.",
+    )
+
+
+class OnlineDeploymentStatus(ApiModel):
+    """Observed state of an online deployment."""
+
+    replicas: int = Field(default=0, description="Pods that exist.")
+    readyReplicas: int = Field(default=0, description="Pods ready to serve.")
+    modelUri: str | None = Field(default=None, description="The pinned model URI the pods fetch.")
+    resolvedModelVersion: str | None = Field(
+        default=None, description="Registry version the URI resolved to."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, ModelResolved, Progressing, Degraded."
+    )
+    observedGeneration: int | None = Field(default=None, description="Generation last reconciled.")
+
+
+class Resource(BaseModel):
+    """A custom resource as stored: spec and status around standard metadata."""
+
+    apiVersion: str = Field(description="mlendpoints.io/v1alpha1")
+    kind: str = Field(description="Resource kind.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
+
+
+class OnlineEndpoint(Resource):
+    """A scoring address in the cluster that splits requests across OnlineDeployments."""
+
+    spec: OnlineEndpointSpec = nested(OnlineEndpointSpec, "Desired state.")
+    status: OnlineEndpointStatus = Field(default_factory=OnlineEndpointStatus, description="Observed state.")
+
+
+class OnlineDeployment(Resource):
+    """One model (version) served by a set of pods behind an OnlineEndpoint."""
+
+    spec: OnlineDeploymentSpec = Field(description="Desired state.")
+    status: OnlineDeploymentStatus = Field(
+        default_factory=OnlineDeploymentStatus, description="Observed state."
+    )

@@ -1,0 +1,141 @@
+"""Rules a structural schema cannot express, as pure functions.
+
+Each returns a list of errors, each naming the field and the rule
+(`spec.traffic: percentages sum to 110, must be 0 or 100`). The admission
+webhook rejects with them; without the webhook the reconciler runs the same
+checks and reports them in a condition, so nothing invalid is ever routed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from mlendpoints.api.common import DNS_LABEL, NAME_MAX
+from mlendpoints.api.online import OnlineDeploymentSpec, OnlineEndpointSpec
+
+M = TypeVar("M", bound=BaseModel)
+
+_MODELS_URI = re.compile(
+    r"^models:/(?P<name>[^/@]+)"
+    r"(?:/(?P<version>[1-9][0-9]*|latest)|@(?P<alias>[A-Za-z0-9_-]+))$"
+)
+_RUNS_URI = re.compile(r"^runs:/[0-9a-zA-Z]+/.+$")
+_REMOTE_URI = re.compile(r"^(s3|gs|abfss|wasbs|https?)://[^/\s]+(/\S*)?$")
+_LOCAL_URI = re.compile(r"^(file://)?/\S*$")
+
+
+def parse_model_uri(uri: str) -> tuple[str, str, str] | None:
+    """models:/ URIs as (name, 'version'|'alias'|'latest', value); None for other URIs."""
+    match = _MODELS_URI.match(uri)
+    if not match:
+        return None
+    if match["alias"]:
+        return match["name"], "alias", match["alias"]
+    if match["version"] == "latest":
+        return match["name"], "latest", "latest"
+    return match["name"], "version", match["version"]
+
+
+def validate_model_uri(uri: str, field: str = "spec.model") -> list[str]:
+    if uri.startswith("models:"):
+        if parse_model_uri(uri) is None:
+            return [
+                f"{field}: {uri!r} is not a registry URI; expected models:/NAME/VERSION, "
+                "models:/NAME@ALIAS or models:/NAME/latest"
+            ]
+        return []
+    if uri.startswith("runs:"):
+        return (
+            [] if _RUNS_URI.match(uri) else [f"{field}: {uri!r} is not a run URI; expected runs:/RUN_ID/PATH"]
+        )
+    if _REMOTE_URI.match(uri) or _LOCAL_URI.match(uri):
+        return []
+    return [
+        f"{field}: {uri!r} is not a model URI; expected models:/, runs:/, s3://, gs://, abfss://, "
+        "wasbs://, http(s):// or an absolute path"
+    ]
+
+
+def validate_name(name: str, field: str = "metadata.name") -> list[str]:
+    if len(name) > NAME_MAX:
+        return [f"{field}: {name!r} is {len(name)} characters, at most {NAME_MAX} allowed"]
+    if not re.match(DNS_LABEL, name):
+        return [f"{field}: {name!r} must be a DNS label (lower-case letters, digits and '-')"]
+    return []
+
+
+def validate_endpoint(spec: OnlineEndpointSpec, deployments: Collection[str] | None = None) -> list[str]:
+    """Traffic and mirror rules; given `deployments` (names), also that the named ones exist."""
+    errors = []
+    total = sum(spec.traffic.values())
+    if total not in (0, 100):
+        errors.append(f"spec.traffic: percentages sum to {total}, must be 0 or 100")
+    if deployments is not None:
+        for name in sorted(spec.traffic):
+            if name not in deployments:
+                errors.append(f"spec.traffic.{name}: no OnlineDeployment {name!r} of this endpoint")
+        for name in sorted(spec.mirrorTraffic):
+            if name not in deployments:
+                errors.append(f"spec.mirrorTraffic.{name}: no OnlineDeployment {name!r} of this endpoint")
+    if len(spec.mirrorTraffic) > 1:
+        errors.append(f"spec.mirrorTraffic: {len(spec.mirrorTraffic)} entries, at most 1 allowed")
+    for name, percent in sorted(spec.mirrorTraffic.items()):
+        if not 1 <= percent <= 50:
+            errors.append(f"spec.mirrorTraffic.{name}: {percent}% is outside 1-50")
+        if spec.traffic.get(name, 0) > 0:
+            errors.append(
+                f"spec.mirrorTraffic.{name}: mirrors to a deployment with "
+                f"{spec.traffic[name]}% live traffic, must have 0"
+            )
+    return errors
+
+
+def validate_deployment(name: str, spec: OnlineDeploymentSpec) -> list[str]:
+    errors = validate_name(name)
+    errors += validate_model_uri(spec.model)
+    scale = spec.scaleSettings
+    if scale.type == "targetUtilization" and scale.minInstances > scale.maxInstances:
+        errors.append(
+            f"spec.scaleSettings: minInstances {scale.minInstances} exceeds maxInstances {scale.maxInstances}"
+        )
+    if scale.type == "targetUtilization" and "cpu" not in spec.resources.requests:
+        errors.append("spec.resources.requests.cpu: required by scaleSettings.type targetUtilization")
+    if not spec.modelMountPath.startswith("/"):
+        errors.append(f"spec.modelMountPath: {spec.modelMountPath!r} must be an absolute path")
+    return errors
+
+
+def validate_deployment_delete(name: str, endpoint: OnlineEndpointSpec | None) -> list[str]:
+    """A deployment may go only when no live or mirrored traffic points at it."""
+    if endpoint is None:
+        return []
+    if endpoint.traffic.get(name, 0) > 0:
+        return [
+            f"spec.traffic.{name}: the endpoint sends {endpoint.traffic[name]}% of live traffic to this "
+            "deployment; set it to 0 before deleting"
+        ]
+    if name in endpoint.mirrorTraffic:
+        return [
+            f"spec.mirrorTraffic.{name}: the endpoint mirrors traffic to this deployment; remove it first"
+        ]
+    return []
+
+
+def schema_errors(exc: ValidationError, prefix: str = "spec") -> list[str]:
+    """Pydantic errors as `spec.a.b: message` lines."""
+    errors = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in (prefix, *err["loc"]))
+        errors.append(f"{path}: {err['msg']}")
+    return errors
+
+
+def parse_spec(model: type[M], spec: Mapping[str, Any] | None) -> tuple[M | None, list[str]]:
+    try:
+        return model.model_validate(dict(spec or {})), []
+    except ValidationError as exc:
+        return None, schema_errors(exc)

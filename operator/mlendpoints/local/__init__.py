@@ -1,0 +1,1 @@
+"""Local endpoints: the operator's rendered pods run as processes on this machine (`mlendpoints local`)."""

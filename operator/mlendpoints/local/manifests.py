@@ -1,0 +1,148 @@
+"""Reading the YAML a user would `kubectl apply`, and validating it with the cluster's own rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlendpoints.api.common import GROUP_VERSION
+from mlendpoints.api.online import OnlineDeployment, OnlineDeploymentSpec, OnlineEndpoint, OnlineEndpointSpec
+from mlendpoints.api.validation import parse_spec, validate_deployment, validate_endpoint, validate_name
+from mlendpoints.cli.errors import UserError
+
+YAML_SUFFIXES = (".yaml", ".yml", ".json")
+SUPPORTING_KINDS = ("ConfigMap", "Secret")  # what a deployment's pods may reference
+
+
+@dataclass(frozen=True)
+class Manifest:
+    source: Path
+    body: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.body.get("kind", ""))
+
+    @property
+    def name(self) -> str:
+        return str((self.body.get("metadata") or {}).get("name", ""))
+
+
+@dataclass(frozen=True)
+class LocalEndpoint:
+    """One OnlineEndpoint and its OnlineDeployments, validated."""
+
+    endpoint: OnlineEndpoint
+    deployments: dict[str, OnlineDeployment]
+    objects: tuple[
+        dict[str, Any], ...
+    ]  # ConfigMaps and Secrets given alongside (scoring scripts, credentials)
+
+    @property
+    def name(self) -> str:
+        return str(self.endpoint.metadata["name"])
+
+
+def _files(paths: Iterable[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in YAML_SUFFIXES and p.is_file())
+            if not found:
+                raise UserError(f"{path}: no .yaml files in this directory", "pass the YAML files with -f")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"{path}: no such file or directory", "check the path given to -f")
+    return files
+
+
+def load(paths: Iterable[Path]) -> list[Manifest]:
+    manifests = []
+    for file in _files(paths):
+        try:
+            docs = list(yaml.safe_load_all(file.read_text()))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{file}:{mark.line + 1}" if mark else str(file)
+            raise UserError(
+                f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}", "fix the YAML syntax"
+            ) from None
+        for doc in docs:
+            if doc is None:
+                continue
+            if not isinstance(doc, dict) or "kind" not in doc:
+                raise UserError(
+                    f"{file}: a document is not a Kubernetes object (no kind)", "each document needs kind"
+                )
+            manifests.append(Manifest(file, doc))
+    return manifests
+
+
+def _fail(manifest: Manifest, errors: list[str]) -> UserError:
+    return UserError(
+        f"{manifest.source}: {manifest.kind} {manifest.name!r}: " + "; ".join(errors),
+        "fix the field named above; the cluster's admission webhook rejects the same",
+    )
+
+
+def select_endpoint(manifests: list[Manifest]) -> LocalEndpoint:
+    """The one OnlineEndpoint and its deployments, validated by the same rules as the webhook."""
+    endpoints = [m for m in manifests if m.kind == "OnlineEndpoint"]
+    if len(endpoints) != 1:
+        names = ", ".join(m.name for m in endpoints) or "none"
+        raise UserError(
+            f"expected exactly one OnlineEndpoint, found {len(endpoints)} ({names})",
+            "pass the files of one endpoint and its OnlineDeployments",
+        )
+    endpoint_manifest = endpoints[0]
+    for manifest in manifests:
+        if manifest.kind in SUPPORTING_KINDS:
+            continue
+        if manifest.kind not in ("OnlineEndpoint", "OnlineDeployment"):
+            raise UserError(
+                f"{manifest.source}: {manifest.kind} {manifest.name!r} cannot run as a local endpoint",
+                "local up runs one OnlineEndpoint, its OnlineDeployments and their ConfigMaps/Secrets",
+            )
+        if manifest.body.get("apiVersion") != GROUP_VERSION:
+            raise _fail(
+                manifest, [f"apiVersion: {manifest.body.get('apiVersion')!r}, expected {GROUP_VERSION!r}"]
+            )
+    name_errors = validate_name(endpoint_manifest.name)
+    endpoint_spec, errors = parse_spec(OnlineEndpointSpec, endpoint_manifest.body.get("spec"))
+    if name_errors or endpoint_spec is None:
+        raise _fail(endpoint_manifest, name_errors + errors)
+    deployments: dict[str, OnlineDeployment] = {}
+    for manifest in manifests:
+        if manifest.kind != "OnlineDeployment":
+            continue
+        spec, errors = parse_spec(OnlineDeploymentSpec, manifest.body.get("spec"))
+        if spec is None:
+            raise _fail(manifest, errors)
+        if spec.endpointName != endpoint_manifest.name:
+            raise _fail(
+                manifest,
+                [
+                    f"spec.endpointName: {spec.endpointName!r}, "
+                    f"but the endpoint given is {endpoint_manifest.name!r}"
+                ],
+            )
+        errors = validate_deployment(manifest.name, spec)
+        if errors:
+            raise _fail(manifest, errors)
+        if manifest.name in deployments:
+            raise _fail(manifest, ["metadata.name: defined twice"])
+        deployments[manifest.name] = OnlineDeployment.model_validate({**manifest.body, "spec": spec})
+    errors = validate_endpoint(endpoint_spec, deployments)
+    if errors:
+        raise _fail(endpoint_manifest, errors)
+    return LocalEndpoint(
+        endpoint=OnlineEndpoint.model_validate({**endpoint_manifest.body, "spec": endpoint_spec}),
+        deployments=deployments,
+        objects=tuple(m.body for m in manifests if m.kind in SUPPORTING_KINDS),
+    )

@@ -1,0 +1,227 @@
+"""Status aggregation, pure: observed children -> the resources' status.
+
+Deterministic for an unchanged world (a condition keeps its lastTransitionTime
+while its status stays the same), so reconciling an unchanged resource writes
+no status either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mlendpoints.api.common import Condition
+from mlendpoints.api.online import (
+    DeploymentSummary,
+    OnlineDeploymentSpec,
+    OnlineDeploymentStatus,
+    OnlineEndpointStatus,
+    ProvisioningState,
+)
+from mlendpoints.render.deployment import ResolvedModel
+from mlendpoints.render.endpoint import Routing, openapi_uri, scoring_uri
+
+Object = Mapping[str, Any]
+# Waiting reasons that mean the pod will not start by itself.
+_STUCK_REASONS = {
+    "CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+    "CreateContainerError", "CreateContainerConfigError", "RunContainerError",
+}  # fmt: skip
+
+
+def condition(
+    type_: str, ok: bool, reason: str, message: str = "", generation: int | None = None
+) -> Condition:
+    return Condition(
+        type=type_,
+        status="True" if ok else "False",
+        reason=reason,
+        message=message or None,
+        observedGeneration=generation,
+    )
+
+
+def merge_conditions(
+    previous: Iterable[Condition], current: Iterable[Condition], now: str
+) -> list[Condition]:
+    """Stamp lastTransitionTime: kept while a condition's status is unchanged, `now` when it flips."""
+    before = {c.type: c for c in previous}
+    merged = []
+    for cond in current:
+        old = before.get(cond.type)
+        kept = old.lastTransitionTime if old is not None and old.status == cond.status else None
+        merged.append(cond.model_copy(update={"lastTransitionTime": kept or now}))
+    return merged
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def pod_failure(pods: Iterable[Object]) -> str | None:
+    """Why pods fail, in the container's own words (its termination message), or None when none fails.
+
+    The serving image writes fatal errors as one line (e.g. "model load failed: No module named 'xgboost'")
+    to the termination log; with FallbackToLogsOnError Kubernetes falls back to the last log lines.
+    """
+    for pod in pods:
+        status = pod.get("status") or {}
+        for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            state, last = cs.get("state") or {}, cs.get("lastState") or {}
+            for terminated in (state.get("terminated"), last.get("terminated")):
+                if terminated and terminated.get("exitCode", 0) != 0:
+                    detail = (
+                        _last_line(terminated.get("message") or "") or terminated.get("reason") or "Error"
+                    )
+                    return f"{cs.get('name')}: {detail} (exit code {terminated.get('exitCode')})"
+            waiting = state.get("waiting") or {}
+            if waiting.get("reason") in _STUCK_REASONS:
+                return f"{cs.get('name')}: {waiting['reason']}: {waiting.get('message', '')}".rstrip(": ")
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                return f"unschedulable: {cond.get('message', cond.get('reason', ''))}"
+    return None
+
+
+def deployment_status(
+    spec: OnlineDeploymentSpec,
+    generation: int | None,
+    model: ResolvedModel | None,
+    resolve_error: str | None,
+    validation_errors: list[str],
+    workload: Object | None,
+    pods: Iterable[Object],
+    previous: OnlineDeploymentStatus,
+    now: str,
+) -> OnlineDeploymentStatus:
+    """The OnlineDeployment's status from its Deployment, its pods and the model resolution."""
+    wl_status = (workload or {}).get("status") or {}
+    replicas = int(wl_status.get("replicas") or 0)
+    ready = int(wl_status.get("readyReplicas") or 0)
+    updated = int(wl_status.get("updatedReplicas") or 0)
+    desired = int(((workload or {}).get("spec") or {}).get("replicas") or spec.instanceCount)
+    rolled_out = workload is not None and wl_status.get("observedGeneration") == workload["metadata"].get(
+        "generation"
+    )
+    failure = pod_failure(pods)
+    conditions = []
+    if model is not None:
+        detail = f"{spec.model} -> version {model.version}" if model.version else model.uri
+        conditions.append(condition("ModelResolved", True, "Resolved", detail, generation))
+    else:
+        conditions.append(condition("ModelResolved", False, "ResolveFailed", resolve_error or "", generation))
+    if validation_errors:
+        conditions.append(
+            condition("Degraded", True, "InvalidSpec", "; ".join(validation_errors), generation)
+        )
+    elif failure is not None:
+        conditions.append(condition("Degraded", True, "PodFailing", failure, generation))
+    else:
+        conditions.append(condition("Degraded", False, "AsExpected", "", generation))
+    progressing = workload is not None and (not rolled_out or updated < desired or replicas > updated)
+    conditions.append(
+        condition(
+            "Progressing",
+            progressing,
+            "RollingOut" if progressing else "Complete",
+            f"{updated}/{desired} pods updated" if progressing else "",
+            generation,
+        )
+    )
+    is_ready = model is not None and not validation_errors and ready >= desired > 0 and not progressing
+    if is_ready:
+        conditions.append(condition("Ready", True, "Serving", f"{ready}/{desired} pods ready", generation))
+    else:
+        reason = "Failed" if (failure or validation_errors or model is None) else "Waiting"
+        message = "; ".join(validation_errors) or failure or resolve_error or f"{ready}/{desired} pods ready"
+        conditions.append(condition("Ready", False, reason, message, generation))
+    return OnlineDeploymentStatus(
+        replicas=replicas,
+        readyReplicas=ready,
+        modelUri=model.uri if model else previous.modelUri,
+        resolvedModelVersion=model.version if model else previous.resolvedModelVersion,
+        conditions=merge_conditions(previous.conditions, conditions, now),
+        observedGeneration=generation,
+    )
+
+
+def is_true(conditions: Iterable[Condition], type_: str) -> bool:
+    return any(c.type == type_ and c.status == "True" for c in conditions)
+
+
+def endpoint_status(
+    name: str,
+    namespace: str,
+    generation: int | None,
+    routing: Routing,
+    deployments: Mapping[str, OnlineDeploymentStatus],
+    router: Object | None,
+    previous: OnlineEndpointStatus,
+    deleting: bool,
+    now: str,
+) -> OnlineEndpointStatus:
+    """The endpoint's status from its router, its deployments' statuses and the routing decision."""
+    router_status = (router or {}).get("status") or {}
+    router_ready = int(router_status.get("readyReplicas") or 0)
+    router_wanted = int(((router or {}).get("spec") or {}).get("replicas") or 0)
+    conditions = [
+        condition(
+            "RouterReady",
+            router_ready > 0,
+            "Available" if router_ready > 0 else "Waiting",
+            f"{router_ready}/{router_wanted} router pods ready",
+            generation,
+        ),
+        condition(
+            "TrafficValid",
+            not routing.errors,
+            "Invalid" if routing.errors else "Valid",
+            "; ".join(routing.errors),
+            generation,
+        ),
+    ]
+    live = [d for d, share in routing.traffic.items() if share > 0]
+    not_ready = [d for d in live if d not in deployments or not is_true(deployments[d].conditions, "Ready")]
+    failed = [d for d in live if d in deployments and is_true(deployments[d].conditions, "Degraded")]
+    ready = router_ready > 0 and not routing.errors and not not_ready
+    if ready:
+        message = "serving " + (
+            ", ".join(f"{d} {routing.traffic[d]}%" for d in live) if live else "no traffic"
+        )
+        conditions.append(condition("Ready", True, "Serving", message, generation))
+    else:
+        reasons = [*routing.errors]
+        reasons += [f"deployment {d} is not ready" for d in not_ready]
+        if router_ready == 0:
+            reasons.append("no router pod is ready")
+        conditions.append(condition("Ready", False, "NotReady", "; ".join(reasons), generation))
+    state: ProvisioningState
+    if deleting:
+        state = "Deleting"
+    elif ready:
+        state = "Succeeded"
+    elif routing.errors or failed:
+        state = "Failed"
+    elif previous.provisioningState in (None, "Creating"):
+        state = "Creating"
+    else:
+        state = "Updating"
+    return OnlineEndpointStatus(
+        scoringUri=scoring_uri(name, namespace),
+        openapiUri=openapi_uri(name, namespace),
+        provisioningState=state,
+        traffic=routing.traffic,
+        mirrorTraffic=routing.mirror,
+        deployments=[
+            DeploymentSummary(
+                name=d,
+                replicas=status.replicas,
+                readyReplicas=status.readyReplicas,
+                modelVersion=status.resolvedModelVersion,
+            )
+            for d, status in sorted(deployments.items())
+        ],
+        conditions=merge_conditions(previous.conditions, conditions, now),
+        observedGeneration=generation,
+    )

@@ -1,0 +1,282 @@
+"""BatchJob (+ its BatchDeployment) -> batch/v1 Jobs running `mlendpoints-batch`. Pure.
+
+Scoring: one pod per instance, each knowing its index.
+- Servers with Indexed Jobs (1.22+, `ApiVersions.indexed_jobs`): one Job `<job>-score`,
+  `completionMode: Indexed`; the driver reads its index from `$JOB_COMPLETION_INDEX`.
+- Older servers (the 1.20 test cluster): one Job per instance, `<job>-score-<i>`, the index
+  passed as `--instance-index i`.
+Merge: a second Job, `<job>-merge`, that the operator starts once every instance succeeded
+(or one stopped the job at its error threshold, to record the failed summary). It is a
+byte copy of the committed parts and reads no model, so it needs no fetch.
+
+backoffLimit: the driver already retries mini-batches inside a pod; pod-level retries
+(a killed or evicted pod) resume from the committed parts, so each instance gets as many
+pod retries as mini-batch retries (`retrySettings.maxRetries`; an Indexed Job counts
+failures over all its pods, so there it is that times `instanceCount`).
+
+Inputs and outputs: `pvc://<claim>/<path>` mounts the claim and passes the local path;
+anything else (s3://, gs://, abfss://, https://) goes to the driver as is, with credentials
+from the deployment's `env` (secretKeyRef).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from mlendpoints.api.batch import BatchDeployment, BatchDeploymentSpec, BatchJob, BatchJobSpec
+from mlendpoints.render.common import (
+    CONTAINER_SECURITY_CONTEXT,
+    GPU_RESOURCE,
+    MODEL_URI_ANNOTATION,
+    Object,
+    RenderSettings,
+    child,
+    dump,
+    labels,
+    owner_reference,
+    pod_security_context,
+)
+from mlendpoints.render.deployment import ResolvedModel, _mlflow_env
+from mlendpoints.render.discovery import ApiVersions
+
+COMPONENT_BATCH = "batch"
+LABEL_BATCH_JOB = "mlendpoints.io/batch-job"
+LABEL_BATCH_PHASE = "mlendpoints.io/batch-phase"  # score | merge
+PVC_SCHEME = "pvc://"
+PVC_ROOT = "/mnt/mlendpoints"
+MODEL_DIR = "/var/mlendpoints/model"
+CODE_DIR = "/var/mlendpoints/code"
+TMP_DIR = "/tmp"
+DRIVER_CONTAINER = "batch"
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """The deployment's settings with the job's overrides applied."""
+
+    instance_count: int
+    max_concurrency: int
+    mini_batch_size: int
+    output_action: str
+    output_file_name: str
+    max_retries: int
+    timeout: int
+    error_threshold: int
+    logging_level: str
+
+    @classmethod
+    def of(cls, job: BatchJobSpec, dep: BatchDeploymentSpec) -> JobSettings:
+        o, s = job.overrides, dep.settings
+        retry = o.retrySettings
+        return cls(
+            instance_count=o.instanceCount or dep.resources.instanceCount,
+            max_concurrency=o.maxConcurrencyPerInstance or s.maxConcurrencyPerInstance,
+            mini_batch_size=o.miniBatchSize or s.miniBatchSize,
+            output_action=o.outputAction or s.outputAction,
+            output_file_name=o.outputFileName or s.outputFileName,
+            max_retries=s.retrySettings.maxRetries
+            if retry is None or retry.maxRetries is None
+            else retry.maxRetries,
+            timeout=s.retrySettings.timeout if retry is None or retry.timeout is None else retry.timeout,
+            error_threshold=s.errorThreshold if o.errorThreshold is None else o.errorThreshold,
+            logging_level=o.loggingLevel or s.loggingLevel,
+        )
+
+
+def score_job_names(job: str, instance_count: int, versions: ApiVersions) -> list[str]:
+    if versions.indexed_jobs:
+        return [f"{job}-score"]
+    return [f"{job}-score-{i}" for i in range(instance_count)]
+
+
+def merge_job_name(job: str) -> str:
+    return f"{job}-merge"
+
+
+def output_file_uri(job: BatchJobSpec, settings: JobSettings) -> str:
+    return posixpath.join(job.output.uri.rstrip("/"), settings.output_file_name)
+
+
+def _storage(uri: str) -> tuple[str, str | None]:
+    """(what the driver gets, the PVC claim to mount or None)."""
+    if not uri.startswith(PVC_SCHEME):
+        return uri, None
+    claim, _, path = uri[len(PVC_SCHEME) :].partition("/")
+    return posixpath.join(PVC_ROOT, claim, path).rstrip("/"), claim
+
+
+def driver_args(job: BatchJobSpec, dep: BatchDeploymentSpec, s: JobSettings, phase: str) -> list[str]:
+    args = [
+        "--model-dir", MODEL_DIR,
+        "--input", _storage(job.input.uri)[0],
+        "--input-type", job.input.type,
+        "--output", _storage(job.output.uri)[0],
+        "--mini-batch-size", str(s.mini_batch_size),
+        "--max-concurrency", str(s.max_concurrency),
+        "--output-action", s.output_action,
+        "--output-file-name", s.output_file_name,
+        "--max-retries", str(s.max_retries),
+        "--retry-timeout", str(s.timeout),
+        "--error-threshold", str(s.error_threshold),
+        "--logging-level", s.logging_level,
+        "--instance-count", str(s.instance_count),
+        "--phase", phase,
+    ]  # fmt: skip
+    if dep.codeConfiguration is not None:
+        args += ["--scoring-script", f"{CODE_DIR}/{dep.codeConfiguration.scoringScript}"]
+    return args
+
+
+def _pod_spec(
+    job: BatchJob,
+    deployment: BatchDeployment,
+    model: ResolvedModel | None,
+    args: list[str],
+    settings: RenderSettings,
+) -> Object:
+    """The pod of one instance (`model` given: fetch it first) or of the merge (`model` None)."""
+    dep = deployment.spec
+    gpu = GPU_RESOURCE in dep.resources.limits or GPU_RESOURCE in dep.resources.requests
+    image = dep.image or (settings.serving_image_gpu if gpu else settings.serving_image)
+    resources = {"requests": dep.resources.requests, "limits": dep.resources.limits}
+    mlflow_env, env_from = _mlflow_env(settings)
+    env = [
+        {"name": "HOME", "value": TMP_DIR},
+        {"name": "TMPDIR", "value": TMP_DIR},
+        *(dump(e) for e in dep.env),
+    ]
+    mounts: list[Object] = [{"name": "model", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": TMP_DIR}]
+    volumes: list[Object] = [{"name": "model", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    claims: dict[str, bool] = {}  # claim -> read only
+    input_claim, output_claim = _storage(job.spec.input.uri)[1], _storage(job.spec.output.uri)[1]
+    if input_claim:
+        claims[input_claim] = True
+    if output_claim:
+        claims[output_claim] = False
+    for i, (claim, read_only) in enumerate(sorted(claims.items())):
+        volumes.append(
+            {"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}}
+        )
+        mounts.append(
+            {"name": f"pvc-{i}", "mountPath": posixpath.join(PVC_ROOT, claim), "readOnly": read_only}
+        )
+    if dep.codeConfiguration is not None:
+        volumes.append({"name": "code", "configMap": {"name": dep.codeConfiguration.configMap}})
+        mounts.append({"name": "code", "mountPath": CODE_DIR, "readOnly": True})
+    driver = {
+        "name": DRIVER_CONTAINER,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["mlendpoints-batch"],
+        "args": args,
+        "env": env,
+        "resources": resources,
+        "volumeMounts": mounts,
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod: Object = {
+        "restartPolicy": "Never",
+        "securityContext": pod_security_context(settings),
+        "automountServiceAccountToken": False,  # the driver never talks to the API
+        "containers": [driver],
+        "volumes": volumes,
+        "nodeSelector": dep.nodeSelector,
+        "tolerations": [dump(t) for t in dep.tolerations],
+    }
+    if model is not None:
+        pod["initContainers"] = [{
+            "name": "fetch-model",
+            "image": image,
+            "imagePullPolicy": settings.image_pull_policy,
+            "command": ["mlendpoints-fetch"],
+            "args": ["--model-uri", model.uri, "--dest", MODEL_DIR],
+            "env": env[:2] + mlflow_env + env[2:],
+            "envFrom": env_from,
+            "resources": resources,
+            "volumeMounts": mounts[:2],
+            "securityContext": CONTAINER_SECURITY_CONTEXT,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }]  # fmt: skip
+    return pod
+
+
+def _job(
+    job: BatchJob,
+    deployment: BatchDeployment,
+    name: str,
+    phase: str,
+    spec: Object,
+    pod: Object,
+    annotations: dict[str, str],
+) -> Object:
+    meta = job.metadata
+    owner = owner_reference("BatchJob", meta["name"], meta["uid"])
+    obj_labels = {
+        **labels(job.spec.endpointName, COMPONENT_BATCH, deployment.metadata["name"]),
+        LABEL_BATCH_JOB: meta["name"],
+        LABEL_BATCH_PHASE: phase,
+    }
+    template = {"metadata": {"labels": obj_labels, "annotations": annotations}, "spec": pod}
+    return child(
+        "batch/v1",
+        "Job",
+        name,
+        meta["namespace"],
+        owner,
+        obj_labels,
+        {"spec": {**spec, "template": template}},
+    )
+
+
+def render_score_jobs(
+    job: BatchJob,
+    deployment: BatchDeployment,
+    model: ResolvedModel,
+    versions: ApiVersions,
+    settings: RenderSettings,
+) -> list[Object]:
+    """The scoring Jobs: one Indexed Job, or one Job per instance where the server has no Indexed Jobs."""
+    s = JobSettings.of(job.spec, deployment.spec)
+    args = driver_args(job.spec, deployment.spec, s, "score")
+    annotations = {MODEL_URI_ANNOTATION: model.uri}
+    names = score_job_names(job.metadata["name"], s.instance_count, versions)
+    if versions.indexed_jobs:
+        spec = {
+            "completionMode": "Indexed",
+            "completions": s.instance_count,
+            "parallelism": s.instance_count,
+            "backoffLimit": s.max_retries * s.instance_count,
+        }
+        return [
+            _job(
+                job,
+                deployment,
+                names[0],
+                "score",
+                spec,
+                _pod_spec(job, deployment, model, args, settings),
+                annotations,
+            )
+        ]
+    return [
+        _job(
+            job,
+            deployment,
+            name,
+            "score",
+            {"completions": 1, "parallelism": 1, "backoffLimit": s.max_retries},
+            _pod_spec(job, deployment, model, [*args, "--instance-index", str(i)], settings),
+            annotations,
+        )
+        for i, name in enumerate(names)
+    ]
+
+
+def render_merge_job(job: BatchJob, deployment: BatchDeployment, settings: RenderSettings) -> Object:
+    s = JobSettings.of(job.spec, deployment.spec)
+    args = driver_args(job.spec, deployment.spec, s, "merge")
+    spec = {"completions": 1, "parallelism": 1, "backoffLimit": s.max_retries}
+    pod = _pod_spec(job, deployment, None, args, settings)
+    return _job(job, deployment, merge_job_name(job.metadata["name"]), "merge", spec, pod, {})

@@ -1,0 +1,245 @@
+"""OnlineDeployment -> Deployment (fetch init container + model server), Service, PDB, HPA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlendpoints.api.online import OnlineDeployment, OnlineDeploymentSpec, ProbeSettings
+from mlendpoints.render.common import (
+    CONTAINER_SECURITY_CONTEXT,
+    GPU_RESOURCE,
+    MODEL_URI_ANNOTATION,
+    MODEL_VERSION_ANNOTATION,
+    Object,
+    RenderSettings,
+    child,
+    dump,
+    labels,
+    owner_reference,
+    pod_security_context,
+    server_name,
+)
+from mlendpoints.render.discovery import ApiVersions
+from mlendpoints_serving import contract
+
+COMPONENT_SERVER = "server"
+CODE_DIR = "/var/mlendpoints/code"
+TMP_DIR = "/tmp"
+# A slow model load (large artifacts, a virtualenv build) gets up to 10 minutes before liveness applies.
+STARTUP_PERIOD_S = 5
+STARTUP_FAILURES = 120
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """The URI the pods fetch (registry aliases and /latest pinned to a version) and that version."""
+
+    uri: str
+    version: str | None = None
+
+
+def uses_gpu(spec: OnlineDeploymentSpec) -> bool:
+    return GPU_RESOURCE in spec.resources.limits or GPU_RESOURCE in spec.resources.requests
+
+
+def image_for(spec: OnlineDeploymentSpec, settings: RenderSettings) -> str:
+    if spec.image:
+        return spec.image
+    return settings.serving_image_gpu if uses_gpu(spec) else settings.serving_image
+
+
+def _probe(path: str, probe: ProbeSettings) -> Object:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "initialDelaySeconds": probe.initialDelay,
+        "periodSeconds": probe.period,
+        "timeoutSeconds": probe.timeout,
+        "successThreshold": probe.successThreshold,
+        "failureThreshold": probe.failureThreshold,
+    }
+
+
+def server_args(spec: OnlineDeploymentSpec) -> list[str]:
+    args = [
+        "--model-dir", spec.modelMountPath,
+        "--port", str(contract.SERVER_PORT),
+        "--request-timeout-ms", str(spec.requestSettings.requestTimeoutMs),
+        "--env-manager", spec.envManager,
+    ]  # fmt: skip
+    if spec.workers is not None:
+        args += ["--workers", str(spec.workers)]
+    if spec.batching is not None:
+        args += ["--max-batch-size", str(spec.batching.maxBatchSize)]
+        args += ["--max-batch-time-ms", str(spec.batching.maxBatchTimeMs)]
+    if spec.codeConfiguration is not None:
+        args += ["--scoring-script", f"{CODE_DIR}/{spec.codeConfiguration.scoringScript}"]
+    return args
+
+
+def _mlflow_env(settings: RenderSettings) -> tuple[list[Object], list[Object]]:
+    env = (
+        [{"name": "MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri}]
+        if settings.mlflow_tracking_uri
+        else []
+    )
+    env_from = (
+        [{"secretRef": {"name": settings.mlflow_credentials_secret, "optional": True}}]
+        if settings.mlflow_credentials_secret
+        else []
+    )
+    return env, env_from
+
+
+def render_deployment(
+    deployment: OnlineDeployment, model: ResolvedModel, versions: ApiVersions, settings: RenderSettings
+) -> list[Object]:
+    """Every child of the OnlineDeployment, in apply order."""
+    name, namespace = deployment.metadata["name"], deployment.metadata["namespace"]
+    spec = deployment.spec
+    owner = owner_reference("OnlineDeployment", name, deployment.metadata["uid"])
+    server_labels = labels(spec.endpointName, COMPONENT_SERVER, name)
+    obj_name = server_name(name)
+    image = image_for(spec, settings)
+    resources = dump(spec.resources)
+    mlflow_env, env_from = _mlflow_env(settings)
+    # The root filesystem is read-only: HOME and temp files go to an emptyDir.
+    writable_env = [{"name": "HOME", "value": TMP_DIR}, {"name": "TMPDIR", "value": TMP_DIR}]
+
+    def make(api_version: str, kind: str, body: Object) -> Object:
+        return child(api_version, kind, obj_name, namespace, owner, server_labels, body)
+
+    mounts = [{"name": "model", "mountPath": spec.modelMountPath}, {"name": "tmp", "mountPath": TMP_DIR}]
+    volumes: list[Object] = [{"name": "model", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    if spec.codeConfiguration is not None:
+        volumes.append({"name": "code", "configMap": {"name": spec.codeConfiguration.configMap}})
+    fetch = {
+        "name": "fetch-model",
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["mlendpoints-fetch"],
+        "args": ["--model-uri", model.uri, "--dest", spec.modelMountPath],
+        "env": writable_env + mlflow_env,
+        "envFrom": env_from,
+        "resources": resources,
+        "volumeMounts": mounts,
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    server_env = [
+        {"name": contract.ENV_MODEL_DIR, "value": spec.modelMountPath},
+        {"name": contract.ENV_AZUREML_MODEL_DIR, "value": spec.modelMountPath},
+        *writable_env,
+        *mlflow_env,
+        *(dump(e) for e in spec.env),
+    ]
+    server = {
+        "name": COMPONENT_SERVER,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["mlendpoints-serve"],
+        "args": server_args(spec),
+        "env": server_env,
+        "envFrom": env_from,
+        "ports": [{"name": "http", "containerPort": contract.SERVER_PORT, "protocol": "TCP"}],
+        "resources": resources,
+        "startupProbe": {
+            "httpGet": {"path": "/health", "port": "http"},
+            "periodSeconds": STARTUP_PERIOD_S,
+            "timeoutSeconds": spec.readinessProbe.timeout,
+            "failureThreshold": STARTUP_FAILURES,
+        },
+        "readinessProbe": _probe("/health", spec.readinessProbe),
+        "livenessProbe": _probe("/", spec.livenessProbe),
+        "volumeMounts": mounts
+        + ([{"name": "code", "mountPath": CODE_DIR, "readOnly": True}] if spec.codeConfiguration else []),
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod_spec: Object = {
+        "securityContext": pod_security_context(settings),
+        "initContainers": [fetch],
+        "containers": [server],
+        "volumes": volumes,
+        "nodeSelector": spec.nodeSelector,
+        "tolerations": [dump(t) for t in spec.tolerations],
+    }
+    if spec.affinity is not None:
+        pod_spec["affinity"] = dump(spec.affinity)
+    if spec.serviceAccountName:
+        pod_spec["serviceAccountName"] = spec.serviceAccountName
+    else:
+        pod_spec["automountServiceAccountToken"] = False  # the server never talks to the API
+
+    autoscaled = spec.scaleSettings.type == "targetUtilization"
+    template_annotations = {MODEL_URI_ANNOTATION: model.uri}
+    if model.version is not None:
+        template_annotations[MODEL_VERSION_ANNOTATION] = model.version
+    deployment_spec: Object = {
+        "selector": {"matchLabels": server_labels},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
+        "template": {
+            "metadata": {"labels": server_labels, "annotations": template_annotations},
+            "spec": pod_spec,
+        },
+    }
+    if not autoscaled:  # with an HPA, the HPA owns the replica count
+        deployment_spec["replicas"] = spec.instanceCount
+    children = [
+        make("apps/v1", "Deployment", {"spec": deployment_spec}),
+        make(
+            "v1",
+            "Service",
+            {
+                "spec": {
+                    "type": "ClusterIP",
+                    "selector": server_labels,
+                    "ports": [
+                        {
+                            "name": "http",
+                            "port": contract.SERVER_PORT,
+                            "targetPort": "http",
+                            "protocol": "TCP",
+                        }
+                    ],
+                }
+            },
+        ),
+    ]
+    min_replicas = spec.scaleSettings.minInstances if autoscaled else spec.instanceCount
+    if min_replicas >= 2:
+        children.append(
+            make(
+                versions.policy,
+                "PodDisruptionBudget",
+                {"spec": {"maxUnavailable": 1, "selector": {"matchLabels": server_labels}}},
+            )
+        )
+    if autoscaled:
+        children.append(
+            make(versions.autoscaling, "HorizontalPodAutoscaler", {"spec": _hpa_spec(obj_name, spec)})
+        )
+    return children
+
+
+def _hpa_spec(target: str, spec: OnlineDeploymentSpec) -> Object:
+    scale = spec.scaleSettings
+    # autoscaling/v2 and v2beta2 share this shape.
+    step = {"policies": [{"type": "Percent", "value": 100, "periodSeconds": scale.pollingInterval}]}
+    return {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+        "minReplicas": scale.minInstances,
+        "maxReplicas": scale.maxInstances,
+        "metrics": [
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {
+                        "type": "Utilization",
+                        "averageUtilization": scale.targetUtilizationPercentage,
+                    },
+                },
+            }
+        ],
+        "behavior": {"scaleUp": step, "scaleDown": step},
+    }

@@ -1,0 +1,226 @@
+"""OnlineEndpoint -> keys Secret, router ConfigMap, router RBAC, router Deployment, Service, PDB."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from mlendpoints.api.online import OnlineDeploymentSpec, OnlineEndpoint, OnlineEndpointSpec
+from mlendpoints.api.validation import validate_endpoint
+from mlendpoints.render.common import (
+    CONTAINER_SECURITY_CONTEXT,
+    Object,
+    RenderSettings,
+    child,
+    dump,
+    labels,
+    owner_reference,
+    pod_security_context,
+    router_name,
+    server_name,
+)
+from mlendpoints.render.discovery import ApiVersions
+from mlendpoints_serving import contract
+
+COMPONENT_ROUTER = "router"
+SERVICE_PORT = 80
+
+
+@dataclass(frozen=True)
+class Routing:
+    """The split the router applies, and why the requested one was refused (if it was)."""
+
+    traffic: dict[str, int]
+    mirror: dict[str, int]
+    errors: list[str] = field(default_factory=list)
+
+
+def effective_routing(
+    spec: OnlineEndpointSpec,
+    deployments: Mapping[str, OnlineDeploymentSpec],
+    applied: contract.RouterConfig | None,
+) -> Routing:
+    """The requested split when valid; else the one applied before if still valid; else none.
+
+    So nothing invalid is ever routed, with or without the admission webhook.
+    """
+    errors = validate_endpoint(spec, deployments.keys())
+    if not errors:
+        return Routing(dict(sorted(spec.traffic.items())), dict(sorted(spec.mirrorTraffic.items())))
+    if applied is not None:
+        kept = OnlineEndpointSpec.model_construct(
+            traffic=applied.traffic, mirrorTraffic=applied.mirrorTraffic
+        )
+        if not validate_endpoint(kept, deployments.keys()):
+            return Routing(dict(applied.traffic), dict(applied.mirrorTraffic), errors)
+    return Routing({}, {}, errors)  # route nothing rather than something invalid
+
+
+def router_config(
+    name: str,
+    namespace: str,
+    spec: OnlineEndpointSpec,
+    deployments: Mapping[str, OnlineDeploymentSpec],
+    routing: Routing,
+) -> contract.RouterConfig:
+    return contract.RouterConfig(
+        endpoint=name,
+        namespace=namespace,
+        authMode=spec.authMode,
+        keysSecret=contract.keys_secret_name(name),
+        traffic=routing.traffic,
+        mirrorTraffic=routing.mirror,
+        deployments={
+            dep: contract.DeploymentRoute(
+                service=server_name(dep),
+                port=contract.SERVER_PORT,
+                requestTimeoutMs=deployments[dep].requestSettings.requestTimeoutMs,
+                maxConcurrentRequestsPerInstance=deployments[
+                    dep
+                ].requestSettings.maxConcurrentRequestsPerInstance,
+            )
+            for dep in sorted(deployments)
+        },
+    )
+
+
+def scoring_uri(name: str, namespace: str) -> str:
+    return f"http://{name}.{namespace}.svc.cluster.local/score"
+
+
+def openapi_uri(name: str, namespace: str) -> str:
+    return f"http://{name}.{namespace}.svc.cluster.local/swagger.json"
+
+
+def _owner(endpoint: OnlineEndpoint) -> Object:
+    return owner_reference("OnlineEndpoint", endpoint.metadata["name"], endpoint.metadata["uid"])
+
+
+def render_keys_secret(endpoint: OnlineEndpoint, primary: str, secondary: str) -> Object:
+    """Created once with fresh keys and never overwritten (the apply layer only creates it)."""
+    name = endpoint.metadata["name"]
+    return child(
+        "v1",
+        "Secret",
+        contract.keys_secret_name(name),
+        endpoint.metadata["namespace"],
+        _owner(endpoint),
+        labels(name, COMPONENT_ROUTER),
+        {
+            "type": "Opaque",
+            "stringData": {contract.SECRET_PRIMARY_KEY: primary, contract.SECRET_SECONDARY_KEY: secondary},
+        },
+    )
+
+
+def render_endpoint(
+    endpoint: OnlineEndpoint, config: contract.RouterConfig, versions: ApiVersions, settings: RenderSettings
+) -> list[Object]:
+    """Every child of the endpoint except the keys Secret, in apply order."""
+    name, namespace = endpoint.metadata["name"], endpoint.metadata["namespace"]
+    spec = endpoint.spec
+    owner = _owner(endpoint)
+    router = router_name(name)
+    configmap = contract.router_configmap_name(name)
+    router_labels = labels(name, COMPONENT_ROUTER)
+
+    def make(api_version: str, kind: str, obj_name: str, body: Object) -> Object:
+        return child(api_version, kind, obj_name, namespace, owner, router_labels, body)
+
+    config_map = make(
+        "v1", "ConfigMap", configmap, {"data": {contract.ROUTER_CONFIG_KEY: config.model_dump_json()}}
+    )
+    service_account = make("v1", "ServiceAccount", router, {})
+    # The least the router needs: its config and keys, and the EndpointSlices of the deployments' Services.
+    role = make(
+        "rbac.authorization.k8s.io/v1",
+        "Role",
+        router,
+        {
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": [configmap],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "resourceNames": [contract.keys_secret_name(name)],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["get", "list", "watch"],
+                },
+            ]
+        },
+    )
+    role_binding = make(
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        router,
+        {
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": router},
+            "subjects": [{"kind": "ServiceAccount", "name": router, "namespace": namespace}],
+        },
+    )
+    container = {
+        "name": COMPONENT_ROUTER,
+        "image": settings.serving_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["mlendpoints-router"],
+        "args": ["--configmap", configmap, "--namespace", namespace, "--port", str(contract.ROUTER_PORT)],
+        "ports": [{"name": "http", "containerPort": contract.ROUTER_PORT, "protocol": "TCP"}],
+        # /health is 503 until the keys are loaded (key auth): no request meets a router that would 401 it.
+        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 2},
+        "livenessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 10, "failureThreshold": 6},
+        "resources": dump(spec.router.resources),
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    deployment = make(
+        "apps/v1",
+        "Deployment",
+        router,
+        {
+            "spec": {
+                "replicas": spec.router.replicas,
+                "selector": {"matchLabels": router_labels},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "template": {
+                    "metadata": {"labels": router_labels},
+                    "spec": {
+                        "serviceAccountName": router,
+                        "securityContext": pod_security_context(settings),
+                        "containers": [container],
+                        "nodeSelector": spec.router.nodeSelector,
+                        "tolerations": [dump(t) for t in spec.router.tolerations],
+                    },
+                },
+            }
+        },
+    )
+    service = make(
+        "v1",
+        "Service",
+        name,
+        {
+            "spec": {
+                "type": spec.service.type,
+                "selector": router_labels,
+                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+            }
+        },
+    )
+    if spec.service.annotations:
+        service["metadata"]["annotations"].update(spec.service.annotations)
+    pdb = make(
+        versions.policy,
+        "PodDisruptionBudget",
+        router,
+        {"spec": {"maxUnavailable": 1, "selector": {"matchLabels": router_labels}}},
+    )
+    return [config_map, service_account, role, role_binding, deployment, service, pdb]

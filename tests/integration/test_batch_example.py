@@ -1,0 +1,75 @@
+"""examples/iris-batch runs as its README says."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+from tests.integration.batch_support import run_driver
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "iris-batch"
+
+
+def test_iris_batch_example(tmp_path: Path):
+    prepared = subprocess.run(
+        [sys.executable, str(EXAMPLE / "prepare.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert prepared.returncode == 0, prepared.stderr
+    base = [
+        "--model-dir",
+        str(tmp_path / "model"),
+        "--input",
+        str(tmp_path / "input"),
+        "--mini-batch-size",
+        "2",
+    ]
+
+    scored = run_driver([*base, "--output", str(tmp_path / "out"), "--max-concurrency", "2"])
+    assert scored.returncode == 0, scored.stderr
+    got = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert list(got.columns) == ["row", "prediction", "file_name"] and len(got) == 150
+    assert list(dict.fromkeys(got["file_name"])) == [
+        "2024/batch-d.csv",
+        "2024/june/batch-c.jsonl",
+        "batch-a.csv",
+        "batch-b.parquet",
+    ]
+    assert set(got["prediction"]) == {0, 1, 2}
+    [error] = [json.loads(x) for x in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert error["file_name"] == "README.txt"
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (
+        summary["items"] == {"total": 5, "succeeded": 4, "failed": 1} and summary["miniBatches"]["total"] == 3
+    )
+
+    before = (tmp_path / "out" / "summary.json").read_bytes()
+    assert run_driver([*base, "--output", str(tmp_path / "out")]).returncode == 0, "the same job: a no-op"
+    assert (tmp_path / "out" / "summary.json").read_bytes() == before
+    other = run_driver([*base[:4], "--output", str(tmp_path / "out"), "--mini-batch-size", "3"])
+    assert other.returncode == 1 and "OutputExists" in other.stderr, "another job: refused"
+
+    two = [*base, "--output", str(tmp_path / "out2"), "--instance-count", "2"]
+    for i in (0, 1):
+        assert run_driver([*two, "--phase", "score", "--instance-index", str(i)]).returncode == 0
+    assert run_driver([*two, "--phase", "merge"]).returncode == 0
+    assert (tmp_path / "out2" / "predictions.csv").read_bytes() == (
+        tmp_path / "out" / "predictions.csv"
+    ).read_bytes()
+
+    script = run_driver(
+        [*base[:4], "--output", str(tmp_path / "out-script"), "--scoring-script", str(EXAMPLE / "score.py")]
+    )
+    assert script.returncode == 0, script.stderr
+    rows = pd.read_csv(tmp_path / "out-script" / "predictions.csv")
+    assert list(rows.columns) == ["file_name", "row", "label", "confidence"] and len(rows) == 60
+    failed = [
+        json.loads(x)["file_name"]
+        for x in (tmp_path / "out-script" / "errors.jsonl").read_text().splitlines()
+    ]
+    assert sorted(failed) == ["2024/june/batch-c.jsonl", "README.txt", "batch-b.parquet"]

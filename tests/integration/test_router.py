@@ -1,0 +1,444 @@
+"""mlendpoints-router in file mode, as a real process, in front of real HTTP backends on loopback."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.fixtures.servers import free_port, running
+from tests.integration.router_support import REPO, ROUTER, Backends, until
+
+KEYS = {"primaryKey": "primary-secret", "secondaryKey": "secondary-secret"}
+AUTH = {"authorization": f"Bearer {KEYS['primaryKey']}"}
+
+
+class RouterProcess:
+    def __init__(self, url: str, config_path: Path, log: Path) -> None:
+        self.url, self.config_path, self.log = url, config_path, log
+        self.client = httpx.Client(base_url=url, timeout=30)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        # Write then rename, as a config renderer should, so the router never reads half a file.
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(config))
+        tmp.replace(self.config_path)
+
+    def metric(self, name: str, **labels: str) -> float:
+        text = self.client.get("/metrics").text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+@pytest.fixture
+def backends(tmp_path: Path) -> Iterator[Backends]:
+    with contextlib.ExitStack() as stack:
+        yield Backends(stack, tmp_path)
+
+
+@pytest.fixture
+def start_router(tmp_path: Path) -> Iterator[Callable[..., RouterProcess]]:
+    with contextlib.ExitStack() as stack:
+
+        def start(config: dict[str, Any], keys: dict[str, str] | None = None) -> RouterProcess:
+            config = {"endpoint": "e", "authMode": "none", **config}
+            if keys is not None:
+                (tmp_path / "keys.json").write_text(json.dumps(keys))
+                config = {**config, "authMode": "key", "keysFile": "keys.json"}
+            port = free_port()
+            path = tmp_path / "router.json"
+            path.write_text(json.dumps(config))
+            log = tmp_path / "router.log"
+            argv = [*ROUTER, "--config", str(path), "--port", str(port), "--host", "127.0.0.1"]
+            stack.enter_context(running(argv, ready_url=f"http://127.0.0.1:{port}/health", log=log, cwd=REPO))
+            router = RouterProcess(f"http://127.0.0.1:{port}", path, log)
+            stack.callback(router.client.close)
+            return router
+
+        yield start
+
+
+def served_by(response: httpx.Response) -> str:
+    assert response.json()["backend"] == response.headers["x-mlendpoints-served-by"]
+    return response.headers["x-mlendpoints-served-by"]
+
+
+def count(backend: str) -> int:
+    return int(httpx.get(f"http://{backend}/__count").json()["count"])
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"]
+    return error  # type: ignore[no-any-return]
+
+
+def two_deployments(blue: str, green: str, **route: Any) -> dict[str, Any]:
+    return {"blue": {"backends": [blue], **route}, "green": {"backends": [green], **route}}
+
+
+# --- split, pin, mirror -------------------------------------------------------------
+def test_split_follows_weights(backends: Backends, start_router: Callable[..., RouterProcess]) -> None:
+    blue, green = backends.start("blue"), backends.start("green")
+    router = start_router({"deployments": two_deployments(blue, green), "traffic": {"blue": 70, "green": 30}})
+    n = 3000
+    shares = Counter(served_by(router.client.post("/score", json={"x": 1})) for _ in range(n))
+    # 4 pp is about 5 standard deviations of a 30% share over 3000 draws.
+    assert abs(shares["green"] / n - 0.30) < 0.04, shares
+    assert shares["blue"] + shares["green"] == n
+
+
+def test_pin_by_either_header_even_at_weight_zero_and_unknown_is_404(
+    backends: Backends, start_router: Callable[..., RouterProcess]
+) -> None:
+    blue, green, shadow = backends.start("blue"), backends.start("green"), backends.start("shadow")
+    deployments = {**two_deployments(blue, green), "shadow": {"backends": [shadow]}}
+    router = start_router(
+        {"deployments": deployments, "traffic": {"blue": 100, "green": 0}, "mirrorTraffic": {"shadow": 50}}
+    )
+    for header in ("x-mlendpoints-deployment", "azureml-model-deployment"):
+        for _ in range(50):
+            assert served_by(router.client.post("/score", headers={header: "green"})) == "green"
+    assert count(shadow) == 0, "pinned requests must never be mirrored"
+    assert served_by(router.client.get("/", headers={"x-mlendpoints-deployment": "shadow"})) == "shadow"
+    error = assert_error(
+        router.client.get("/", headers={"azureml-model-deployment": "purple"}), 404, "deployment_not_found"
+    )
+    assert "purple" in error["message"]
+
+
+def test_mirror_copies_a_share_and_live_never_waits(
+    backends: Backends, start_router: Callable[..., RouterProcess]
+) -> None:
+    blue, slow_shadow = backends.start("blue"), backends.start("shadow", delay=1.5)
+    router = start_router(
+        {
+            "deployments": {"blue": {"backends": [blue]}, "shadow": {"backends": [slow_shadow]}},
+            "traffic": {"blue": 100},
+            "mirrorTraffic": {"shadow": 50},
+            "mirrorMaxInFlight": 5,
+        }
+    )
+    n, slowest = 400, 0.0
+    for _ in range(n):
+        started = time.monotonic()
+        response = router.client.post("/score", json={"x": 1})
+        slowest = max(slowest, time.monotonic() - started)
+        assert served_by(response) == "blue"
+    assert slowest < 1.0, f"a live request waited {slowest:.2f}s: it must not wait for the 1.5s mirror"
+    sent = router.metric("mlendpoints_router_mirror_requests_total", deployment="shadow", outcome="sent")
+    dropped = router.metric(
+        "mlendpoints_router_mirror_requests_total", deployment="shadow", outcome="dropped"
+    )
+    # About half were picked for mirroring; the slow shadow holds 5 at a time, the rest are dropped.
+    assert abs((sent + dropped) / n - 0.5) < 0.1
+    assert 5 <= sent < 40 and dropped > 100
+    until(lambda: count(slow_shadow) == sent, within=5)
+
+
+def test_mirror_failures_are_counted_and_never_reach_live(
+    backends: Backends, start_router: Callable[..., RouterProcess]
+) -> None:
+    blue = backends.start("blue")
+    dead = f"127.0.0.1:{free_port()}"
+    router = start_router(
+        {
+            "deployments": {"blue": {"backends": [blue]}, "shadow": {"backends": [dead]}},
+            "traffic": {"blue": 100},
+            "mirrorTraffic": {"shadow": 50},
+        }
+    )
+    assert all(router.client.get("/score").status_code == 200 for _ in range(100))
+    failed = router.metric("mlendpoints_router_mirror_requests_total", deployment="shadow", outcome="failed")
+    sent = router.metric("mlendpoints_router_mirror_requests_total", deployment="shadow", outcome="sent")
+    dropped = router.metric(
+        "mlendpoints_router_mirror_requests_total", deployment="shadow", outcome="dropped"
+    )
+    # The refused pod is left out for a second, so later copies are dropped (no ready pod) rather than sent.
+    assert failed == sent >= 1
+    assert sent + dropped > 25
+
+
+def test_mirror_share_follows_setting(backends: Backends, start_router: Callable[..., RouterProcess]) -> None:
+    blue, shadow = backends.start("blue"), backends.start("shadow")
+    router = start_router(
+        {
+            "deployments": {"blue": {"backends": [blue]}, "shadow": {"backends": [shadow]}},
+            "traffic": {"blue": 100},
+            "mirrorTraffic": {"shadow": 20},
+        }
+    )
+    n = 2000
+    for _ in range(n):
+        router.client.get("/score")
+    until(
+        lambda: count(shadow) == router.metric("mlendpoints_router_mirror_requests_total", outcome="sent"), 5
+    )
+    assert abs(count(shadow) / n - 0.20) < 0.04
+    assert router.metric("mlendpoints_router_mirror_requests_total", outcome="dropped") == 0
+
+
+# --- failures ---------------------------------------------------------------------
+def test_refused_connection_is_retried_on_another_pod(
+    backends: Backends, start_router: Callable[..., RouterProcess]
+) -> None:
+    live = backends.start("blue")
+    dead = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    router = start_router({"deployments": {"blue": {"backends": [*dead, live]}}, "traffic": {"blue": 100}})
+    assert all(router.client.get("/score").status_code == 200 for _ in range(30))
+    assert router.metric("mlendpoints_router_upstream_retries_total", deployment="blue") >= 1
+
+
+def test_retries_stop_after_two(start_router: Callable[..., RouterProcess]) -> None:
+    dead = [f"127.0.0.1:{free_port()}" for _ in range(5)]
+    router = start_router({"deployments": {"blue": {"backends": dead}}, "traffic": {"blue": 100}})
+    assert_error(router.client.get("/score"), 503, "no_ready_pod")
+    assert router.metric("mlendpoints_router_upstream_retries_total", deployment="blue") == 2
+
+
+def test_share_of_deployment_without_ready_pods_is_rerouted(
+    backends: Backends, start_router: Callable[..., RouterProcess]
+) -> None:
+    blue = backends.start("blue")
+    router = start_router(
+        {
+            "deployments": {"blue": {"backends": [blue]}, "green": {"backends": []}},
+            "traffic": {"blue": 50, "green": 50},
+        }
+    )
+    responses = [router.client.get("/score") for _ in range(400)]
+    assert all(served_by(r) == "blue" for r in responses)
+    rerouted = [r for r in responses if r.headers.get("x-mlendpoints-rerouted") == "green"]
+    assert 120 < len(rerouted) < 280
+    assert router.metric("mlendpoints_router_rerouted_requests_total", deployment="green", to="blue") == len(
+        rerouted
+    )
+
+
+def test_no_ready_pod_anywhere_is_503(start_router: Callable[..., RouterProcess]) -> None:
+    router = start_router({"deployments": {"blue": {"backends": []}}, "traffic": {"blue": 100}})
+    assert_error(router.client.post("/score", json={}), 503, "no_ready_pod")
+
+
+def test_slow_upstream_is_408(backends: Backends, start_router: Callable[..., RouterProcess]) -> None:
+    blue = backends.start("blue")
+    router = start_router(
+        {"deployments": {"blue": {"backends": [blue], "requestTimeoutMs": 300}}, "traffic": {"blue": 100}}
+    )
+    started = time.monotonic()
+    error = assert_error(router.client.get("/score?delay=2"), 408, "request_timeout")
+    assert 0.25 < time.monotonic() - started < 1.5
+    assert "300 ms" in error["message"]
+    assert router.client.get("/score").status_code == 200
+
+
+def test_upstream_errors_pass_through_with_served_by(
+    backends: Backends, start_router: Callable[..., RouterProcess]
+) -> None:
+    blue = backends.start("blue")
+    router = start_router({"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}})
+    for status in (400, 500, 503):
+        response = router.client.post(f"/score?status={status}", content=b"abc")
+        assert response.status_code == status
+        assert response.json()["body"] == "abc"  # the backend's own body, unchanged
+        assert response.headers["x-backend"] == "blue"
+        assert response.headers["x-mlendpoints-served-by"] == "blue"
+
+
+# --- limits -------------------------------------------------------------------------
+def test_over_concurrency_limit_is_429_at_once(
+    backends: Backends, start_router: Callable[..., RouterProcess]
+) -> None:
+    blue = backends.start("blue")
+    router = start_router(
+        {
+            "deployments": {"blue": {"backends": [blue], "maxConcurrentRequestsPerInstance": 1}},
+            "traffic": {"blue": 100},
+        }
+    )
+
+    def call(path: str) -> tuple[int, float]:
+        started = time.monotonic()
+        status = httpx.get(router.url + path, timeout=10).status_code
+        return status, time.monotonic() - started
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        slow = [pool.submit(call, "/score?delay=1.5") for _ in range(2)]
+        time.sleep(0.5)  # both slow requests are in flight: the limit is 2 x 1 x 1 pod = 2
+        assert router.metric("mlendpoints_router_in_flight_requests", deployment="blue") == 2
+        rejected = [pool.submit(call, "/score") for _ in range(4)]
+        results = [f.result() for f in rejected]
+    assert all(status == 429 and took < 0.5 for status, took in results), results
+    assert [f.result()[0] for f in slow] == [200, 200]
+    assert router.client.get("/score").status_code == 200  # capacity is back
+
+
+def test_body_over_limit_is_413(backends: Backends, start_router: Callable[..., RouterProcess]) -> None:
+    blue = backends.start("blue")
+    router = start_router(
+        {"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}, "maxBodyBytes": 1000}
+    )
+    assert router.client.post("/score", content=b"x" * 1000).status_code == 200
+    error = assert_error(router.client.post("/score", content=b"x" * 5000), 413, "payload_too_large")
+    assert "maxBodyBytes" in error["message"]
+
+    def chunked() -> Iterator[bytes]:
+        for _ in range(20):
+            yield b"y" * 100
+
+    assert_error(httpx.post(router.url + "/score", content=chunked()), 413, "payload_too_large")
+    assert count(blue) == 1
+
+
+# --- auth ---------------------------------------------------------------------------
+def test_key_auth_primary_or_secondary_and_no_hint(
+    backends: Backends, start_router: Callable[..., RouterProcess]
+) -> None:
+    blue = backends.start("blue")
+    router = start_router(
+        {"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}}, keys=KEYS
+    )
+    for key in KEYS.values():
+        response = router.client.get("/score", headers={"authorization": f"Bearer {key}"})
+        assert response.status_code == 200
+        assert "authorization" not in response.json()["headers"], "the key is not forwarded to the model"
+    failures = [
+        router.client.get("/score"),
+        router.client.get("/score", headers={"authorization": "Bearer wrong"}),
+        router.client.get("/score", headers={"authorization": f"Basic {KEYS['primaryKey']}"}),
+    ]
+    bodies = {assert_error(r, 401, "unauthorized")["message"] for r in failures}
+    assert len(bodies) == 1, "the answer must not say which part was wrong"
+    assert count(blue) == 2
+
+
+def test_keys_are_reread_when_the_file_changes(
+    backends: Backends, start_router: Callable[..., RouterProcess], tmp_path: Path
+) -> None:
+    blue = backends.start("blue")
+    router = start_router(
+        {"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}}, keys=KEYS
+    )
+    new = {"primaryKey": "rotated", "secondaryKey": KEYS["secondaryKey"]}
+    (tmp_path / "keys.tmp").write_text(json.dumps(new))
+    (tmp_path / "keys.tmp").replace(tmp_path / "keys.json")
+    took = until(
+        lambda: router.client.get("/score", headers={"authorization": "Bearer rotated"}).status_code == 200, 2
+    )
+    assert took < 1.0
+    assert router.client.get("/score", headers=AUTH).status_code == 401
+
+
+def test_none_mode_allows_all(backends: Backends, start_router: Callable[..., RouterProcess]) -> None:
+    blue = backends.start("blue")
+    router = start_router(
+        {"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}, "authMode": "none"}
+    )
+    assert router.client.get("/score").status_code == 200
+    assert router.client.get("/score", headers={"authorization": "Bearer anything"}).status_code == 200
+
+
+# --- request id, access log, metrics, health ---------------------------------------------
+def test_request_id_kept_or_generated_passed_upstream_and_returned(
+    backends: Backends, start_router: Callable[..., RouterProcess]
+) -> None:
+    blue = backends.start("blue")
+    router = start_router(
+        {"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}, "accessLog": True}
+    )
+    kept = router.client.get("/score", headers={"x-request-id": "abc-123"})
+    assert kept.headers["x-request-id"] == "abc-123"
+    assert kept.json()["headers"]["x-request-id"] == "abc-123"
+    generated = router.client.get("/score")
+    rid = generated.headers["x-request-id"]
+    assert len(rid) == 32 and generated.json()["headers"]["x-request-id"] == rid
+    assert router.client.get("/score").headers["x-request-id"] != rid
+    rejected = router.client.get("/", headers={"x-mlendpoints-deployment": "nope", "x-request-id": "r-404"})
+    assert rejected.headers["x-request-id"] == "r-404"
+
+    def logged() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in router.log.read_text().splitlines() if line.startswith("{")]
+        return [line for line in lines if line.get("logger") == "mlendpoints.router.access"]
+
+    until(lambda: len(logged()) >= 4, within=2)
+    entries = {e["request_id"]: e for e in logged()}
+    assert entries["abc-123"]["status"] == 200 and entries["abc-123"]["deployment"] == "blue"
+    assert entries[rid]["path"] == "/score" and entries[rid]["duration_ms"] >= 0
+    assert entries["r-404"]["status"] == 404
+
+
+def test_metrics_per_deployment(backends: Backends, start_router: Callable[..., RouterProcess]) -> None:
+    blue, green = backends.start("blue"), backends.start("green")
+    router = start_router({"deployments": two_deployments(blue, green), "traffic": {"blue": 50, "green": 50}})
+    for _ in range(20):
+        router.client.get("/score")
+    router.client.get("/score?status=500", headers={"x-mlendpoints-deployment": "green"})
+    ok = router.metric("mlendpoints_router_requests_total", status="200")
+    assert ok == 20
+    assert router.metric("mlendpoints_router_requests_total", deployment="green", status="500") == 1
+    assert router.metric("mlendpoints_router_request_duration_seconds_count") == 21
+    assert router.metric("mlendpoints_router_in_flight_requests", deployment="blue") == 0
+    assert router.metric("mlendpoints_router_ready_pods", deployment="green") == 1
+
+
+def test_health_is_the_routers_own(start_router: Callable[..., RouterProcess]) -> None:
+    router = start_router({"deployments": {"blue": {"backends": []}}, "traffic": {"blue": 100}})
+    assert router.client.get("/health").json() == {"status": "ok"}
+
+
+# --- config changes -------------------------------------------------------------------
+def test_traffic_change_applies_within_a_second_without_dropping_requests(
+    backends: Backends, start_router: Callable[..., RouterProcess]
+) -> None:
+    blue, green = backends.start("blue"), backends.start("green")
+    deployments = two_deployments(blue, green)
+    router = start_router({"deployments": deployments, "traffic": {"blue": 100, "green": 0}})
+    statuses: Counter[int] = Counter()
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=router.url) as client:
+            while not stop.is_set():
+                statuses[client.get("/score").status_code] += 1
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for target in ("green", "blue", "green"):
+            router.write_config(
+                {"endpoint": "e", "authMode": "none", "deployments": deployments, "traffic": {target: 100}}
+            )
+            took = until(lambda t=target: served_by(router.client.get("/score")) == t, within=2)  # type: ignore[misc]
+            assert took < 1.0
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert set(statuses) == {200}, statuses
+    assert statuses[200] > 50
+
+
+def test_invalid_config_change_keeps_the_previous_one(
+    backends: Backends, start_router: Callable[..., RouterProcess]
+) -> None:
+    blue = backends.start("blue")
+    router = start_router({"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}})
+    router.write_config(
+        {"endpoint": "e", "deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 90}}
+    )
+    until(lambda: "sum to 0 or 100" in router.log.read_text(), within=2)
+    assert router.client.get("/score").status_code == 200

@@ -1,0 +1,340 @@
+"""`mlendpoints-serve` as a real process with the real fixture models: routes, errors, batching, workers."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import pytest
+from tests.unit.serving.support import SCORING_SCRIPT, Server, save_behaving_model, serve
+
+DIABETES_COLS = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
+ROWS = [
+    [0.038, 0.050, 0.061, 0.021, -0.044, -0.034, -0.043, -0.002, 0.019, -0.017],
+    [-0.001, -0.044, -0.051, -0.026, -0.008, -0.019, 0.074, -0.039, -0.068, -0.092],
+]
+
+
+@pytest.fixture(scope="module")
+def servers(
+    model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Server]]:
+    logs = tmp_path_factory.mktemp("serve-logs")
+    behaving = save_behaving_model(tmp_path_factory.mktemp("behaving") / "model")
+    with (
+        serve(model_dirs["diabetes"], logs / "diabetes.log", "--max-body-bytes", "20000") as diabetes,
+        serve(model_dirs["iris"], logs / "iris.log") as iris,
+        serve(model_dirs["params"], logs / "params.log") as params,
+        serve(model_dirs["tensor"], logs / "tensor.log", "--model-name", "summer") as tensor,
+        serve(behaving, logs / "behaving.log", "--request-timeout-ms", "500") as behaving_server,
+    ):
+        yield {
+            "diabetes": diabetes,
+            "iris": iris,
+            "params": params,
+            "tensor": tensor,
+            "behaving": behaving_server,
+        }
+
+
+@pytest.fixture(scope="module")
+def pyfuncs(model_dirs: dict[str, Path]) -> dict[str, Any]:
+    return {name: mlflow.pyfunc.load_model(str(path)) for name, path in model_dirs.items()}
+
+
+def post(server: Server, path: str, body: Any, content_type: str = "application/json") -> Any:
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    with server.client() as c:
+        return c.post(path, content=data, headers={"content-type": content_type})
+
+
+def assert_error(resp: Any, status: int, *fragments: str) -> None:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == "application/json"
+    err = resp.json()["error"]
+    assert set(err) == {"code", "message"}
+    for fragment in fragments:
+        assert fragment in err["message"], err["message"]
+
+
+# -- /score -----------------------------------------------------------------------------------------
+def test_score_split_dataframe(servers: dict[str, Server], pyfuncs: dict[str, Any]) -> None:
+    resp = post(
+        servers["diabetes"],
+        "/score",
+        {"input_data": {"columns": DIABETES_COLS, "index": [0, 1], "data": ROWS}},
+    )
+    assert resp.status_code == 200
+    expected = pyfuncs["diabetes"].predict(pd.DataFrame(ROWS, columns=DIABETES_COLS)).tolist()
+    assert resp.json() == expected
+
+
+def test_score_named_columns_and_positional_rows(servers: dict[str, Server], pyfuncs: dict[str, Any]) -> None:
+    rows = [[5.1, 3.5, 1.4, 0.2], [7.7, 2.6, 6.9, 2.3]]
+    cols = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    expected = pyfuncs["iris"].predict(pd.DataFrame(rows, columns=cols)).tolist()
+    named = post(
+        servers["iris"], "/score", {"input_data": {c: [r[i] for r in rows] for i, c in enumerate(cols)}}
+    )
+    positional = post(servers["iris"], "/score", {"input_data": rows})
+    assert named.json() == positional.json() == expected
+    assert expected == [0, 2]
+
+
+def test_score_tensor_and_params(servers: dict[str, Server]) -> None:
+    assert post(servers["tensor"], "/score", {"input_data": [[1, 2, 3, 4], [0.5, 0, 0, 0]]}).json() == [
+        20.0,
+        1.0,
+    ]
+    body = {
+        "input_data": {"columns": ["a", "b"], "data": [[1.0, 2.0]]},
+        "params": {"scale": 3.0, "offset": 1},
+    }
+    assert post(servers["params"], "/score", body).json() == [10.0]
+
+
+# -- /invocations ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"dataframe_split": {"columns": DIABETES_COLS, "data": ROWS}},
+        {"dataframe_records": [dict(zip(DIABETES_COLS, r, strict=True)) for r in ROWS]},
+        {"instances": [dict(zip(DIABETES_COLS, r, strict=True)) for r in ROWS]},
+        {"inputs": {c: [r[i] for r in ROWS] for i, c in enumerate(DIABETES_COLS)}},
+    ],
+    ids=["split", "records", "instances", "inputs"],
+)
+def test_invocations_json_formats(servers: dict[str, Server], pyfuncs: dict[str, Any], body: Any) -> None:
+    resp = post(servers["diabetes"], "/invocations", body)
+    expected = pyfuncs["diabetes"].predict(pd.DataFrame(ROWS, columns=DIABETES_COLS)).tolist()
+    assert resp.status_code == 200
+    assert resp.json() == {"predictions": expected}
+
+
+def test_invocations_csv(servers: dict[str, Server], pyfuncs: dict[str, Any]) -> None:
+    frame = pd.DataFrame(ROWS, columns=DIABETES_COLS)
+    resp = post(servers["diabetes"], "/invocations", frame.to_csv(index=False), "text/csv; charset=utf-8")
+    assert resp.json() == {"predictions": pyfuncs["diabetes"].predict(frame).tolist()}
+
+
+# -- Open Inference Protocol --------------------------------------------------------------------------
+def test_v2_metadata_and_infer_for_a_dataframe_model(
+    servers: dict[str, Server], pyfuncs: dict[str, Any]
+) -> None:
+    with servers["diabetes"].client() as c:
+        meta = c.get("/v2/models/model").json()
+        assert c.get("/v2/health/ready").status_code == c.get("/v2/health/live").status_code == 200
+    assert [i["name"] for i in meta["inputs"]] == DIABETES_COLS
+    assert {i["datatype"] for i in meta["inputs"]} == {"FP64"}
+    inputs = [
+        {"name": c, "shape": [2], "datatype": "FP64", "data": [r[i] for r in ROWS]}
+        for i, c in enumerate(DIABETES_COLS)
+    ]
+    resp = post(servers["diabetes"], "/v2/models/model/infer", {"id": "r1", "inputs": inputs})
+    out = resp.json()
+    assert out["id"] == "r1" and out["model_name"] == "model"
+    expected = pyfuncs["diabetes"].predict(pd.DataFrame(ROWS, columns=DIABETES_COLS)).tolist()
+    assert out["outputs"] == [{"name": "predictions", "shape": [2], "datatype": "FP64", "data": expected}]
+
+
+def test_v2_infer_tensor_model(servers: dict[str, Server]) -> None:
+    body = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64", "data": [1, 2, 3, 4, 1, 1, 1, 1]}]}
+    out = post(servers["tensor"], "/v2/models/summer/infer", body).json()
+    assert out["outputs"][0]["data"] == [20.0, 8.0]
+    meta = servers["tensor"].client().get("/v2/models/summer").json()
+    assert meta["inputs"] == [{"name": "tensor0", "datatype": "FP64", "shape": [-1, 4]}]
+    assert_error(
+        post(
+            servers["tensor"],
+            "/v2/models/summer/infer",
+            {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64", "data": [1, 2]}]},
+        ),
+        400,
+        "shape [2, 4] needs 8 values, got 2",
+    )
+
+
+# -- health, swagger, metrics --------------------------------------------------------------------------
+def test_health_routes(servers: dict[str, Server]) -> None:
+    with servers["iris"].client() as c:
+        for path in ("/", "/ping", "/health"):
+            assert c.get(path).status_code == 200
+
+
+def test_swagger_is_openapi3_from_the_signature(servers: dict[str, Server]) -> None:
+    doc = servers["diabetes"].client().get("/swagger.json").json()
+    assert doc["openapi"].startswith("3.")
+    score = doc["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]
+    assert score["example"]["input_data"]["columns"] == DIABETES_COLS
+    columns = score["schema"]["properties"]["input_data"]["properties"]["columns"]["items"]["enum"]
+    assert columns == DIABETES_COLS
+    assert "/invocations" in doc["paths"]
+
+
+def test_metrics_count_requests_latency_batches_and_load(servers: dict[str, Server]) -> None:
+    server = servers["params"]
+    body = {"input_data": {"columns": ["a", "b"], "data": [[1.0, 2.0]]}}
+    for _ in range(3):
+        post(server, "/score", body)
+    post(server, "/score", "{nope")
+    text = server.client().get("/metrics").text
+    assert re.search(r'mlendpoints_requests_total\{route="/score",status="200"\} ([3-9]|\d\d)', text)
+    assert re.search(r'mlendpoints_requests_total\{route="/score",status="400"\} [1-9]', text)
+    assert 'mlendpoints_request_seconds_bucket{le="0.1",route="/score"}' in text
+    assert re.search(r"mlendpoints_batch_rows_count [1-9]", text)
+    assert re.search(r"mlendpoints_model_load_seconds [0-9.]+", text)
+    assert "mlendpoints_requests_in_flight" in text
+
+
+# -- client errors and model errors ----------------------------------------------------------------------
+def test_signature_violations_are_400_naming_the_column(servers: dict[str, Server]) -> None:
+    s = servers["diabetes"]
+    assert_error(
+        post(s, "/score", {"input_data": {"columns": DIABETES_COLS[:-1], "data": [ROWS[0][:-1]]}}),
+        400,
+        "missing column(s) ['s6']",
+    )
+    bad = [*ROWS[0][:2], "high", *ROWS[0][3:]]
+    assert_error(
+        post(s, "/score", {"input_data": {"columns": DIABETES_COLS, "data": [bad]}}),
+        400,
+        "column 'bmi'",
+        "expected double",
+        "string",
+    )
+    assert_error(
+        post(s, "/invocations", {"dataframe_split": {"columns": DIABETES_COLS, "data": [bad]}}),
+        400,
+        "column 'bmi'",
+    )
+    assert_error(post(servers["tensor"], "/score", {"input_data": [[1, 2, 3]]}), 400, "shape [-1, 4]")
+
+
+def test_malformed_json_wrong_type_and_size(servers: dict[str, Server]) -> None:
+    s = servers["diabetes"]
+    assert_error(post(s, "/score", b'{"input_data": [1,'), 400, "not valid JSON")
+    assert_error(post(s, "/invocations", b"{}", "text/plain"), 415, "text/plain")
+    assert_error(post(s, "/invocations", b"a,b", "text/csv; charset=latin-1"), 415, "UTF-8")
+    assert_error(post(s, "/invocations", {"dataframe_split": {}, "inputs": []}), 400, "exactly one of")
+    assert_error(post(s, "/score", {"data": []}), 400, "'input_data'")
+    assert_error(post(s, "/score", b"x" * 30000), 413, "20000 bytes")
+    with s.client() as c:
+        assert_error(c.get("/nowhere"), 404, "/nowhere")
+        assert_error(c.get("/score"), 405, "GET /score")
+
+
+def test_model_exception_is_500_with_type_and_message(servers: dict[str, Server]) -> None:
+    body = {"input_data": {"columns": ["x", "y"], "data": [[1.0, 2.0]]}, "params": {"fail": True}}
+    assert_error(post(servers["behaving"], "/score", body), 500, "ValueError: the model refuses this input")
+    log = servers["behaving"].log.read_text()
+    assert "Traceback" in log  # the trace goes to the log, not to the client
+
+
+def test_request_past_the_timeout_is_408_and_the_server_goes_on(servers: dict[str, Server]) -> None:
+    s = servers["behaving"]
+    slow = {"input_data": {"columns": ["x", "y"], "data": [[1.0, 2.0]]}, "params": {"sleep_s": 1.5}}
+    assert_error(post(s, "/score", slow), 408, "500 ms")
+    time.sleep(1.2)  # a predict() already running cannot be interrupted: let it finish
+    fine = {"input_data": {"columns": ["x", "y"], "data": [[3.0, 2.0]]}}
+    assert post(s, "/score", fine).json() == [1.0]
+
+
+# -- batching ------------------------------------------------------------------------------------------
+def test_concurrent_requests_are_batched_and_answered_like_unbatched(
+    model_dirs: dict[str, Path], servers: dict[str, Server], tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(7)
+    bodies = [
+        {"input_data": {"columns": ["a", "b"], "data": rng.normal(size=(int(n), 2)).round(3).tolist()}}
+        for n in rng.integers(1, 4, size=64)
+    ]
+    with serve(
+        model_dirs["params"], tmp_path / "batched.log", "--max-batch-size", "64", "--max-batch-time-ms", "20"
+    ) as batched:
+
+        def both(body: Any) -> tuple[Any, Any]:
+            return post(batched, "/score", body).json(), post(servers["params"], "/score", body).json()
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            pairs = list(pool.map(both, bodies))
+        metrics = batched.client().get("/metrics").text
+    assert all(got == want for got, want in pairs)
+    count = float(re.search(r"mlendpoints_batch_rows_count (\S+)", metrics).group(1))  # type: ignore[union-attr]
+    assert count < len(bodies)  # fewer predict() calls than requests: they were batched
+
+
+# -- workers, scoring script, start-up failures ---------------------------------------------------
+def test_two_workers_each_load_the_model_and_metrics_aggregate(
+    model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    env = {"PROMETHEUS_MULTIPROC_DIR": ""}
+    with serve(
+        model_dirs["tensor"], tmp_path / "w2.log", "--workers", "2", "--metrics-dir", str(tmp_path), env=env
+    ) as s:
+        for _ in range(20):
+            assert post(s, "/score", {"input_data": [[1, 1, 1, 1]]}).json() == [8.0]
+        metrics = s.client().get("/metrics").text
+        log = (tmp_path / "w2.log").read_text()
+    assert log.count('"model loaded"') == 2
+    assert re.search(r'mlendpoints_requests_total\{route="/score",status="200"\} 20\.0', metrics)
+
+
+def test_scoring_script_runs_init_once_per_worker(model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    script = tmp_path / "score.py"
+    script.write_text(SCORING_SCRIPT)
+    with serve(model_dirs["diabetes"], tmp_path / "script.log", "--scoring-script", str(script)) as s:
+        first = post(s, "/score", {"values": [1, 2, 3.5]}).json()
+        post(s, "/score", {"values": []})
+        again = post(s, "/score", {"values": [1]}).json()
+        assert_error(post(s, "/score", {"explode": True}), 500, "RuntimeError: script exploded on purpose")
+        assert_error(post(s, "/invocations", {"inputs": [1]}), 404, "runs a scoring script")
+    assert first == {"sum": 6.5, "inits": 1, "model_dir": str(model_dirs["diabetes"]), "same_dir": True}
+    assert again["inits"] == 1
+
+
+def test_a_directory_without_a_model_fails_with_a_termination_message(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.unit.serving.support import BIN
+
+    termination = tmp_path / "termination-log"
+    proc = subprocess.run(
+        [str(BIN / "mlendpoints-serve"), "--model-dir", str(tmp_path), "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"MLENDPOINTS_TERMINATION_LOG": str(termination), "PATH": str(BIN)},
+    )
+    assert proc.returncode != 0
+    assert "is not an MLflow model directory" in termination.read_text()
+
+
+def test_a_model_that_fails_to_load_stops_the_worker_with_the_reason(
+    diabetes_model: Path, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from tests.unit.serving.support import BIN
+
+    broken = tmp_path / "broken"
+    shutil.copytree(diabetes_model, broken)
+    (broken / "model.skops").write_bytes(b"not a model")
+    termination = tmp_path / "termination-log"
+    proc = subprocess.run(
+        [str(BIN / "mlendpoints-serve"), "--model-dir", str(broken), "--workers", "1", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"MLENDPOINTS_TERMINATION_LOG": str(termination), "PATH": str(BIN)},
+    )
+    assert proc.returncode == 1
+    assert termination.read_text().startswith(f"mlendpoints-serve failed: cannot load {broken}")

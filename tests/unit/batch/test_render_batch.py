@@ -1,0 +1,162 @@
+"""BatchJob -> Jobs: an Indexed Job where the server has them, one Job per instance on 1.20."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic_settings import CliApp
+
+from mlendpoints.api.batch import BatchDeployment, BatchJob
+from mlendpoints.render.batch import JobSettings, render_merge_job, render_score_jobs
+from mlendpoints.render.common import RenderSettings
+from mlendpoints.render.deployment import ResolvedModel
+from mlendpoints.render.discovery import KUBERNETES_1_20, MODERN
+from mlendpoints_serving.batch.settings import BatchSettings
+
+SETTINGS = RenderSettings(
+    serving_image="serving:dev", serving_image_gpu="serving:gpu", mlflow_tracking_uri="http://mlflow:5000"
+)
+MODEL = ResolvedModel("models:/diabetes/1", "1")
+
+
+def _deployment(**spec: Any) -> BatchDeployment:
+    return BatchDeployment.model_validate(
+        {
+            "apiVersion": "mlendpoints.io/v1alpha1",
+            "kind": "BatchDeployment",
+            "metadata": {"name": "ridge", "namespace": "ml", "uid": "uid-dep"},
+            "spec": {
+                "endpointName": "scoring",
+                "model": "models:/diabetes@champion",
+                "resources": {"instanceCount": 2, "limits": {"memory": "1Gi"}},
+                "settings": {
+                    "miniBatchSize": 5,
+                    "maxConcurrencyPerInstance": 2,
+                    "retrySettings": {"maxRetries": 4, "timeout": 60},
+                },
+                "env": [
+                    {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "id"}}}
+                ],
+                **spec,
+            },
+        }
+    )
+
+
+def _job(**spec: Any) -> BatchJob:
+    return BatchJob.model_validate(
+        {
+            "apiVersion": "mlendpoints.io/v1alpha1",
+            "kind": "BatchJob",
+            "metadata": {"name": "nightly", "namespace": "ml", "uid": "uid-job"},
+            "spec": {
+                "endpointName": "scoring",
+                "input": {"uri": "pvc://data/in"},
+                "output": {"uri": "pvc://results/run-1"},
+                **spec,
+            },
+        }
+    )
+
+
+def _driver(job: dict[str, Any]) -> dict[str, Any]:
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def _flags(job: dict[str, Any]) -> BatchSettings:
+    """The rendered arguments, parsed by the driver's own flag parser."""
+    return CliApp.run(BatchSettings, cli_args=_driver(job)["args"])
+
+
+def test_one_job_per_instance_without_indexed_jobs():
+    jobs = render_score_jobs(_job(), _deployment(), MODEL, KUBERNETES_1_20, SETTINGS)
+    assert [j["metadata"]["name"] for j in jobs] == ["nightly-score-0", "nightly-score-1"]
+    for i, job in enumerate(jobs):
+        spec = job["spec"]
+        assert "completionMode" not in spec
+        assert (spec["completions"], spec["parallelism"], spec["backoffLimit"]) == (1, 1, 4)
+        flags = _flags(job)
+        assert (flags.instance_index, flags.instance_count, flags.phase) == (i, 2, "score")
+        assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-job"
+        assert job["metadata"]["labels"]["mlendpoints.io/batch-job"] == "nightly"
+
+
+def test_one_indexed_job_where_the_server_has_them():
+    [job] = render_score_jobs(_job(), _deployment(), MODEL, MODERN, SETTINGS)
+    spec = job["spec"]
+    assert job["metadata"]["name"] == "nightly-score"
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
+    assert spec["backoffLimit"] == 8, "an Indexed Job counts failed pods over all indexes"
+    flags = _flags(job)
+    assert flags.instance_index is None, "the driver reads $JOB_COMPLETION_INDEX"
+    assert (flags.instance_count, flags.phase) == (2, "score")
+
+
+@pytest.mark.parametrize("versions", [KUBERNETES_1_20, MODERN])
+def test_pod_fetches_the_model_and_mounts_claims(versions):
+    job = render_score_jobs(_job(), _deployment(), MODEL, versions, SETTINGS)[0]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    [fetch] = pod["initContainers"]
+    assert fetch["args"] == ["--model-uri", "models:/diabetes/1", "--dest", "/var/mlendpoints/model"]
+    assert {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"} in fetch["env"]
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"]["readOnly"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert claims == {"data": True, "results": False}
+    flags = _flags(job)
+    assert (flags.input, flags.output) == ("/mnt/mlendpoints/data/in", "/mnt/mlendpoints/results/run-1")
+    mounts = {m["mountPath"] for m in _driver(job)["volumeMounts"]}
+    assert {"/mnt/mlendpoints/data", "/mnt/mlendpoints/results"} <= mounts
+    env = _driver(job)["env"]
+    assert {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "id"}}} in env
+    assert _driver(job)["resources"]["limits"] == {"memory": "1Gi"}
+
+
+def test_job_overrides_win_over_the_deployment_settings():
+    job = _job(
+        overrides={
+            "instanceCount": 3,
+            "miniBatchSize": 7,
+            "errorThreshold": 0,
+            "retrySettings": {"timeout": 5},
+            "outputAction": "summaryOnly",
+        },
+        input={"uri": "s3://bucket/in", "type": "uriFolder"},
+        output={"uri": "s3://bucket/out"},
+    )
+    dep = _deployment(codeConfiguration={"configMap": "code", "scoringScript": "score.py"})
+    s = JobSettings.of(job.spec, dep.spec)
+    assert (s.instance_count, s.mini_batch_size, s.error_threshold, s.timeout, s.max_retries) == (
+        3,
+        7,
+        0,
+        5,
+        4,
+    )
+    jobs = render_score_jobs(job, dep, MODEL, KUBERNETES_1_20, SETTINGS)
+    assert len(jobs) == 3
+    flags = _flags(jobs[2])
+    assert (flags.input, flags.output, flags.mini_batch_size, flags.max_concurrency) == (
+        "s3://bucket/in",
+        "s3://bucket/out",
+        7,
+        2,
+    )
+    assert (flags.output_action, flags.retry_timeout, flags.error_threshold) == ("summaryOnly", 5.0, 0)
+    assert flags.scoring_script == "/var/mlendpoints/code/score.py"
+    pod = jobs[0]["spec"]["template"]["spec"]
+    assert not [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert {"name": "code", "configMap": {"name": "code"}} in pod["volumes"]
+
+
+def test_the_merge_job_reads_no_model():
+    merge = render_merge_job(_job(), _deployment(), SETTINGS)
+    assert merge["metadata"]["name"] == "nightly-merge"
+    assert "initContainers" not in merge["spec"]["template"]["spec"]
+    assert merge["metadata"]["labels"]["mlendpoints.io/batch-phase"] == "merge"
+    assert (_flags(merge).phase, _flags(merge).instance_count) == ("merge", 2)
