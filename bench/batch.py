@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from examples.models import diabetes_frame, save_diabetes_regressor
 
 from bench.report import table, write_section
+from examples.models import diabetes_frame, save_diabetes_regressor
 
 FILES = int(os.environ.get("BENCH_BATCH_FILES", "200"))
 ROWS = int(os.environ.get("BENCH_BATCH_ROWS", "10000"))

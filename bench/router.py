@@ -285,8 +285,8 @@ class Router:
         return proc.pid
 
 
-def ms(microseconds: float) -> str:
-    return f"{microseconds / 1000:.3f} ms"
+def ms(microseconds: float, signed: bool = False) -> str:
+    return f"{microseconds / 1000:+.3f} ms" if signed else f"{microseconds / 1000:.3f} ms"
 
 
 def verdict(ok: bool) -> str:
@@ -296,6 +296,7 @@ def verdict(ok: bool) -> str:
 def run(tmp: Path) -> str:
     if not shutil.which("wrk") or not shutil.which("nginx"):
         raise RuntimeError("wrk and nginx (Debian wrk, nginx-light) are needed")
+    load_before = os.getloadavg()[0]
     report, rate = tmp / "report.lua", tmp / "rate.lua"
     report.write_text(WRK_REPORT)
     rate.write_text(WRK_FIXED_RATE)
@@ -407,14 +408,16 @@ def run(tmp: Path) -> str:
         ],
         [
             "Router's own cost: 1 connection, back to back",
-            f"p50 +{ms(added_one)} (router {ms(router_one['p50_us'])}, direct {ms(direct_one['p50_us'])})",
+            f"p50 {ms(added_one, signed=True)} "
+            f"(router {ms(router_one['p50_us'])}, direct {ms(direct_one['p50_us'])})",
             "",
             "",
         ],
         [
             f"Added latency at a fixed rate (router {router_rate['rps']:,.0f} req/s, "
             f"direct {direct_rate['rps']:,.0f} req/s)",
-            f"p50 +{ms(added_p50)}, p99 +{ms(added_p99)} (router p50 {ms(router_rate['p50_us'])} / "
+            f"p50 {ms(added_p50, signed=True)}, p99 {ms(added_p99, signed=True)} "
+            f"(router p50 {ms(router_rate['p50_us'])} / "
             f"p99 {ms(router_rate['p99_us'])}; direct {ms(direct_rate['p50_us'])} / "
             f"{ms(direct_rate['p99_us'])})",
             "p50 <= 0.5 ms, p99 <= 2 ms",
@@ -457,7 +460,8 @@ def run(tmp: Path) -> str:
         "connections (wrk2 is not in Debian), in 2 alternating rounds of 4 s per side, averaged; latency "
         "is wrk's, from request write to response. The machine is shared with other running work: the "
         "fixed-rate figures mostly measure how fast a sleeping process gets the CPU back, which the "
-        "one-connection row separates from the router's own cost.\n\n"
+        "one-connection row separates from the router's own cost. Load average (1 min) from other work: "
+        f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on 2 cores.\n\n"
         + table(["Measure", "Result", "Target", "Verdict"], rows)
     )
 

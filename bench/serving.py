@@ -25,9 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from examples.models import save_diabetes_regressor
-
 from bench.report import table, write_section
+from examples.models import save_diabetes_regressor
 
 BIN = Path(sys.executable).parent
 SERVER_CPU, LOAD_CPU = "0", "1"

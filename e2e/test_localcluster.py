@@ -49,8 +49,8 @@ def tiny_container(image: str, **extra: Any) -> dict[str, Any]:
 @pytest.fixture
 def tiny_app(kube_cluster: KubeCluster, namespace: str, tiny_image: str) -> Iterator[str]:
     """A two-replica Deployment of the tiny server behind a ClusterIP Service, both named `tiny`."""
-    apps = client.AppsV1Api(kube_cluster.api_client)
-    core = client.CoreV1Api(kube_cluster.api_client)
+    apps: Any = client.AppsV1Api(kube_cluster.api_client)
+    core: Any = client.CoreV1Api(kube_cluster.api_client)
     probe = {"httpGet": {"path": "/ready", "port": 8000}, "periodSeconds": 1}
     apps.create_namespaced_deployment(
         namespace,
@@ -88,7 +88,7 @@ def tiny_app(kube_cluster: KubeCluster, namespace: str, tiny_image: str) -> Iter
     yield APP
 
 
-def pods_of(core: client.CoreV1Api, namespace: str) -> list[client.V1Pod]:
+def pods_of(core: Any, namespace: str) -> list[Any]:
     return list(core.list_namespaced_pod(namespace, label_selector=f"app={APP}").items)
 
 
@@ -98,7 +98,7 @@ def test_endpoint_slices_list_the_ready_pods(
     version = kube_cluster.newest_version("discovery.k8s.io", ("v1", "v1beta1"))
     # discovery.k8s.io/v1 is served from 1.21 on; the local cluster runs 1.20.
     assert version == ("v1" if kube_cluster.version >= (1, 21) else "v1beta1")
-    core = client.CoreV1Api(kube_cluster.api_client)
+    core: Any = client.CoreV1Api(kube_cluster.api_client)
     pod_ips = {p.status.pod_ip for p in pods_of(core, namespace)}
     assert len(pod_ips) == 2
 
@@ -124,7 +124,7 @@ def test_service_cluster_ip_is_reachable_from_the_host(
 ) -> None:
     if not kube_cluster.local:
         pytest.skip("ClusterIPs are routed from the host only on the local cluster (kube-proxy runs here)")
-    core = client.CoreV1Api(kube_cluster.api_client)
+    core: Any = client.CoreV1Api(kube_cluster.api_client)
     cluster_ip = core.read_namespaced_service(tiny_app, namespace).spec.cluster_ip
     answered_by = set()
     for i in range(40):
@@ -139,14 +139,16 @@ def test_service_cluster_ip_is_reachable_from_the_host(
 def test_deleting_the_deployment_collects_its_children(
     kube_cluster: KubeCluster, namespace: str, tiny_app: str
 ) -> None:
-    apps = client.AppsV1Api(kube_cluster.api_client)
-    core = client.CoreV1Api(kube_cluster.api_client)
+    apps: Any = client.AppsV1Api(kube_cluster.api_client)
+    core: Any = client.CoreV1Api(kube_cluster.api_client)
     assert apps.list_namespaced_replica_set(namespace).items
     apps.delete_namespaced_deployment(tiny_app, namespace)  # background propagation: left to the GC
+    # Usually seconds; the 1.20 garbage collector pauses while it resyncs after CRDs come and go
+    # (other tests add and remove CRDs), hence the generous limit.
     wait_for(
-        "ReplicaSets collected", lambda: not apps.list_namespaced_replica_set(namespace).items, timeout=60
+        "ReplicaSets collected", lambda: not apps.list_namespaced_replica_set(namespace).items, timeout=120
     )
-    wait_for("pods collected", lambda: not pods_of(core, namespace), timeout=60)
+    wait_for("pods collected", lambda: not pods_of(core, namespace), timeout=120)
 
 
 JOB_SCRIPT = """
@@ -173,8 +175,8 @@ print("job ok")
 def test_job_runs_to_completion(
     kube_cluster: KubeCluster, namespace: str, tiny_app: str, tiny_image: str
 ) -> None:
-    batch = client.BatchV1Api(kube_cluster.api_client)
-    core = client.CoreV1Api(kube_cluster.api_client)
+    batch: Any = client.BatchV1Api(kube_cluster.api_client)
+    core: Any = client.CoreV1Api(kube_cluster.api_client)
     batch.create_namespaced_job(
         namespace,
         {
@@ -206,7 +208,7 @@ def test_job_runs_to_completion(
 
 
 def test_a_crashing_pod_is_restarted(kube_cluster: KubeCluster, namespace: str, tiny_image: str) -> None:
-    core = client.CoreV1Api(kube_cluster.api_client)
+    core: Any = client.CoreV1Api(kube_cluster.api_client)
     core.create_namespaced_pod(
         namespace,
         {
@@ -221,7 +223,7 @@ def test_a_crashing_pod_is_restarted(kube_cluster: KubeCluster, namespace: str, 
         },
     )
 
-    def restarted() -> client.V1ContainerStatus | None:
+    def restarted() -> Any:
         statuses = core.read_namespaced_pod("crash", namespace).status.container_statuses or []
         return next((s for s in statuses if s.restart_count >= 1 and s.last_state.terminated), None)
 
@@ -232,7 +234,7 @@ def test_a_crashing_pod_is_restarted(kube_cluster: KubeCluster, namespace: str, 
 @pytest.fixture
 def widget_crd(kube_cluster: KubeCluster) -> Iterator[tuple[str, str]]:
     """A namespaced test CRD (unique group, so concurrent sessions do not collide), removed after."""
-    ext = client.ApiextensionsV1Api(kube_cluster.api_client)
+    ext: Any = client.ApiextensionsV1Api(kube_cluster.api_client)
     group = f"e2e-{uuid.uuid4().hex[:8]}.mlendpoints.io"
     name = f"widgets.{group}"
     ext.create_custom_resource_definition(
@@ -281,7 +283,7 @@ def test_a_crd_serves_custom_resources_with_a_status_subresource(
     kube_cluster: KubeCluster, namespace: str, widget_crd: tuple[str, str]
 ) -> None:
     group, plural = widget_crd
-    custom = client.CustomObjectsApi(kube_cluster.api_client)
+    custom: Any = client.CustomObjectsApi(kube_cluster.api_client)
     args = (group, "v1", namespace, plural)
     custom.create_namespaced_custom_object(
         *args,
@@ -310,7 +312,7 @@ def test_a_crd_serves_custom_resources_with_a_status_subresource(
     custom.patch_namespaced_custom_object_status(
         *args, "w1", {"status": {"phase": "Ready"}, "spec": {"size": 9}}
     )
-    widget = custom.get_namespaced_custom_object(*args, "w1")
+    widget: Any = custom.get_namespaced_custom_object(*args, "w1")
     assert widget["status"] == {"phase": "Ready"}
     assert widget["spec"] == {"size": 3}
     assert widget["metadata"]["generation"] == 1

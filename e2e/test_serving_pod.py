@@ -13,6 +13,7 @@ import json
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -83,7 +84,7 @@ def test_serving_pod_scores_through_its_service(
     import pandas as pd
     from sklearn.datasets import load_diabetes
 
-    core = client.CoreV1Api(kube_cluster.api_client)
+    core: Any = client.CoreV1Api(kube_cluster.api_client)
     core.create_namespaced_pod(namespace, server_pod(images.serving, host_share(diabetes_model)))
     core.create_namespaced_service(
         namespace,

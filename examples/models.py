@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 

@@ -6,7 +6,8 @@ VENV=${1:-.venv}
 cd "$(dirname "$0")/.."
 
 DEB_PKGS=(etcd-server docker.io golang-go rsync debootstrap dpkg-dev iptables conntrack wrk nginx-light
-          golang-github-modern-go-reflect2-dev)
+          golang-github-modern-go-reflect2-dev
+          curl jq openssl gcc libc6-dev binutils iproute2 procps)
 missing=()
 for p in "${DEB_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

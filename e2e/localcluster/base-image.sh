@@ -6,7 +6,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${MLENDPOINTS_CACHE:-$HOME/.cache/mlendpoints}
-TAG=${BASE_IMAGE:-mlendpoints/base:bookworm}
+TAG=mlendpoints/base:bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 TARBALL=$CACHE/base/bookworm-minbase.tar
 

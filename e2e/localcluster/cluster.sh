@@ -68,6 +68,9 @@ start() {
     exec setsid "$@" >"$LOGS/$name.log" 2>&1 </dev/null
   ) &
   echo $! >"$(pidfile "$name")"
+  # Until the subshell has exec'd, its command line is still this script's.
+  local i
+  for i in $(seq 1 50); do running_pid "$name" >/dev/null && break; sleep 0.1; done
 }
 
 tail_log() {

@@ -92,10 +92,8 @@ def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: 
     raise TimeoutError(f"{what}: not after {timeout}s (last: {last!r})")
 
 
-def _run_script(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", *argv], capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False
-    )
+def _run_script(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", *argv], capture_output=True, text=True, check=False)
 
 
 def _tail(text: str, lines: int = 60) -> str:
@@ -149,14 +147,14 @@ class _Substrate:
         self.start_cluster()
         if self.base_image or self.base_error or not self.cluster:
             return
-        if not self.cluster.local:
-            self.base_image = os.environ.get("BASE_IMAGE", "python:3.11-slim-bookworm")
-            return
-        proc = _run_script([str(BASE_IMAGE_SH)])
-        if proc.returncode != 0:
+        if chosen := os.environ.get("BASE_IMAGE"):
+            self.base_image = chosen
+        elif not self.cluster.local:
+            self.base_image = "python:3.11-slim-bookworm"
+        elif (proc := _run_script([str(BASE_IMAGE_SH)])).returncode != 0:
             self.base_error = f"e2e/localcluster/base-image.sh failed:\n{_tail(proc.stderr)}"
-            return
-        self.base_image = os.environ.get("BASE_IMAGE", "mlendpoints/base:bookworm")
+        else:
+            self.base_image = "mlendpoints/base:bookworm"
 
     def build_images(self) -> None:
         self.start_cluster()

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from examples.models import diabetes_frame
-from tests.fixtures.servers import free_port, running
 
+from examples.models import diabetes_frame
 from mlendpoints_serving.batch.settings import BatchSettings
+from tests.fixtures.servers import free_port, running
 
 DRIVER = [sys.executable, "-m", "mlendpoints_serving.batch.cli"]
 

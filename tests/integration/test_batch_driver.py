@@ -11,6 +11,9 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
+
+from mlendpoints_serving.batch.coordinator import JobFailed
+from mlendpoints_serving.batch.job import run
 from tests.integration.batch_support import (
     diabetes_rows,
     flags,
@@ -20,9 +23,6 @@ from tests.integration.batch_support import (
     write_csvs,
     write_pngs,
 )
-
-from mlendpoints_serving.batch.coordinator import JobFailed
-from mlendpoints_serving.batch.job import run
 
 
 def predictions(out: Path) -> pd.DataFrame:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+
 from tests.integration.batch_support import run_driver
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "iris-batch"

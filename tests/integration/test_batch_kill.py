@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tests.integration.batch_support import DRIVER, flags, run_driver, write_csvs
 
 ROUNDS = 4

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import s3fs
+
 from tests.fixtures.servers import free_port, running
 from tests.integration.batch_support import flags, moto_s3, run_driver, write_csvs, write_pngs
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.servers import free_port, running
 

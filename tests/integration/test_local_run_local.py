@@ -11,9 +11,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tests.fixtures.servers import free_port, wait_http
 
 from mlendpoints.local.runner import alive
+from tests.fixtures.servers import free_port, wait_http
 
 pytestmark = pytest.mark.slow
 MLFLOW = str(Path(sys.executable).parent / "mlflow")

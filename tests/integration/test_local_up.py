@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from examples.models import save_diabetes_regressor
-from tests.fixtures.servers import free_port
 
+from examples.models import save_diabetes_regressor
 from mlendpoints.local.runner import alive
+from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.slow
 CLI = str(Path(sys.executable).parent / "mlendpoints")

@@ -17,15 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e.localcluster.fixture import KubeCluster
 from kubernetes import client as kube_client
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ConflictError
-from tests.fixtures.servers import free_port, running
-from tests.integration.router_support import REPO, ROUTER, Backends, until
 
+from e2e.localcluster.fixture import KubeCluster
 from mlendpoints_serving.contract import LABEL_SERVICE_NAME, ROUTER_CONFIG_KEY
 from mlendpoints_serving.router.kube import KubeApi
+from tests.fixtures.servers import free_port, running
+from tests.integration.router_support import REPO, ROUTER, Backends, until
 
 pytestmark = pytest.mark.cluster
 

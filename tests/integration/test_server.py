@@ -15,6 +15,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
+
 from tests.unit.serving.support import SCORING_SCRIPT, Server, save_behaving_model, serve
 
 DIABETES_COLS = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
@@ -280,6 +281,7 @@ def test_two_workers_each_load_the_model_and_metrics_aggregate(
     with serve(
         model_dirs["tensor"], tmp_path / "w2.log", "--workers", "2", "--metrics-dir", str(tmp_path), env=env
     ) as s:
+        # Ready means every worker has loaded: from then on no request meets a loading worker.
         for _ in range(20):
             assert post(s, "/score", {"input_data": [[1, 1, 1, 1]]}).json() == [8.0]
         metrics = s.client().get("/metrics").text

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from tests.unit.serving.support import serve
 
 pytestmark = pytest.mark.slow

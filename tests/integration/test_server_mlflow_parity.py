@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+
 from tests.unit.serving.support import Server, mlflow_serve, serve
 
 pytestmark = pytest.mark.slow

@@ -82,10 +82,12 @@ class RouterConfig(BaseModel):
     authMode: Literal["key", "none"] = "key"
     keysFile: str | None = Field(
         default=None,
-        description="File mode: JSON {primaryKey, secondaryKey}, or a directory holding files of those names.",
+        description="File mode: JSON {primaryKey, secondaryKey}, or a directory with files of those names.",
     )
     keysSecret: str | None = Field(default=None, description="Cluster mode: Secret watched for the keys.")
-    traffic: dict[str, int] = Field(default_factory=dict, description="Live share per deployment; sums to 0 or 100.")
+    traffic: dict[str, int] = Field(
+        default_factory=dict, description="Live share per deployment; sums to 0 or 100."
+    )
     mirrorTraffic: dict[str, int] = Field(
         default_factory=dict, description="Share of live, unpinned requests copied to a shadow deployment."
     )

@@ -224,13 +224,19 @@ class Kube:
     async def apply(self, obj: Object) -> Object:
         """Server-side apply under our field manager, taking over fields others changed by hand."""
         ref = Ref.of(obj)
-        applied: Object = await self.request(
-            "PATCH",
-            resource_path(ref.api_version, ref.kind, ref.namespace, ref.name),
-            obj,
-            content_type="application/apply-patch+yaml",
-            params={"fieldManager": self.field_manager, "force": "true"},
-        )
+        try:
+            applied: Object = await self.request(
+                "PATCH",
+                resource_path(ref.api_version, ref.kind, ref.namespace, ref.name),
+                obj,
+                content_type="application/apply-patch+yaml",
+                params={"fieldManager": self.field_manager, "force": "true"},
+            )
+        except KubeError as exc:
+            # RBAC objects cannot be created by a patch (their storage refuses create-on-update): create them.
+            if exc.status != 404 or (created := await self.create(obj)) is None:
+                raise
+            return created
         return applied
 
     async def patch_status(self, ref: Ref, desired: Object, current: Object | None = None) -> None:

@@ -58,7 +58,10 @@ def child_kinds(versions: ApiVersions) -> list[tuple[str, str]]:
     ]
 
 
-def build_registry(reconciler: Reconciler, settings: OperatorSettings) -> kopf.OperatorRegistry:
+def build_registry(
+    reconciler: Reconciler, settings: OperatorSettings, webhook_cert_dir: str | None = None
+) -> kopf.OperatorRegistry:
+    """All handlers; the admission webhook when `webhook_cert_dir` (its certificate) is given."""
     registry = kopf.OperatorRegistry()
     store, scheduler = reconciler.store, reconciler.scheduler
 
@@ -119,12 +122,33 @@ def build_registry(reconciler: Reconciler, settings: OperatorSettings) -> kopf.O
             return ENDPOINT, labels[contract.LABEL_ENDPOINT]
         return None
 
+    generations: dict[str, int] = {}  # metadata.generation last seen per child uid
+
     async def child_event(event: kopf.RawEvent, namespace: str | None, labels: Any, **_: Any) -> None:
-        if event["type"] is None:
-            return  # the initial listing: the owners are reconciled on their own initial listing
+        obj, namespace = event["object"], namespace or ""
+        meta: Any = obj["metadata"]
+        if obj.get("kind") == "Deployment":
+            if event["type"] == "DELETED":
+                reconciler.workloads.pop((namespace, meta["name"]), None)
+            else:
+                reconciler.workloads[(namespace, meta["name"])] = copy.deepcopy(dict(obj))
+        # A child's own spec changed (a hand edit, or our write coming back) when its generation moved;
+        # kinds without a generation have no status, so any change is one. Pods only report status.
+        generation = meta.get("generation")
+        spec_changed = (
+            event["type"] == "DELETED" or generation is None or generations.get(meta["uid"]) != generation
+        )
+        if generation is not None:
+            generations[meta["uid"]] = generation
+        if event["type"] == "DELETED":
+            generations.pop(meta["uid"], None)
         owner = owner_of(labels)
-        if owner is not None:
-            scheduler.trigger((owner[0], namespace or "", owner[1]))
+        if event["type"] is None or owner is None:
+            return  # the initial listing: the owners are reconciled on their own initial listing
+        key = (owner[0], namespace, owner[1])
+        if spec_changed and obj.get("kind") != "Pod":
+            reconciler.children_changed.add(key)
+        scheduler.trigger(key)
 
     for api_version, plural in [*child_kinds(reconciler.versions), ("v1", "pods")]:
         group, _, version = api_version.rpartition("/")
@@ -132,10 +156,12 @@ def build_registry(reconciler: Reconciler, settings: OperatorSettings) -> kopf.O
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        configure_kopf(settings, reconciler.settings)
+        configure_kopf(settings)
+        if webhook_cert_dir is not None:
+            webhook.configure(settings, reconciler.settings, webhook_cert_dir)
         asyncio.get_running_loop().create_task(resync(reconciler))
 
-    if settings.webhook_service:
+    if webhook_cert_dir is not None:
         webhook.register(registry, store)
     return registry
 
@@ -150,14 +176,13 @@ async def resync(reconciler: Reconciler) -> None:
             reconciler.scheduler.trigger((ENDPOINT, namespace, name))
 
 
-def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) -> None:
+def configure_kopf(kopf_settings: kopf.OperatorSettings) -> None:
     kopf_settings.persistence.finalizer = f"{PREFIX}/finalizer"
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration"
     )
     kopf_settings.posting.level = logging.WARNING
-    webhook.configure(kopf_settings, settings)
 
 
 async def run(
@@ -173,7 +198,12 @@ async def run(
         versions = ApiVersions.from_discovery(served, server_version)
         log.info("API versions chosen by discovery: %s", versions)
         reconciler = Reconciler(kube, settings, versions, Store())
-        registry = build_registry(reconciler, settings)
+        cert_dir = None
+        if settings.webhook_service:
+            cert_dir = settings.webhook_cert_dir or await webhook.shared_certificate(
+                kube, settings.webhook_service, settings.webhook_namespace
+            )
+        registry = build_registry(reconciler, settings, cert_dir)
         if settings.metrics_port:
             prometheus_client.start_http_server(settings.metrics_port)
         await kopf.operator(

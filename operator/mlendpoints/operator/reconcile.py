@@ -32,7 +32,7 @@ from mlendpoints.operator import metrics, models
 from mlendpoints.operator.kube import Kube, Object, Ref
 from mlendpoints.operator.settings import OperatorSettings
 from mlendpoints.operator.status import deployment_status, endpoint_status
-from mlendpoints.render.common import labels, server_name
+from mlendpoints.render.common import config_hash, labels, router_name, server_name
 from mlendpoints.render.deployment import COMPONENT_SERVER, ResolvedModel, render_deployment
 from mlendpoints.render.discovery import ApiVersions
 from mlendpoints.render.endpoint import effective_routing, render_endpoint, render_keys_secret, router_config
@@ -145,6 +145,11 @@ class Reconciler:
         self.store = store
         self.scheduler = Scheduler(self.reconcile, concurrency=settings.api_concurrency * 2)
         self._pins: dict[tuple[str, str], Pin] = {}
+        # Fingerprint of what each resource's last full pass ensured; while it and the children are
+        # unchanged, a reconcile (e.g. for a status change) skips reading the children back.
+        self._ensured: dict[Key, str] = {}
+        self.children_changed: set[Key] = set()  # fed by child watch events
+        self.workloads: dict[tuple[str, str], Object] = {}  # live Deployments by (namespace, name), watched
 
     async def reconcile(self, key: Key) -> None:
         kind, namespace, name = key
@@ -188,6 +193,20 @@ class Reconciler:
         self._pins[(namespace, name)] = Pin(spec.model, model, time.monotonic())
         return model, None
 
+    async def _converge(
+        self, key: Key, children: list[Object], absent: list[Ref], owner_uid: str, workload: Ref
+    ) -> Object | None:
+        """Make the children hold what was rendered and the `absent` ones gone; the live `workload`."""
+        fingerprint = config_hash({"children": children, "absent": [str(r) for r in absent]})
+        if self._ensured.get(key) == fingerprint and key not in self.children_changed:
+            cached = self.workloads.get((workload.namespace, workload.name))
+            return cached if cached is not None else await self.kube.get(workload)
+        self.children_changed.discard(key)
+        results = await asyncio.gather(*(self.kube.ensure(c) for c in children))
+        await asyncio.gather(*(self.kube.ensure_absent(ref, owner_uid) for ref in absent))
+        self._ensured[key] = fingerprint
+        return next((live for live, _ in results if Ref.of(live) == workload), None)
+
     async def reconcile_deployment(self, namespace: str, name: str) -> None:
         body = self.store.deployments.get((namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
@@ -210,26 +229,19 @@ class Reconciler:
         errors = validate_deployment(name, dep.spec)
         await self._adopt(dep)
         model, resolve_error = (None, None) if errors else await self._model(namespace, name, dep)
-        workload: Object | None = None
+        workload_ref = Ref("apps/v1", "Deployment", namespace, server_name(name))
         if model is not None:
             children = render_deployment(dep, model, self.versions, self.render_settings)
-            results = await asyncio.gather(*(self.kube.ensure(c) for c in children))
-            workload = results[0][0]
             present = {c["kind"] for c in children}
-            obj_name = server_name(name)
             optional = [
-                (self.versions.policy, "PodDisruptionBudget"),
-                (self.versions.autoscaling, "HorizontalPodAutoscaler"),
+                Ref(self.versions.policy, "PodDisruptionBudget", namespace, server_name(name)),
+                Ref(self.versions.autoscaling, "HorizontalPodAutoscaler", namespace, server_name(name)),
             ]
-            await asyncio.gather(
-                *(
-                    self.kube.ensure_absent(Ref(api, kind, namespace, obj_name), dep.metadata["uid"])
-                    for api, kind in optional
-                    if kind not in present
-                )
-            )
+            absent = [ref for ref in optional if ref.kind not in present]
+            key = (DEPLOYMENT, namespace, name)
+            workload = await self._converge(key, children, absent, dep.metadata["uid"], workload_ref)
         else:
-            workload = await self.kube.get(Ref("apps/v1", "Deployment", namespace, server_name(name)))
+            workload = await self.kube.get(workload_ref)
         pods: list[Object] = []
         wl_status = (workload or {}).get("status", {})
         if workload is not None and wl_status.get("readyReplicas", 0) < wl_status.get("replicas", 0):
@@ -296,14 +308,17 @@ class Reconciler:
         router = None
         routing = effective_routing(endpoint.spec, dep_specs, None)
         if not deleting:
-            configmap_ref = Ref("v1", "ConfigMap", namespace, contract.router_configmap_name(name))
-            applied = _router_config(await self.kube.get(configmap_ref))
-            routing = effective_routing(endpoint.spec, dep_specs, applied)
+            if routing.errors:  # keep what the router applies now, if it is still valid
+                configmap_ref = Ref("v1", "ConfigMap", namespace, contract.router_configmap_name(name))
+                applied = _router_config(await self.kube.get(configmap_ref))
+                routing = effective_routing(endpoint.spec, dep_specs, applied)
             config = router_config(name, namespace, endpoint.spec, dep_specs, routing)
-            await self._ensure_keys(endpoint)
+            key = (ENDPOINT, namespace, name)
+            if self._ensured.get(key) is None or key in self.children_changed:
+                await self._ensure_keys(endpoint)
             children = render_endpoint(endpoint, config, self.versions, self.render_settings)
-            results = await asyncio.gather(*(self.kube.ensure(c) for c in children))
-            router = next(live for live, _ in results if live["kind"] == "Deployment")
+            router_ref = Ref("apps/v1", "Deployment", namespace, router_name(name))
+            router = await self._converge(key, children, [], endpoint.metadata["uid"], router_ref)
         status = endpoint_status(
             name, namespace, generation, routing, dep_statuses, router, previous, deleting, utcnow()
         )

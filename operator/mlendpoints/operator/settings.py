@@ -41,7 +41,8 @@ class OperatorSettings(BaseSettings):
     webhook_namespace: str = Field(default="mlendpoints-system", description="Namespace of the operator.")
     webhook_port: int = Field(default=9443, description="Port the webhook server listens on.")
     webhook_cert_dir: str | None = Field(
-        default=None, description="tls.crt/tls.key to serve; unset: a self-signed certificate is generated."
+        default=None,
+        description="tls.crt/tls.key to serve; unset: one self-signed into the Secret <service>-webhook-tls.",
     )
     peering_name: str = Field(default="mlendpoints", description="KopfPeering object for one active replica.")
     peering_priority: int = Field(

@@ -1,14 +1,17 @@
 """The validating admission webhook: the rules a structural schema cannot express, before anything is stored.
 
-Served by kopf with a self-signed certificate (or one mounted from a Secret) and
+Served by kopf with a certificate shared by all replicas (self-signed once into a Secret, or mounted) and
 registered by kopf in a ValidatingWebhookConfiguration named `mlendpoints.io`.
 The API server reaches it through its Service (no cluster DNS needed). Its
 failure policy is Ignore: the reconciler runs the same checks and reports them
 in conditions, so an operator outage never blocks deletes or garbage collection.
+The handlers are persistent: a replica that exits (a rolling update) leaves the
+registration in place for the one taking over.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import tempfile
 from collections.abc import AsyncIterator
@@ -32,14 +35,15 @@ from mlendpoints.api.validation import (
     validate_model_uri,
     validate_name,
 )
+from mlendpoints.operator.kube import Kube, Ref
 from mlendpoints.operator.reconcile import Store
 from mlendpoints.operator.settings import OperatorSettings
 
 CONFIGURATION_NAME = "mlendpoints.io"
 
 
-def self_signed_certificate(directory: Path, hostnames: list[str]) -> None:
-    """Write tls.crt/tls.key for `hostnames` (the certificate is its own CA, sent as the caBundle).
+def self_signed_certificate(hostnames: list[str]) -> tuple[bytes, bytes]:
+    """PEM certificate and key for `hostnames`; the certificate is its own CA (sent as the caBundle).
 
     kopf's own generator goes through oscrypto, which cannot parse OpenSSL 3.0.10+ version strings
     (wbond/oscrypto#75), so the certificate is made with `cryptography` instead.
@@ -59,27 +63,51 @@ def self_signed_certificate(directory: Path, hostnames: list[str]) -> None:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "tls.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+async def shared_certificate(kube: Kube, service: str, namespace: str) -> str:
+    """A directory with tls.crt/tls.key from the Secret `<service>-webhook-tls`, made once for all replicas.
+
+    Every replica behind the Service must present the certificate the registration's caBundle names.
+    """
+    ref = Ref("v1", "Secret", namespace, f"{service}-webhook-tls")
+    secret = await kube.get(ref)
+    if secret is None:
+        host = f"{service}.{namespace}.svc"
+        cert, key = self_signed_certificate([host, f"{host}.cluster.local", f"{service}.{namespace}"])
+        created = await kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "kubernetes.io/tls",
+                "metadata": {"name": ref.name, "namespace": namespace},
+                "data": {
+                    "tls.crt": base64.b64encode(cert).decode(),
+                    "tls.key": base64.b64encode(key).decode(),
+                },
+            }
+        )
+        secret = created or await kube.get(ref)  # another replica may have won the race
+        if secret is None:
+            raise RuntimeError(f"Secret {namespace}/{ref.name} vanished while being created")
+    directory = Path(tempfile.mkdtemp(prefix="mlendpoints-webhook-"))
+    for key_name in ("tls.crt", "tls.key"):
+        (directory / key_name).write_bytes(base64.b64decode(secret["data"][key_name]))
+    return str(directory)
 
 
 class ServiceWebhookServer(kopf.WebhookServer):
     """kopf's HTTPS server, registered by Service reference instead of by URL."""
 
-    def __init__(self, service: str, namespace: str, port: int, cert_dir: str | None) -> None:
-        host = f"{service}.{namespace}.svc"
-        if cert_dir is None:
-            cert_dir = tempfile.mkdtemp(prefix="mlendpoints-webhook-")
-            self_signed_certificate(Path(cert_dir), [host, f"{host}.cluster.local", f"{service}.{namespace}"])
+    def __init__(self, service: str, namespace: str, port: int, cert_dir: str) -> None:
         super().__init__(
             addr="0.0.0.0",
             port=port,
-            host=host,
+            host=f"{service}.{namespace}.svc",
             certfile=f"{cert_dir}/tls.crt",
             pkeyfile=f"{cert_dir}/tls.key",
         )
@@ -104,18 +132,21 @@ def register(registry: kopf.OperatorRegistry, store: Store) -> None:
 
     @kopf.on.validate(
         API_GROUP, API_VERSION, "onlineendpoints", operations=["CREATE", "UPDATE"],
-        ignore_failures=True, registry=registry,
+        ignore_failures=True, persistent=True, registry=registry, id="validate-onlineendpoint",
     )  # fmt: skip
-    def endpoint(spec: kopf.Spec, name: str, namespace: str | None, **_: Any) -> None:
+    def endpoint(spec: kopf.Spec, name: str, namespace: str | None, **kwargs: Any) -> None:
         parsed, errors = parse_spec(OnlineEndpointSpec, spec)
         errors = validate_name(name) + errors
         if parsed is not None:
-            errors += validate_endpoint(parsed, set(store.deployments_of(namespace or "", name)))
+            # On create, the traffic may name deployments created right after it (one `kubectl apply` of a
+            # folder); until they exist the reconciler routes nothing and says so in TrafficValid.
+            known = set(store.deployments_of(namespace or "", name))
+            errors += validate_endpoint(parsed, known if kwargs.get("operation") == "UPDATE" else None)
         _reject(errors)
 
     @kopf.on.validate(
         API_GROUP, API_VERSION, "onlinedeployments", operations=["CREATE", "UPDATE"],
-        ignore_failures=True, registry=registry,
+        ignore_failures=True, persistent=True, registry=registry, id="validate-onlinedeployment",
     )  # fmt: skip
     def deployment(spec: kopf.Spec, name: str, **_: Any) -> None:
         parsed, errors = parse_spec(OnlineDeploymentSpec, spec)
@@ -129,7 +160,9 @@ def register(registry: kopf.OperatorRegistry, store: Store) -> None:
         "onlinedeployments",
         operations=["DELETE"],
         ignore_failures=True,
+        persistent=True,
         registry=registry,
+        id="validate-onlinedeployment-delete",
     )
     def deployment_delete(spec: kopf.Spec, name: str, namespace: str | None, **_: Any) -> None:
         endpoint = store.endpoints.get((namespace or "", spec.get("endpointName", "")))
@@ -140,7 +173,7 @@ def register(registry: kopf.OperatorRegistry, store: Store) -> None:
 
     @kopf.on.validate(
         API_GROUP, API_VERSION, "batchdeployments", operations=["CREATE", "UPDATE"],
-        ignore_failures=True, registry=registry,
+        ignore_failures=True, persistent=True, registry=registry, id="validate-batchdeployment",
     )  # fmt: skip
     def batch_deployment(spec: kopf.Spec, **_: Any) -> None:
         parsed, errors = parse_spec(BatchDeploymentSpec, spec)
@@ -149,12 +182,10 @@ def register(registry: kopf.OperatorRegistry, store: Store) -> None:
         _reject(errors)
 
 
-def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) -> bool:
-    """Serve and register the webhook when the operator runs behind a Service; whether it does."""
-    if not settings.webhook_service:
-        return False
+def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings, cert_dir: str) -> None:
+    """Serve the webhook behind its Service with the certificate in `cert_dir`, and register it."""
+    assert settings.webhook_service is not None
     kopf_settings.admission.server = ServiceWebhookServer(
-        settings.webhook_service, settings.webhook_namespace, settings.webhook_port, settings.webhook_cert_dir
+        settings.webhook_service, settings.webhook_namespace, settings.webhook_port, cert_dir
     )
     kopf_settings.admission.managed = CONFIGURATION_NAME
-    return True

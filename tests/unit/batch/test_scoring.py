@@ -18,3 +18,11 @@ def test_prediction_shapes_become_columns():
     assert list(named.columns) == ["label", "0"] and named.index.tolist() == [0]
     assert list(predictions_frame(pd.Series([1, 2], name="score")).columns) == ["score"]
     assert predictions_frame(np.zeros((2, 2, 2)))["prediction"].tolist()[0] == [[0.0, 0.0], [0.0, 0.0]]
+
+
+def test_only_fork_safe_flavors_are_loaded_once_for_all_workers(diabetes_model, tensor_model, tmp_path):
+    from mlendpoints_serving.batch.coordinator import fork_safe
+
+    assert fork_safe(str(diabetes_model)), "sklearn: loading starts no thread"
+    assert not fork_safe(str(tensor_model)), "custom pyfunc code: loaded in each worker"
+    assert not fork_safe(str(tmp_path))

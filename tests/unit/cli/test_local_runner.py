@@ -7,10 +7,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tests.fixtures.servers import free_port
 
 from mlendpoints.local.mapping import PodObjects, plan_pod
 from mlendpoints.local.runner import PodFailed, alive, start_pod, stop, wait_ready
+from tests.fixtures.servers import free_port
 
 # A tiny HTTP server standing in for a model server: serves the file the init container wrote.
 SERVE = """

@@ -6,20 +6,26 @@ import asyncio
 import base64
 import socket
 import ssl
+from pathlib import Path
 from typing import Any
 
 from tests.fixtures.servers import free_port
 
-from mlendpoints.operator.webhook import ServiceWebhookServer
+from mlendpoints.operator.webhook import ServiceWebhookServer, self_signed_certificate
 
 HOST = "mlendpoints-operator.mlendpoints-system.svc"
 
 
-def test_webhook_registers_by_service_with_a_cert_valid_for_its_dns_name() -> None:
+def test_webhook_registers_by_service_with_a_cert_valid_for_its_dns_name(tmp_path: Path) -> None:
     port = free_port()
+    cert, key = self_signed_certificate([HOST, f"{HOST}.cluster.local"])
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
 
     async def first_config() -> Any:
-        server = ServiceWebhookServer("mlendpoints-operator", "mlendpoints-system", port, cert_dir=None)
+        server = ServiceWebhookServer(
+            "mlendpoints-operator", "mlendpoints-system", port, cert_dir=str(tmp_path)
+        )
 
         async def never_called(*_: Any, **__: Any) -> Any:
             raise AssertionError("no request is sent")

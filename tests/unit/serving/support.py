@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+
 from tests.fixtures.servers import free_port, running
 
 BIN = Path(sys.executable).parent

@@ -56,9 +56,8 @@ def test_batches_hold_at_most_max_rows_and_never_mix_params(model: ServedModel) 
 
 
 def test_a_failing_batch_fails_only_the_input_that_raises(tmp_path: Path) -> None:
-    from tests.unit.serving.support import save_behaving_model
-
     from mlendpoints_serving.model import ModelError
+    from tests.unit.serving.support import save_behaving_model
 
     behaving = load(save_behaving_model(tmp_path / "behaving"))
     good = behaving.decode(Format.SPLIT, {"columns": ["x", "y"], "data": [[3.0, 1.0]]})

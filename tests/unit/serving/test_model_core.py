@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.unit.serving.support import save_behaving_model
 
 from mlendpoints_serving.model import InputError, ModelError, ServedModel, load
 from mlendpoints_serving.model.core import Format, dumps, jsonable
+from tests.unit.serving.support import save_behaving_model
 
 FINITE = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
 PROPERTY = settings(

@@ -13,11 +13,15 @@ from __future__ import annotations
 import collections
 import logging
 import multiprocessing as mp
+import os
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from mlendpoints_serving.batch.parts import ItemError, Manifest, commit_manifest, committed, read_manifests
 from mlendpoints_serving.batch.plan import MiniBatch
@@ -28,7 +32,18 @@ from mlendpoints_serving.contract import BatchCounts, BatchStatus, batch_status_
 
 log = logging.getLogger("mlendpoints.batch")
 STATUS_INTERVAL_S = 1.0
-WORKER_PRELOAD = ["mlendpoints_serving.batch.worker", "mlflow.pyfunc"]
+ENV_PRELOAD_MODEL_DIR = "MLENDPOINTS_PRELOAD_MODEL_DIR"  # see batch/preload.py
+FORK_SAFE_FLAVORS = {"sklearn", "statsmodels"}  # loading them starts no thread and touches no device
+WORKER_PRELOAD = ["mlendpoints_serving.batch.worker", "mlflow.pyfunc", "mlendpoints_serving.batch.preload"]
+
+
+def fork_safe(model_dir: str) -> bool:
+    """Whether the model may be loaded once in the fork server and shared by the forked workers."""
+    try:
+        flavors = yaml.safe_load((Path(model_dir) / "MLmodel").read_text()).get("flavors", {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        return False
+    return bool(FORK_SAFE_FLAVORS & set(flavors))
 
 
 class JobFailed(Exception):
@@ -87,6 +102,8 @@ class Coordinator:
         # coordinator, whose fsspec loop thread must not be forked): a worker starts in milliseconds.
         self._ctx = mp.get_context("forkserver")
         self._ctx.set_forkserver_preload(WORKER_PRELOAD)
+        if not self.settings.scoring_script and fork_safe(self.settings.model_dir):
+            os.environ[ENV_PRELOAD_MODEL_DIR] = self.settings.model_dir  # read by the fork server it starts
 
     # -- public -----------------------------------------------------------------------------------
     def run(self) -> BatchStatus:

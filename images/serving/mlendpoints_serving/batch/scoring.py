@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mlendpoints_serving.contract import ENV_AZUREML_MODEL_DIR, ENV_MODEL_DIR, ENV_OUTPUT_DIR
-from mlendpoints_serving.model import ModelError, load
+from mlendpoints_serving.model import ModelError
 from mlendpoints_serving.model.core import Format
 
 PREDICTION = "prediction"
@@ -45,10 +45,12 @@ def predictions_frame(predictions: Any) -> pd.DataFrame:
 
 
 class ModelScorer:
-    """The MLflow model, loaded once per worker process."""
+    """The MLflow model, loaded once per worker process (or once for all, see batch/preload.py)."""
 
     def __init__(self, model_dir: str) -> None:
-        self.model = load(model_dir)
+        from mlendpoints_serving.batch.preload import model_for
+
+        self.model = model_for(model_dir)
 
     def table(self, frame: pd.DataFrame) -> pd.DataFrame:
         out = predictions_frame(self.model.predict(self.model.decode(Format.FRAME, frame)))

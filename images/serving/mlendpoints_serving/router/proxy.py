@@ -46,12 +46,14 @@ class DownstreamProtocol(asyncio.Protocol):
         self._router = router
         self._max_body_bytes = max_body_bytes
         self._transport: asyncio.Transport | None = None
+        # Cached: each asyncio.get_running_loop() is a getpid() system call on Python 3.11.
+        self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
         self._pending: collections.deque[Request] = collections.deque()
         self._current: Request | None = None
         self._paused = False
         self._idle_timer: asyncio.TimerHandle | None = None
-        self._task: asyncio.Task[None] | None = None  # the request being answered (a reference keeps it alive)
+        self._task: asyncio.Task[None] | None = None  # the request being answered; the reference keeps it
         self._rejected = False  # the connection was refused (bad request, body too large): ignore the rest
         self._reset()
 
@@ -154,7 +156,7 @@ class DownstreamProtocol(asyncio.Protocol):
     # --- answering -------------------------------------------------------------
     def _start(self, request: Request) -> None:
         self._current = request
-        self._task = asyncio.get_running_loop().create_task(self._respond(request))
+        self._task = self._loop.create_task(self._respond(request))
 
     async def _respond(self, request: Request) -> None:
         # The task writes its own answer: a done-callback would cost one more event-loop turn per request.
@@ -183,7 +185,7 @@ class DownstreamProtocol(asyncio.Protocol):
             transport.resume_reading()
 
     def _arm_idle_timer(self) -> None:
-        self._idle_timer = asyncio.get_running_loop().call_later(_KEEP_ALIVE_S, self._close_idle)
+        self._idle_timer = self._loop.call_later(_KEEP_ALIVE_S, self._close_idle)
 
     def _close_idle(self) -> None:
         if self._current is None and self._transport is not None:
@@ -204,7 +206,7 @@ class DownstreamProtocol(asyncio.Protocol):
         transport.write(serialize(response, keep_alive=False, head=False))
         if transport.can_write_eof():
             transport.write_eof()
-            asyncio.get_running_loop().call_later(_LINGER_S, transport.close)
+            self._loop.call_later(_LINGER_S, transport.close)
         else:
             transport.close()
 

@@ -74,12 +74,14 @@ class UpstreamConnection(asyncio.Protocol):
         "_waiter",
         "address",
         "closed",
+        "loop",
         "reused",
         "transport",
     )
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    def __init__(self, address: tuple[str, int], loop: asyncio.AbstractEventLoop) -> None:
         self.address = address
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
@@ -157,8 +159,7 @@ class UpstreamConnection(asyncio.Protocol):
     # --- use -------------------------------------------------------------------
     def send(self, data: bytes, head_request: bool = False) -> asyncio.Future[UpstreamResponse]:
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
-        self._waiter = loop.create_future()
+        self._waiter = self.loop.create_future()
         self._received = False
         self._head_request = head_request
         self.transport.write(data)
@@ -205,7 +206,7 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                _, conn = await loop.create_connection(lambda: UpstreamConnection(address), *address)
+                _, conn = await loop.create_connection(lambda: UpstreamConnection(address, loop), *address)
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(f"cannot connect to {address[0]}:{address[1]}: {exc}") from exc
         return conn

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -22,6 +22,9 @@ from mlendpoints_serving.server.codecs import AzureCodec, ClientError, MlflowCod
 from mlendpoints_serving.server.dataplane import DataPlane
 from mlendpoints_serving.server.metrics import Metrics
 from mlendpoints_serving.server.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from multiprocessing.sharedctypes import Synchronized
 
 log = logging.getLogger("mlendpoints.serve")
 
@@ -56,11 +59,15 @@ class Request:
 
 class ServerApp:
     def __init__(
-        self, settings: ServeSettings, metrics: Metrics, on_load_failed: Callable[[str], None]
+        self,
+        settings: ServeSettings,
+        metrics: Metrics,
+        on_load_failed: Callable[[str], None],
+        workers_loaded: Synchronized[int] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.dataplane = DataPlane(settings, metrics)
+        self.dataplane = DataPlane(settings, metrics, workers_loaded)
         self._on_load_failed = on_load_failed
         self._timeout_s = settings.request_timeout_ms / 1000.0
         self._azure, self._mlflow, self._v2 = AzureCodec(), MlflowCodec(), V2Codec(settings.model_name)

@@ -7,14 +7,19 @@ runs uvicorn (httptools + uvloop) over the shared socket with the raw ASGI app.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import socket
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
 from mlendpoints_serving import runtime
 from mlendpoints_serving.server.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from multiprocessing.sharedctypes import Synchronized
 
 COMPONENT = "mlendpoints-serve"
 log = logging.getLogger("mlendpoints.serve")
@@ -30,7 +35,9 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_worker(settings: ServeSettings, sock: socket.socket) -> int:
+def run_worker(
+    settings: ServeSettings, sock: socket.socket, workers_loaded: Synchronized[int] | None = None
+) -> int:
     """Serve until told to stop; 1 when the model failed to load (the reason is in the termination log)."""
     import uvicorn
 
@@ -43,7 +50,7 @@ def run_worker(settings: ServeSettings, sock: socket.socket) -> int:
         failure.append(reason)
         server.should_exit = True
 
-    app = ServerApp(settings, Metrics(), on_load_failed)
+    app = ServerApp(settings, Metrics(), on_load_failed, workers_loaded)
     config = uvicorn.Config(
         app,
         loop="uvloop",
@@ -71,6 +78,7 @@ def supervise(settings: ServeSettings, sock: socket.socket) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
             prefix="mlendpoints-metrics-", dir=settings.metrics_dir
         )
+    workers_loaded = multiprocessing.Value("i", 0)
     children: list[int] = []
     for _ in range(settings.workers):
         pid = os.fork()
@@ -78,7 +86,7 @@ def supervise(settings: ServeSettings, sock: socket.socket) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             try:
-                code = run_worker(settings, sock)
+                code = run_worker(settings, sock, workers_loaded)
             except SystemExit as exc:  # runtime.fatal: the reason is already on the termination log
                 code = exc.code if isinstance(exc.code, int) else 1
             os._exit(code)

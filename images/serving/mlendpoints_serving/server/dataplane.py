@@ -21,6 +21,8 @@ from mlendpoints_serving.contract import ENV_AZUREML_MODEL_DIR, ENV_MODEL_DIR
 from mlendpoints_serving.server.settings import ServeSettings
 
 if TYPE_CHECKING:
+    from multiprocessing.sharedctypes import Synchronized
+
     from mlendpoints_serving.model import ModelInput, ServedModel
     from mlendpoints_serving.server.batching import AdaptiveBatcher
     from mlendpoints_serving.server.metrics import Metrics
@@ -45,9 +47,14 @@ def load_scoring_script(path: os.PathLike[str] | str, model_dir: os.PathLike[str
 
 
 class DataPlane:
-    def __init__(self, settings: ServeSettings, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: ServeSettings, metrics: Metrics, workers_loaded: Synchronized[int] | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        # Shared by the worker processes: the pod is ready only once every worker has loaded, so
+        # no request reaches a worker still loading (they all accept on the one socket).
+        self._workers_loaded = workers_loaded
         self.model: ServedModel | None = None
         self.script: ModuleType | None = None
         self.load_error: str | None = None
@@ -56,7 +63,10 @@ class DataPlane:
 
     @property
     def ready(self) -> bool:
-        return self.model is not None or self.script is not None
+        loaded = self.model is not None or self.script is not None
+        if self._workers_loaded is None:
+            return loaded
+        return loaded and self._workers_loaded.value >= self.settings.workers
 
     async def load(self) -> None:
         """Load in the inference thread; the server answers liveness meanwhile."""
@@ -77,6 +87,9 @@ class DataPlane:
             self.load_error = f"{type(exc).__name__}: {exc}"
             raise
         self.metrics.model_load_seconds.set(time.perf_counter() - started)
+        if self._workers_loaded is not None:
+            with self._workers_loaded.get_lock():
+                self._workers_loaded.value += 1
         # The hundreds of thousands of objects from importing MLflow/pandas and loading the model
         # live as long as the process: out of the collector's reach, a full collection no longer
         # stalls requests for tens of milliseconds (p99 60 ms -> 13 ms in bench/serving.py).
