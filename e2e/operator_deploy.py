@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ class Kubectl:
         proc = self.try_run("-n", namespace, "get", kind, name, "-o", "json")
         return json.loads(proc.stdout) if proc.returncode == 0 else None
 
-    def apply(self, manifest: str | list[Mapping[str, Any]], namespace: str | None = None) -> None:
+    def apply(self, manifest: str | Sequence[Mapping[str, Any]], namespace: str | None = None) -> None:
         text = (
             manifest
             if isinstance(manifest, str)

@@ -290,7 +290,11 @@ def test_deleting_the_endpoint_cascades(kubectl: Kubectl, namespace: str) -> Non
         ("configmap", "gone-router"),
         ("secret", "gone-keys"),
     ]:
-        wait_for(f"{kind}/{name} gone", lambda k=kind, n=name: kubectl.get(k, n, namespace) is None, 90)
+
+        def gone(k: str = kind, n: str = name) -> bool:
+            return kubectl.get(k, n, namespace) is None
+
+        wait_for(f"{kind}/{name} gone", gone, 90)
 
 
 def test_example_applies_cleanly(kubectl: Kubectl, namespace: str) -> None:

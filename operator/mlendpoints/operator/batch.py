@@ -375,6 +375,12 @@ def register(registry: kopf.OperatorRegistry, reconciler: BatchReconciler) -> No
     for plural, cache in (("batchendpoints", store.endpoints), ("batchdeployments", store.deployments)):
 
         def make(cache: dict[tuple[str, str], Object], plural: str) -> Any:
+            # Indexed: kopf runs no handler before the initial listing is in, so after a restart no
+            # job is judged against a cache still loading (a false EndpointNotFound on a running job).
+            @kopf.index(API_GROUP, API_VERSION, plural, id=f"{plural}_index", registry=registry)
+            def target_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+                cache[(namespace or "", name)] = copy.deepcopy(dict(body))
+
             @kopf.on.event(API_GROUP, API_VERSION, plural, registry=registry)
             async def target_event(event: kopf.RawEvent, namespace: str | None, name: str, **_: Any) -> None:
                 key = (namespace or "", name)

@@ -106,12 +106,9 @@ def _storage(uri: str) -> tuple[str, str | None]:
     return posixpath.join(PVC_ROOT, claim, path).rstrip("/"), claim
 
 
-def driver_args(job: BatchJobSpec, dep: BatchDeploymentSpec, s: JobSettings, phase: str) -> list[str]:
-    args = [
-        "--model-dir", MODEL_DIR,
-        "--input", _storage(job.input.uri)[0],
-        "--input-type", job.input.type,
-        "--output", _storage(job.output.uri)[0],
+def settings_args(s: JobSettings) -> list[str]:
+    """The driver's flags for the job's settings (shared with `mlendpoints batch run`)."""
+    return [
         "--mini-batch-size", str(s.mini_batch_size),
         "--max-concurrency", str(s.max_concurrency),
         "--output-action", s.output_action,
@@ -121,6 +118,16 @@ def driver_args(job: BatchJobSpec, dep: BatchDeploymentSpec, s: JobSettings, pha
         "--error-threshold", str(s.error_threshold),
         "--logging-level", s.logging_level,
         "--instance-count", str(s.instance_count),
+    ]  # fmt: skip
+
+
+def driver_args(job: BatchJobSpec, dep: BatchDeploymentSpec, s: JobSettings, phase: str) -> list[str]:
+    args = [
+        "--model-dir", MODEL_DIR,
+        "--input", _storage(job.input.uri)[0],
+        "--input-type", job.input.type,
+        "--output", _storage(job.output.uri)[0],
+        *settings_args(s),
         "--phase", phase,
     ]  # fmt: skip
     if dep.codeConfiguration is not None:

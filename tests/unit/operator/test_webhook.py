@@ -9,9 +9,8 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from tests.fixtures.servers import free_port
-
 from mlendpoints.operator.webhook import ServiceWebhookServer, self_signed_certificate
+from tests.fixtures.servers import free_port
 
 HOST = "mlendpoints-operator.mlendpoints-system.svc"
 

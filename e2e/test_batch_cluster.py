@@ -1,0 +1,342 @@
+"""End to end on the local cluster: a BatchJob run by the operator (from its image) to Succeeded.
+
+The iris classifier is registered in the real MLflow server the pods fetch from; the input
+files and the output folder live on a hostPath PersistentVolume (the local cluster is one
+node, this machine), mounted by the pods through its claim (`pvc://data/...`) and read here.
+- `mlendpoints batch invoke` runs a job of 2 instances to Succeeded: its status counts are
+  right, and predictions.csv holds every input row exactly once, byte for byte what
+  `mlendpoints batch run` writes on this machine;
+- a BatchJob naming a missing endpoint or deployment gets a condition saying so, and no Job;
+- deleting a BatchJob stops its pods.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from e2e.operator_deploy import Kubectl, deploy_operator, wait_for
+from mlendpoints.render.batch import LABEL_BATCH_JOB
+
+pytest.importorskip(
+    "e2e.localcluster.fixture", reason="the local cluster fixture (e2e/localcluster) is not there"
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow]
+
+API = "mlendpoints.io/v1alpha1"
+CLI = str(Path(sys.executable).parent / "mlendpoints")
+MODEL_NAME = "iris-batch-e2e"
+CLAIM = "data"
+# Input files -> iris rows [start, end); plus one file the model cannot take (a failed item).
+FILES = {"a.csv": (0, 30), "b.csv": (30, 60), "c.csv": (60, 90), "nested/d.csv": (90, 120),
+         "nested/e.csv": (120, 150)}  # fmt: skip
+BAD_FILE = "notes.txt"
+MINI_BATCH_SIZE = 2  # 6 files: 3 mini-batches, 2 for instance 0 and 1 for instance 1
+JOB_TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def kubectl(kube_cluster: Any, images: Any, mlflow_server: Any) -> Kubectl:
+    k = Kubectl(str(kube_cluster.kubeconfig))
+    deploy_operator(
+        k,
+        images.operator,
+        {
+            "MLENDPOINTS_MLFLOW_TRACKING_URI": mlflow_server.pod_url,
+            "MLENDPOINTS_SERVING_IMAGE": images.serving,
+        },
+    )
+    return k
+
+
+@pytest.fixture(scope="module")
+def iris_uri(mlflow_server: Any, iris_model: Path) -> str:
+    """The iris classifier registered in the MLflow server (version 1), as the pods fetch it."""
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_server.url)
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(iris_model), artifact_path="model")
+    version = mlflow.register_model(f"runs:/{run.info.run_id}/model", MODEL_NAME).version
+    return f"models:/{MODEL_NAME}/{version}"
+
+
+def iris_frame() -> pd.DataFrame:
+    from sklearn.datasets import load_iris
+
+    frame = load_iris(as_frame=True).data
+    frame.columns = [c.replace(" (cm)", "").replace(" ", "_") for c in frame.columns]
+    return frame.sample(frac=1.0, random_state=2).reset_index(drop=True)
+
+
+@pytest.fixture
+def data(
+    kubectl: Kubectl, namespace: str, host_share: Callable[[Path], Path], tmp_path: Path
+) -> Iterator[Path]:
+    """The claim `data` in the test's namespace: a hostPath volume holding input/ (read by the pods,
+    uid 1000) and room for outputs (writable by uid 1000). Yields its folder on this machine."""
+    source = tmp_path / "data"
+    frame = iris_frame()
+    for name, (start, end) in FILES.items():
+        (source / "input" / name).parent.mkdir(parents=True, exist_ok=True)
+        frame.iloc[start:end].to_csv(source / "input" / name, index=False)
+    (source / "input" / BAD_FILE).write_text("not a table\n")
+    shared = host_share(source)
+    shared.chmod(0o777)  # outputs are written by the pods' uid 1000
+    volume = f"{namespace}-{CLAIM}"
+    kubectl.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": volume},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "storageClassName": "",
+                    "hostPath": {"path": str(shared), "type": "Directory"},
+                    "claimRef": {"namespace": namespace, "name": CLAIM},
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": CLAIM, "namespace": namespace},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "",
+                    "volumeName": volume,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        ]
+    )
+    wait_for(
+        "the claim bound",
+        lambda: (kubectl.get("pvc", CLAIM, namespace) or {}).get("status", {}).get("phase") == "Bound",
+        60,
+    )
+    yield shared
+    kubectl.try_run("delete", "pv", volume, "--wait=false")
+
+
+def endpoint_and_deployment(model: str, **deployment_spec: Any) -> list[Mapping[str, Any]]:
+    return [
+        {
+            "apiVersion": API,
+            "kind": "BatchEndpoint",
+            "metadata": {"name": "iris"},
+            "spec": {"defaultDeployment": "logreg"},
+        },
+        {
+            "apiVersion": API,
+            "kind": "BatchDeployment",
+            "metadata": {"name": "logreg"},
+            "spec": {
+                "endpointName": "iris",
+                "model": model,
+                "resources": {"instanceCount": 2, "requests": {"cpu": "100m", "memory": "256Mi"}},
+                "settings": {"miniBatchSize": MINI_BATCH_SIZE, "maxConcurrencyPerInstance": 1},
+                **deployment_spec,
+            },
+        },
+    ]
+
+
+def batch_job(name: str, endpoint: str, output: str, **spec: Any) -> Mapping[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "BatchJob",
+        "metadata": {"name": name},
+        "spec": {
+            "endpointName": endpoint,
+            "input": {"uri": f"pvc://{CLAIM}/input"},
+            "output": {"uri": f"pvc://{CLAIM}/{output}"},
+            **spec,
+        },
+    }
+
+
+def cli(kube_cluster: Any, namespace: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": str(kube_cluster.kubeconfig)}
+    return subprocess.run(
+        [CLI, *args, "-n", namespace], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for cond in ((obj or {}).get("status") or {}).get("conditions", []):
+        if cond["type"] == type_:
+            return dict(cond)
+    return {}
+
+
+def children(kubectl: Kubectl, namespace: str, kind: str, job: str) -> list[dict[str, Any]]:
+    found = kubectl.json("-n", namespace, "get", kind, "-l", f"{LABEL_BATCH_JOB}={job}")
+    return list(found["items"])
+
+
+def debug_dump(kubectl: Kubectl, namespace: str) -> None:
+    print(kubectl.try_run("-n", namespace, "get", "bj,jobs,pods", "-o", "wide").stdout)
+    print(
+        kubectl.try_run(
+            "-n", namespace, "logs", "-l", LABEL_BATCH_JOB, "--all-containers", "--tail=30"
+        ).stdout
+    )
+    operator_logs = kubectl.try_run(
+        "-n", "mlendpoints-system", "logs", "deploy/mlendpoints-operator", "--tail=40"
+    )
+    print(operator_logs.stdout)
+
+
+def test_batch_job_with_two_instances_scores_every_row_exactly_once(
+    kube_cluster: Any, kubectl: Kubectl, namespace: str, data: Path, iris_uri: str, iris_model: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    kubectl.apply(endpoint_and_deployment(iris_uri), namespace)
+    started = time.monotonic()
+    done = cli(
+        kube_cluster, namespace, "batch", "invoke", "iris", "--name", "run-1",
+        "--input", f"pvc://{CLAIM}/input", "--output", f"pvc://{CLAIM}/out/run-1", timeout=JOB_TIMEOUT,
+    )  # fmt: skip
+    seconds = time.monotonic() - started
+    if done.returncode != 0:
+        debug_dump(kubectl, namespace)
+    assert done.returncode == 0, done.stdout + done.stderr
+    print(f"BatchJob of 2 instances (fetch, score, merge) Succeeded in {seconds:.1f}s")
+    assert "Succeeded" in done.stdout
+
+    job = kubectl.get("batchjob", "run-1", namespace) or {}
+    status = job["status"]
+    assert status["phase"] == "Succeeded"
+    assert status["miniBatches"] == {"total": 3, "succeeded": 3, "failed": 0}
+    assert status["items"] == {"total": 6, "succeeded": 5, "failed": 1}
+    assert status["outputUri"] == f"pvc://{CLAIM}/out/run-1/predictions.csv"
+    assert condition(job, "Complete")["status"] == "True"
+    jobs = {j["metadata"]["name"] for j in children(kubectl, namespace, "jobs", "run-1")}
+    score = {"run-1-score"} if kube_cluster.version >= (1, 22) else {"run-1-score-0", "run-1-score-1"}
+    assert jobs == score | {"run-1-merge"}
+
+    out = data / "out" / "run-1"
+    predictions = pd.read_csv(out / "predictions.csv")
+    # Every input row exactly once: files in sorted order, each file's rows in order.
+    assert list(predictions["file_name"].drop_duplicates()) == sorted(FILES)
+    for name, (start, end) in FILES.items():
+        assert list(predictions.loc[predictions["file_name"] == name, "row"]) == list(range(end - start))
+    assert len(predictions) == 150
+    assert BAD_FILE in (out / "errors.jsonl").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"] == 150 and summary["items"] == status["items"]
+
+    # The same job on this machine, one instance: the same bytes.
+    local = tmp_path / "local-out"
+    ran = subprocess.run(
+        [CLI, "batch", "run", "--model", str(iris_model), "--input", str(data / "input"),
+         "--output", str(local), "--mini-batch-size", str(MINI_BATCH_SIZE)],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert (out / "predictions.csv").read_bytes() == (local / "predictions.csv").read_bytes()
+
+
+def test_a_job_naming_a_missing_endpoint_or_deployment_says_so_and_starts_nothing(
+    kube_cluster: Any, kubectl: Kubectl, namespace: str, data: Path, iris_uri: str
+) -> None:
+    kubectl.apply(endpoint_and_deployment(iris_uri), namespace)
+    kubectl.apply(
+        [
+            batch_job("orphan", "nope", "out/orphan"),
+            batch_job("ghost", "iris", "out/ghost", deploymentName="ghost"),
+        ],
+        namespace,
+    )
+    expected = {
+        "orphan": ("EndpointNotFound", "BatchEndpoint 'nope' does not exist"),
+        "ghost": ("DeploymentNotFound", "BatchDeployment 'ghost' does not exist"),
+    }
+    for name, (reason, message) in expected.items():
+
+        def started(name: str = name) -> dict[str, Any]:
+            return condition(kubectl.get("batchjob", name, namespace), "Started")
+
+        cond = wait_for(f"{name}'s Started condition", started, 60)
+        assert (cond["status"], cond["reason"], cond["message"]) == ("False", reason, message)
+        assert (kubectl.get("batchjob", name, namespace) or {})["status"]["phase"] == "Pending"
+    time.sleep(2)  # a Job started by mistake would be there by now
+    for name in expected:
+        assert children(kubectl, namespace, "jobs", name) == []
+    assert not (data / "out").exists()
+    # The CLI refuses before creating anything.
+    done = cli(kube_cluster, namespace, "batch", "invoke", "nope", "-i", "a", "-o", "b", timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: no BatchEndpoint 'nope' in namespace {namespace}")
+
+
+SLOW_SCRIPT = """\
+import time
+
+
+def init():
+    pass
+
+
+def run(mini_batch):
+    time.sleep(3600)
+    return list(mini_batch)
+"""
+
+
+def test_deleting_a_batch_job_stops_its_pods(
+    kubectl: Kubectl, namespace: str, data: Path, iris_uri: str
+) -> None:
+    kubectl.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "slow-script"},
+                "data": {"slow.py": SLOW_SCRIPT},
+            },
+            *endpoint_and_deployment(
+                iris_uri, codeConfiguration={"configMap": "slow-script", "scoringScript": "slow.py"}
+            ),
+            batch_job("slow", "iris", "out/slow", overrides={"retrySettings": {"timeout": 3600}}),
+        ],
+        namespace,
+    )
+
+    def scoring() -> bool:
+        pods = children(kubectl, namespace, "pods", "slow")
+        return len(pods) == 2 and all(p["status"].get("phase") == "Running" for p in pods)
+
+    try:
+        wait_for("both instances scoring", scoring, 180, interval=1)
+    except AssertionError:
+        debug_dump(kubectl, namespace)
+        raise
+
+    def gone() -> bool:
+        return not children(kubectl, namespace, "pods", "slow") and not children(
+            kubectl, namespace, "jobs", "slow"
+        )
+
+    kubectl.run("-n", namespace, "delete", "batchjob", "slow", "--wait=false")
+    started = time.monotonic()
+    wait_for(
+        "the pods and Jobs gone",
+        gone,
+        120,
+        interval=1,
+    )
+    print(f"pods of a deleted BatchJob gone in {time.monotonic() - started:.1f}s")
