@@ -45,12 +45,13 @@ def cli(
 
 
 def _register_commands() -> None:
-    from mlendpoints.cli import cluster_cmds, local_cmds, package_cmd
+    from mlendpoints.cli import cluster_cmds, local_cmds, operator_cmd, package_cmd
 
     cli.add_command(local_cmds.local)
     for command in cluster_cmds.COMMANDS:
         cli.add_command(command)
     cli.add_command(package_cmd.package)
+    cli.add_command(operator_cmd.operator)
     # The batch sub-commands are owned by the batch module; it exposes `batch`, a click group.
     try:
         batch_module = importlib.import_module("mlendpoints.cli_batch")
