@@ -18,7 +18,7 @@ import kopf
 import prometheus_client
 
 from mlendpoints.api.common import API_GROUP, API_VERSION
-from mlendpoints.operator import webhook
+from mlendpoints.operator import batch, webhook
 from mlendpoints.operator.kube import Kube, load_configuration
 from mlendpoints.operator.reconcile import DEPLOYMENT, ENDPOINT, Reconciler, Store
 from mlendpoints.operator.settings import OperatorSettings
@@ -204,6 +204,7 @@ async def run(
                 kube, settings.webhook_service, settings.webhook_namespace
             )
         registry = build_registry(reconciler, settings, cert_dir)
+        batch.register(registry, batch.BatchReconciler(kube, settings, versions))
         if settings.metrics_port:
             prometheus_client.start_http_server(settings.metrics_port)
         await kopf.operator(

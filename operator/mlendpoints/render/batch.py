@@ -37,7 +37,7 @@ from mlendpoints.render.common import (
     owner_reference,
     pod_security_context,
 )
-from mlendpoints.render.deployment import ResolvedModel, _mlflow_env
+from mlendpoints.render.deployment import ResolvedModel, mlflow_environment
 from mlendpoints.render.discovery import ApiVersions
 
 COMPONENT_BATCH = "batch"
@@ -147,7 +147,7 @@ def _pod_spec(
     gpu = GPU_RESOURCE in dep.resources.limits or GPU_RESOURCE in dep.resources.requests
     image = dep.image or (settings.serving_image_gpu if gpu else settings.serving_image)
     resources = {"requests": dep.resources.requests, "limits": dep.resources.limits}
-    mlflow_env, env_from = _mlflow_env(settings)
+    mlflow_env, env_from = mlflow_environment(settings)
     env = [
         {"name": "HOME", "value": TMP_DIR},
         {"name": "TMPDIR", "value": TMP_DIR},

@@ -76,7 +76,8 @@ def server_args(spec: OnlineDeploymentSpec) -> list[str]:
     return args
 
 
-def _mlflow_env(settings: RenderSettings) -> tuple[list[Object], list[Object]]:
+def mlflow_environment(settings: RenderSettings) -> tuple[list[Object], list[Object]]:
+    """(env, envFrom) for containers that reach MLflow (model fetches): tracking URI and credentials."""
     env = (
         [{"name": "MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri}]
         if settings.mlflow_tracking_uri
@@ -101,7 +102,7 @@ def render_deployment(
     obj_name = server_name(name)
     image = image_for(spec, settings)
     resources = dump(spec.resources)
-    mlflow_env, env_from = _mlflow_env(settings)
+    mlflow_env, env_from = mlflow_environment(settings)
     # The root filesystem is read-only: HOME and temp files go to an emptyDir.
     writable_env = [{"name": "HOME", "value": TMP_DIR}, {"name": "TMPDIR", "value": TMP_DIR}]
 
