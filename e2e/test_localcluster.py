@@ -10,6 +10,7 @@ resources with a status subresource.
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -126,14 +127,21 @@ def test_service_cluster_ip_is_reachable_from_the_host(
         pytest.skip("ClusterIPs are routed from the host only on the local cluster (kube-proxy runs here)")
     core: Any = client.CoreV1Api(kube_cluster.api_client)
     cluster_ip = core.read_namespaced_service(tiny_app, namespace).spec.cluster_ip
-    answered_by = set()
-    for i in range(40):
+    pods = {p.metadata.name for p in pods_of(core, namespace)}
+    answered_by: set[str] = set()
+    # kube-proxy programs each ready endpoint asynchronously, so the second pod
+    # may join the Service's rules a moment after it turns Ready: keep asking
+    # (bounded) until both have answered. Each request is a new connection.
+    deadline = time.monotonic() + 30
+    i = 0
+    while answered_by != pods and time.monotonic() < deadline:
         with urllib.request.urlopen(f"http://{cluster_ip}/hello/{i}", timeout=5) as resp:
             body = json.load(resp)
         assert body["path"] == f"/hello/{i}"
         answered_by.add(body["pod"])
+        i += 1
     # kube-proxy spreads connections over both pods (the pod's hostname is its name).
-    assert answered_by == {p.metadata.name for p in pods_of(core, namespace)}
+    assert answered_by == pods
 
 
 def test_deleting_the_deployment_collects_its_children(
