@@ -6,7 +6,7 @@ PY := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: setup lint test unit integration e2e demo crds images cluster-up cluster-down cluster-status bench e2e-kind clean
+.PHONY: setup lint test unit integration e2e demo crds images cluster-up cluster-down cluster-status bench clean
 
 setup: $(VENV)/.installed
 

@@ -33,9 +33,10 @@ def kubectl(kube_cluster: Any, images: Any, mlflow_server: Any) -> Kubectl:
     k = Kubectl(str(kube_cluster.kubeconfig))
     deploy_operator(
         k,
+        images.operator,
         {
             "MLENDPOINTS_MLFLOW_TRACKING_URI": mlflow_server.pod_url,
-            "MLENDPOINTS_SERVING_IMAGE": "mlendpoints/serving:dev",
+            "MLENDPOINTS_SERVING_IMAGE": images.serving,
         },
     )
     return k
@@ -129,15 +130,15 @@ def test_cluster_commands(kubectl: Kubectl, namespace: str, tmp_path: Path) -> N
     secret = kubectl.json("-n", namespace, "get", "secret", "diabetes-keys")
     assert keys["primaryKey"] == base64.b64decode(secret["data"]["primaryKey"]).decode()
 
-    rotated = cli(kubectl, namespace, "regenerate-keys", "diabetes", "--key-type", "secondary")
+    rotated = cli(kubectl, namespace, "regenerate-keys", "diabetes", "--key-type", "primary")
     assert rotated.returncode == 0, rotated.stderr
     after = json.loads(cli(kubectl, namespace, "get-credentials", "diabetes", "-o", "json").stdout)
-    assert after["primaryKey"] == keys["primaryKey"] and after["secondaryKey"] != keys["secondaryKey"]
+    assert after["secondaryKey"] == keys["secondaryKey"] and after["primaryKey"] != keys["primaryKey"]
     service = kubectl.json("-n", namespace, "get", "service", "diabetes")
     url = f"http://{service['spec']['clusterIP']}/score"
-    wait_for("the router to take the new secondary key", lambda: post(url, after["secondaryKey"]) == 200, 30)
-    wait_for("the old secondary key to be refused", lambda: post(url, keys["secondaryKey"]) == 401, 30)
-    assert post(url, keys["primaryKey"]) == 200  # the other key kept working
+    wait_for("the router to take the new primary key", lambda: post(url, after["primaryKey"]) == 200, 30)
+    wait_for("the old primary key to be refused", lambda: post(url, keys["primaryKey"]) == 401, 30)
+    assert post(url, keys["secondaryKey"]) == 200  # the other key kept working
 
     fetch_logs = cli(kubectl, namespace, "logs", "diabetes", "--deployment", "blue", "--container", "fetch")
     assert fetch_logs.returncode == 0, fetch_logs.stderr

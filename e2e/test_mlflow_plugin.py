@@ -28,9 +28,10 @@ def kubectl(kube_cluster: Any, images: Any, mlflow_server: Any) -> Kubectl:
     k = Kubectl(str(kube_cluster.kubeconfig))
     deploy_operator(
         k,
+        images.operator,
         {
             "MLENDPOINTS_MLFLOW_TRACKING_URI": mlflow_server.pod_url,
-            "MLENDPOINTS_SERVING_IMAGE": "mlendpoints/serving:dev",
+            "MLENDPOINTS_SERVING_IMAGE": images.serving,
         },
     )
     return k
