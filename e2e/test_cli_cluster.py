@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +102,7 @@ def test_cluster_commands(kubectl: Kubectl, namespace: str, tmp_path: Path) -> N
         ("onlinedeployment", "green"),
         ("onlineendpoint", "diabetes"),
     ):
-        wait_for(
-            f"{kind}/{name} Ready", lambda k=kind, n=name: ready(kubectl, namespace, k, n), READY_TIMEOUT, 1
-        )
+        wait_for(f"{kind}/{name} Ready", partial(ready, kubectl, namespace, kind, name), READY_TIMEOUT, 1)
 
     status = cli(kubectl, namespace, "status")
     assert status.returncode == 0, status.stderr
@@ -139,6 +138,8 @@ def test_cluster_commands(kubectl: Kubectl, namespace: str, tmp_path: Path) -> N
     wait_for("the router to take the new primary key", lambda: post(url, after["primaryKey"]) == 200, 30)
     wait_for("the old primary key to be refused", lambda: post(url, keys["primaryKey"]) == 401, 30)
     assert post(url, keys["secondaryKey"]) == 200  # the other key kept working
+    reinvoked = cli(kubectl, namespace, "invoke", "diabetes", "-r", str(request))  # with the new primary
+    assert reinvoked.returncode == 0 and "served by: blue" in reinvoked.stdout, reinvoked.stderr
 
     fetch_logs = cli(kubectl, namespace, "logs", "diabetes", "--deployment", "blue", "--container", "fetch")
     assert fetch_logs.returncode == 0, fetch_logs.stderr

@@ -60,7 +60,8 @@ def test_create_predict_update_traffic_delete(kubectl: Kubectl, namespace: str, 
     assert "blue" in listed and "green" in listed
 
     request = tmp_path / "input.json"
-    request.write_text(json.dumps({"columns": COLUMNS, "data": [[0.01] * 10, [0.02] * 10]}))
+    # Records: the MLflow CLI reads --input-path with pandas.read_json's default orient.
+    request.write_text(json.dumps([dict.fromkeys(COLUMNS, 0.01), dict.fromkeys(COLUMNS, 0.02)]))
     predicted = mlflow(kubectl, "predict", *target, "--name", "green", "--input-path", str(request))
     predictions = json.loads(predicted.stdout.strip().splitlines()[-1])
     assert len(predictions["predictions"]) == 2 and predictions["served_by"] == "green"
