@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from e2e.operator_deploy import Kubectl, deploy_operator, wait_for
+from e2e.operator_deploy import Kubectl, wait_for
 from mlendpoints.render.batch import LABEL_BATCH_JOB
 
 pytest.importorskip(
@@ -43,20 +43,6 @@ FILES = {"a.csv": (0, 30), "b.csv": (30, 60), "c.csv": (60, 90), "nested/d.csv":
 BAD_FILE = "notes.txt"
 MINI_BATCH_SIZE = 2  # 6 files: 3 mini-batches, 2 for instance 0 and 1 for instance 1
 JOB_TIMEOUT = 300
-
-
-@pytest.fixture(scope="module")
-def kubectl(kube_cluster: Any, images: Any, mlflow_server: Any) -> Kubectl:
-    k = Kubectl(str(kube_cluster.kubeconfig))
-    deploy_operator(
-        k,
-        images.operator,
-        {
-            "MLENDPOINTS_MLFLOW_TRACKING_URI": mlflow_server.pod_url,
-            "MLENDPOINTS_SERVING_IMAGE": images.serving,
-        },
-    )
-    return k
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from e2e.operator_deploy import Kubectl, deploy_operator, wait_for
+from e2e.operator_deploy import Kubectl, wait_for
 
 pytest.importorskip(
     "e2e.localcluster.fixture", reason="the local cluster fixture (e2e/localcluster) is not there"
@@ -27,20 +27,6 @@ CLI = str(Path(sys.executable).parent / "mlendpoints")
 API = "mlendpoints.io/v1alpha1"
 READY_TIMEOUT = 240
 ROW = {"columns": ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"], "data": [[0.01] * 10]}
-
-
-@pytest.fixture(scope="module")
-def kubectl(kube_cluster: Any, images: Any, mlflow_server: Any) -> Kubectl:
-    k = Kubectl(str(kube_cluster.kubeconfig))
-    deploy_operator(
-        k,
-        images.operator,
-        {
-            "MLENDPOINTS_MLFLOW_TRACKING_URI": mlflow_server.pod_url,
-            "MLENDPOINTS_SERVING_IMAGE": images.serving,
-        },
-    )
-    return k
 
 
 def cli(kubectl: Kubectl, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:

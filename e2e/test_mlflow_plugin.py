@@ -7,11 +7,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from e2e.operator_deploy import Kubectl, deploy_operator
+from e2e.operator_deploy import Kubectl
 
 pytest.importorskip(
     "e2e.localcluster.fixture", reason="the local cluster fixture (e2e/localcluster) is not there"
@@ -21,20 +20,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow]
 
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
 COLUMNS = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
-
-
-@pytest.fixture(scope="module")
-def kubectl(kube_cluster: Any, images: Any, mlflow_server: Any) -> Kubectl:
-    k = Kubectl(str(kube_cluster.kubeconfig))
-    deploy_operator(
-        k,
-        images.operator,
-        {
-            "MLENDPOINTS_MLFLOW_TRACKING_URI": mlflow_server.pod_url,
-            "MLENDPOINTS_SERVING_IMAGE": images.serving,
-        },
-    )
-    return k
 
 
 def mlflow(kubectl: Kubectl, *args: str) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from e2e.operator_deploy import ROOT, Kubectl, deploy_operator, operator_metric, operator_pod, wait_for
+from e2e.operator_deploy import ROOT, Kubectl, operator_metric, operator_pod, wait_for
 
 pytest.importorskip(
     "e2e.localcluster.fixture", reason="the local cluster fixture (e2e/localcluster) is not there"
@@ -27,20 +27,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow]
 
 READY_TIMEOUT = 240
 API = "mlendpoints.io/v1alpha1"
-
-
-@pytest.fixture(scope="module")
-def kubectl(kube_cluster: Any, images: Any, mlflow_server: Any) -> Kubectl:
-    k = Kubectl(str(kube_cluster.kubeconfig))
-    deploy_operator(
-        k,
-        images.operator,
-        {
-            "MLENDPOINTS_MLFLOW_TRACKING_URI": mlflow_server.pod_url,
-            "MLENDPOINTS_SERVING_IMAGE": images.serving,
-        },
-    )
-    return k
 
 
 def endpoint(name: str, traffic: dict[str, int], **spec: Any) -> dict[str, Any]:
