@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -129,14 +130,21 @@ def test_service_cluster_ip_is_reachable_from_the_host(
     cluster_ip = core.read_namespaced_service(tiny_app, namespace).spec.cluster_ip
     pods = {p.metadata.name for p in pods_of(core, namespace)}
     answered_by: set[str] = set()
-    # kube-proxy programs each ready endpoint asynchronously, so the second pod
-    # may join the Service's rules a moment after it turns Ready: keep asking
+    # kube-proxy programs the Service and each ready endpoint asynchronously, so
+    # a pod may join the Service's rules a moment after it turns Ready: keep asking
     # (bounded) until both have answered. Each request is a new connection.
     deadline = time.monotonic() + 30
     i = 0
     while answered_by != pods and time.monotonic() < deadline:
-        with urllib.request.urlopen(f"http://{cluster_ip}/hello/{i}", timeout=5) as resp:
-            body = json.load(resp)
+        try:
+            with urllib.request.urlopen(f"http://{cluster_ip}/hello/{i}", timeout=5) as resp:
+                body = json.load(resp)
+        except urllib.error.URLError as exc:
+            # Until kube-proxy has synced the Service, its rule rejects connections.
+            if not isinstance(exc.reason, ConnectionRefusedError):
+                raise
+            time.sleep(0.2)
+            continue
         assert body["path"] == f"/hello/{i}"
         answered_by.add(body["pod"])
         i += 1
