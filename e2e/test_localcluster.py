@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 import pytest
 from kubernetes import client, dynamic
 
-from e2e.localcluster.fixture import KubeCluster, docker_build, wait_for
+from e2e.localcluster.fixture import KubeCluster, docker_build, open_through_service, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
@@ -136,15 +134,8 @@ def test_service_cluster_ip_is_reachable_from_the_host(
     deadline = time.monotonic() + 30
     i = 0
     while answered_by != pods and time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://{cluster_ip}/hello/{i}", timeout=5) as resp:
-                body = json.load(resp)
-        except urllib.error.URLError as exc:
-            # Until kube-proxy has synced the Service, its rule rejects connections.
-            if not isinstance(exc.reason, ConnectionRefusedError):
-                raise
-            time.sleep(0.2)
-            continue
+        with open_through_service(f"http://{cluster_ip}/hello/{i}", timeout=5) as resp:
+            body = json.load(resp)
         assert body["path"] == f"/hello/{i}"
         answered_by.add(body["pod"])
         i += 1

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from e2e.localcluster.fixture import Images, KubeCluster, wait_for
+from e2e.localcluster.fixture import Images, KubeCluster, open_through_service, wait_for
 from mlendpoints_serving.contract import SERVER_PORT
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
@@ -114,7 +114,7 @@ def test_serving_pod_scores_through_its_service(
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=30) as resp:
+    with open_through_service(request, timeout=30) as resp:
         assert resp.status == 200
         predictions = json.load(resp)
 

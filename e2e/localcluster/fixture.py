@@ -22,6 +22,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -90,6 +92,23 @@ def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: 
             return last
         time.sleep(interval)
     raise TimeoutError(f"{what}: not after {timeout}s (last: {last!r})")
+
+
+def open_through_service(request: str | urllib.request.Request, timeout: float = 30) -> Any:
+    """urlopen through a Service address, waiting (bounded) for kube-proxy to program it.
+
+    A Service whose pods just turned Ready may still have kube-proxy's
+    no-endpoints rule, which refuses connections, for a sync period or two.
+    Any other error is raised at once.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return urllib.request.urlopen(request, timeout=timeout)
+        except urllib.error.URLError as exc:
+            if not isinstance(exc.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _run_script(argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -238,13 +257,15 @@ def namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iter
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"t-{slug}-{uuid.uuid4().hex[:6]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    # Pods are refused until the controller-manager has made the default ServiceAccount.
-    wait_for(
-        f"default ServiceAccount in {name}",
-        lambda: core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
-        timeout=30,
-        interval=0.2,
-    )
+    # Pods are refused until the controller-manager has made the default ServiceAccount
+    # and, before 1.24 (token Secrets), its token: "No API token found for service account".
+    needs_token_secret = kube_cluster.version < (1, 24)
+
+    def default_account_ready() -> bool:
+        accounts = core.list_namespaced_service_account(name, field_selector="metadata.name=default").items
+        return bool(accounts) and (not needs_token_secret or bool(accounts[0].secrets))
+
+    wait_for(f"default ServiceAccount in {name}", default_account_ready, timeout=30, interval=0.2)
     yield name
     core.delete_namespace(name)
 

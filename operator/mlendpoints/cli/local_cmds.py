@@ -16,6 +16,7 @@ from rich.table import Table
 from mlendpoints.cli.errors import UserError
 from mlendpoints.cli.logs import follow_files
 from mlendpoints.local import endpoint as local_endpoint
+from mlendpoints.local import manifests
 from mlendpoints.local.runner import alive, failure_reason
 from mlendpoints.local.state import EndpointState, LocalSettings, Store
 
@@ -92,7 +93,18 @@ def up(files: tuple[Path, ...], port: int | None, detach: bool, timeout: float) 
       mlendpoints local up -f endpoint.yaml -f blue.yaml --detach
     """
     store = _store()
-    state = local_endpoint.up(list(files), store, port=port, timeout=timeout, console=console)
+    name = manifests.select_endpoint(manifests.load(list(files))).name
+    previous = store.load(name)
+    started_here = previous is None or not previous.running()
+    _stop_on_signals()
+    try:
+        state = local_endpoint.up(list(files), store, port=port, timeout=timeout, console=console)
+    except KeyboardInterrupt:
+        # Ctrl-C while starting: stop what this run started, leave nothing behind.
+        if started_here:
+            console.print(f"\nstopping {name} ...")
+            local_endpoint.down(store, name)
+        raise
     print_ready(state, local_endpoint.request_hint(state, store))
     supervised_elsewhere = state.supervisor_pid is not None and alive(state.supervisor_pid)
     if detach or supervised_elsewhere:
@@ -106,8 +118,8 @@ def up(files: tuple[Path, ...], port: int | None, detach: bool, timeout: float) 
     _supervise(store, state.endpoint)
 
 
-def _supervise(store: Store, name: str) -> None:
-    """Stay in the foreground until Ctrl-C (or SIGTERM), reporting containers that exit; then stop all."""
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT both raise KeyboardInterrupt, so one cleanup path handles them."""
 
     def stop_on(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -115,6 +127,10 @@ def _supervise(store: Store, name: str) -> None:
     # SIGINT explicitly too: a shell starts background jobs with SIGINT ignored.
     signal.signal(signal.SIGTERM, stop_on)
     signal.signal(signal.SIGINT, stop_on)
+
+
+def _supervise(store: Store, name: str) -> None:
+    """Stay in the foreground until Ctrl-C (or SIGTERM), reporting containers that exit; then stop all."""
     local_endpoint.claim_supervisor(store, name)
     console.print("press Ctrl-C to stop")
     reported: set[int] = set()
