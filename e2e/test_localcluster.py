@@ -130,8 +130,9 @@ def test_service_cluster_ip_is_reachable_from_the_host(
     answered_by: set[str] = set()
     # kube-proxy programs the Service and each ready endpoint asynchronously, so
     # a pod may join the Service's rules a moment after it turns Ready: keep asking
-    # (bounded) until both have answered. Each request is a new connection.
-    deadline = time.monotonic() + 30
+    # (bounded; longer right after the cluster starts) until both have answered.
+    # Each request is a new connection.
+    deadline = time.monotonic() + 90
     i = 0
     while answered_by != pods and time.monotonic() < deadline:
         with open_through_service(f"http://{cluster_ip}/hello/{i}", timeout=5) as resp:

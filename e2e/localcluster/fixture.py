@@ -94,14 +94,17 @@ def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: 
     raise TimeoutError(f"{what}: not after {timeout}s (last: {last!r})")
 
 
-def open_through_service(request: str | urllib.request.Request, timeout: float = 30) -> Any:
-    """urlopen through a Service address, waiting (bounded) for kube-proxy to program it.
+def open_through_service(
+    request: str | urllib.request.Request, timeout: float = 30, wait: float = 90
+) -> Any:
+    """urlopen through a Service address, waiting up to `wait` s for kube-proxy to program it.
 
     A Service whose pods just turned Ready may still have kube-proxy's
-    no-endpoints rule, which refuses connections, for a sync period or two.
+    no-endpoints rule, which refuses connections, for a sync period or two
+    (longer right after the cluster starts). `timeout` bounds each attempt.
     Any other error is raised at once.
     """
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait
     while True:
         try:
             return urllib.request.urlopen(request, timeout=timeout)
