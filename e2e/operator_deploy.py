@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from e2e.localcluster.fixture import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 OPERATOR_NAMESPACE = "mlendpoints-system"
@@ -60,18 +61,6 @@ class Kubectl:
             else json.dumps({"apiVersion": "v1", "kind": "List", "items": manifest})
         )
         self.run(*(["-n", namespace] if namespace else []), "apply", "-f", "-", stdin=text)
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def deploy_operator(kubectl: Kubectl, image: str, env: Mapping[str, str], timeout: float = 180) -> None:

@@ -308,7 +308,7 @@ def test_deleting_a_batch_job_stops_its_pods(
 
     try:
         wait_for("both instances scoring", scoring, 180, interval=1)
-    except AssertionError:
+    except TimeoutError:
         debug_dump(kubectl, namespace)
         raise
 

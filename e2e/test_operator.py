@@ -67,7 +67,7 @@ def wait_ready(kubectl: Kubectl, kind: str, name: str, namespace: str) -> dict[s
 
     try:
         return dict(wait_for(f"{kind}/{name} Ready", ready, READY_TIMEOUT, interval=1))
-    except AssertionError:
+    except TimeoutError:
         print(kubectl.try_run("-n", namespace, "get", "all,oe,od", "-o", "wide").stdout)
         print(json.dumps((kubectl.get(kind, name, namespace) or {}).get("status"), indent=1))
         raise
