@@ -6,6 +6,11 @@ is called directly, skipping pyfunc's per-call schema enforcement (most of a
 single-row predict's cost). Anything else (no signature, type-hint signatures,
 arrays/objects/datetime columns, DataFrames for tensor models) takes the generic
 path: MLflow's parser and `PyFuncModel.predict`, exactly as `mlflow models serve`.
+
+scikit-learn models are loaded natively (as MLflow's sklearn flavor does, from the
+MLmodel file read with PyYAML) without importing MLflow: importing it costs ~50 MB and
+~1 s per worker. MLflow is imported only when something needs it (the generic path,
+a params schema, V2 metadata): the PyFuncModel is then built around the same estimator.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
+import pickle
 import time
 import warnings
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -62,29 +70,61 @@ def _params_key(params: dict[str, Any] | None) -> bytes | None:
 @dataclass
 class ServedModel:
     model_dir: Path
-    pyfunc: Any  # mlflow.pyfunc.PyFuncModel
+    mlmodel: dict[str, Any]  # the MLmodel file, as PyYAML reads it
+    model_impl: Any  # the flavor's pyfunc implementation, or the estimator itself when loaded natively
     load_seconds: float
     device: str | None = None
+    native: bool = False  # loaded without MLflow (scikit-learn)
+    loaded_pyfunc: Any = None  # mlflow.pyfunc.PyFuncModel, when MLflow loaded the model
     columns: ColumnDecoder | None = None
     tensors: dict[str | None, TensorDecoder] = field(default_factory=dict)
     input_example: Any = None  # the serving input example (a request body), when saved
 
     def __post_init__(self) -> None:
-        meta = self.pyfunc.metadata
-        impl = self.pyfunc._model_impl
-        self.flavors = list(meta.flavors)
-        self.input_schema = meta.get_input_schema()
-        self.output_schema = meta.get_output_schema()
-        self.params_schema = meta.get_params_schema()
-        self._predict_fn = getattr(impl, meta.flavors["python_function"].get("predict_fn", "predict"))
+        self.flavors = list(self.mlmodel.get("flavors", {}))
+        pyfunc_conf = self.mlmodel["flavors"]["python_function"]
+        predict_fn_name = pyfunc_conf.get("predict_fn", "predict")
+        self._predict_fn = getattr(self.model_impl, predict_fn_name)
         params_arg = inspect.signature(self._predict_fn).parameters.get("params")
         self._pass_params = params_arg is not None and params_arg.kind != inspect.Parameter.VAR_KEYWORD
-        typed = meta._is_signature_from_type_hint() or meta._is_type_hint_from_example()
-        if self.input_schema is not None and not typed:
-            self._compile(self.input_schema)
-        self._array_predict = self._sklearn_array_predict(meta.flavors["python_function"].get("predict_fn"))
+        signature = self.mlmodel.get("signature") or {}
+        self._has_params_schema = bool(signature.get("params"))
+        typed = self.mlmodel.get("is_signature_from_type_hint") or self.mlmodel.get("type_hint_from_example")
+        if signature.get("inputs") and not typed:
+            self._compile(json.loads(signature["inputs"]))
+        self._array_predict = self._sklearn_array_predict(predict_fn_name)
+        if not self.fast:
+            # every request takes the generic path: build MLflow's model now, not on the first request
+            self.loaded_pyfunc = self.pyfunc
 
-    def _sklearn_array_predict(self, predict_fn: str | None) -> Callable[[Any], Any] | None:
+    # -- MLflow's view of the model (imports MLflow on first use when loaded natively) -----------
+    @cached_property
+    def pyfunc(self) -> Any:
+        """mlflow.pyfunc.PyFuncModel: the loaded one, or one around the natively loaded estimator."""
+        if self.loaded_pyfunc is not None:
+            return self.loaded_pyfunc
+        from mlflow.models import Model
+        from mlflow.pyfunc import PyFuncModel
+        from mlflow.sklearn import _SklearnModelWrapper
+
+        meta = Model.load(str(self.model_dir))
+        predict_fn = self.mlmodel["flavors"]["python_function"].get("predict_fn", "predict")
+        impl = _SklearnModelWrapper(self.model_impl)
+        return PyFuncModel(model_meta=meta, model_impl=impl, predict_fn=predict_fn)
+
+    @property
+    def input_schema(self) -> Any:
+        return self.pyfunc.metadata.get_input_schema()
+
+    @property
+    def output_schema(self) -> Any:
+        return self.pyfunc.metadata.get_output_schema()
+
+    @property
+    def params_schema(self) -> Any:
+        return self.pyfunc.metadata.get_params_schema() if self._has_params_schema else None
+
+    def _sklearn_array_predict(self, predict_fn: str) -> Callable[[Any], Any] | None:
         """The estimator's own predict, to call with the 2-D block instead of a DataFrame, or None.
 
         scikit-learn validates a DataFrame (dtypes, feature names) at several times the cost of
@@ -92,7 +132,7 @@ class ServedModel:
         order, all of one numeric dtype, the block is the array its validation would produce
         from the DataFrame. Used only after a probe gives bit-identical output both ways.
         """
-        estimator = getattr(self.pyfunc._model_impl, "sklearn_model", None)
+        estimator = self.model_impl if self.native else getattr(self.model_impl, "sklearn_model", None)
         cols = self.columns
         if (
             estimator is None
@@ -104,7 +144,7 @@ class ServedModel:
         fitted_on = getattr(estimator, "feature_names_in_", None)
         if fitted_on is None or list(fitted_on) != cols.names:
             return None
-        predict = getattr(estimator, predict_fn or "predict", None)
+        predict = getattr(estimator, predict_fn, None)
         if predict is None:
             return None
         rng = np.random.default_rng(0)
@@ -125,18 +165,21 @@ class ServedModel:
     def fast(self) -> bool:
         return self.columns is not None or bool(self.tensors)
 
-    def _compile(self, schema: Any) -> None:
-        if schema.is_tensor_spec():
-            self.tensors = {
-                s.name: TensorDecoder(s.name, np.dtype(s.type), tuple(s.shape)) for s in schema.inputs
-            }
+    def _compile(self, inputs: list[dict[str, Any]]) -> None:
+        """Decoders from the signature's JSON (as MLflow's Schema.from_json reads it)."""
+        if inputs and all(spec.get("type") == "tensor" for spec in inputs):
+            self.tensors = {}
+            for spec in inputs:
+                tensor = spec["tensor-spec"]
+                name = spec.get("name")
+                self.tensors[name] = TensorDecoder(name, np.dtype(tensor["dtype"]), tuple(tensor["shape"]))
             return
         specs = []
-        for col in schema.inputs:
-            type_name = getattr(getattr(col, "type", None), "name", None)
-            if type_name not in SCALAR_TYPES or not col.required or col.name is None:
+        for col in inputs:
+            type_name, name = col.get("type"), col.get("name")
+            if type_name not in SCALAR_TYPES or not col.get("required", True) or name is None:
                 return  # arrays, objects, optional columns...: MLflow's own enforcement handles them
-            specs.append(ColumnSpec(col.name, type_name))
+            specs.append(ColumnSpec(name, type_name))
         self.columns = ColumnDecoder(specs)
 
     # -- decoding ---------------------------------------------------------------------------------
@@ -189,14 +232,23 @@ class ServedModel:
             )
         return {n: self.tensors[n].decode(value[n]) for n in names}
 
-    def _fast_input(self, data: Any, rows: int | None, key: Hashable, params: Any) -> ModelInput:
+    def _enforce_params(self, params: Any) -> Any:
+        if not self._has_params_schema:
+            # As MLflow's _enforce_params_schema with no schema, without importing MLflow.
+            if params in (None, {}):
+                return params
+            log.warning("params ignored: the model's signature defines no params schema")
+            return {}
         from mlflow.exceptions import MlflowException
         from mlflow.models.utils import _enforce_params_schema
 
         try:
-            enforced = _enforce_params_schema(params, self.params_schema)
+            return _enforce_params_schema(params, self.params_schema)
         except MlflowException as exc:
             raise InputError(f"params: {exc.message}", code="invalid_params") from None
+
+    def _fast_input(self, data: Any, rows: int | None, key: Hashable, params: Any) -> ModelInput:
+        enforced = self._enforce_params(params)
         pkey = _params_key(enforced) if rows is not None else None
         batch_key = None if pkey is None else (key, pkey)
         return ModelInput(data=data, params=enforced, rows=rows, batch_key=batch_key)
@@ -281,12 +333,15 @@ def _default(obj: Any) -> Any:
 
 
 def jsonable(predictions: Any) -> Any:
-    """As MLflow's scoring server: DataFrames/Series -> records, arrays -> (nested) lists."""
-    if isinstance(predictions, np.ndarray) and predictions.dtype.kind in "fiub":
-        return predictions  # orjson writes numeric arrays natively
-    from mlflow.utils.proto_json_utils import _get_jsonable_obj
-
-    return _get_jsonable_obj(predictions, pandas_orient="records")
+    """As MLflow's scoring server (_get_jsonable_obj): DataFrames/Series -> records, arrays -> lists."""
+    if isinstance(predictions, np.ndarray):
+        # orjson writes numeric arrays natively
+        return predictions if predictions.dtype.kind in "fiub" else predictions.tolist()
+    if isinstance(predictions, pd.DataFrame):
+        return predictions.to_dict(orient="records")
+    if isinstance(predictions, pd.Series):
+        return pd.DataFrame(predictions).to_dict(orient="records")
+    return predictions
 
 
 def dumps(obj: Any) -> bytes:
@@ -294,8 +349,8 @@ def dumps(obj: Any) -> bytes:
 
 
 # -- loading ------------------------------------------------------------------------------------
-def _load_input_example(model_dir: Path, meta: Any) -> Any:
-    info = getattr(meta, "saved_input_example_info", None) or {}
+def _load_input_example(model_dir: Path, mlmodel: dict[str, Any]) -> Any:
+    info = mlmodel.get("saved_input_example_info") or {}
     path = info.get("serving_input_path")
     if not path or not (model_dir / path).is_file():
         return None
@@ -305,12 +360,9 @@ def _load_input_example(model_dir: Path, meta: Any) -> Any:
         return None
 
 
-def _device_config(model_dir: Path, device: str) -> dict[str, Any] | None:
+def _device_config(mlmodel: dict[str, Any], device: str) -> dict[str, Any] | None:
     """PyTorch models load on the GPU when CUDA is visible (device 'auto'), or on the device asked for."""
-    import yaml
-
-    flavors = yaml.safe_load((model_dir / "MLmodel").read_text()).get("flavors", {})
-    if "pytorch" not in flavors:
+    if "pytorch" not in mlmodel.get("flavors", {}):
         return None
     if device == "auto":
         try:
@@ -322,33 +374,89 @@ def _device_config(model_dir: Path, device: str) -> dict[str, Any] | None:
     return {"device": device}
 
 
+_SKLEARN_FORMATS = ("skops", "pickle", "cloudpickle")
+# The methods MLflow's sklearn wrapper exposes as a pyfunc predict_fn.
+_SKLEARN_PREDICT_FNS = ("predict", "predict_proba", "predict_log_proba", "predict_joint_log_proba", "score")
+
+
+def _natively_loadable(mlmodel: dict[str, Any]) -> bool:
+    """A scikit-learn model that MLflow's sklearn flavor would load with nothing more than its loader.
+
+    Anything else (custom code paths, a legacy `data` layout, pickle loading turned off)
+    goes through MLflow, which also gives the same errors as `mlflow models serve`.
+    """
+    flavors = mlmodel.get("flavors", {})
+    pyfunc_conf, sklearn_conf = flavors.get("python_function", {}), flavors.get("sklearn")
+    allow_pickle = os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true").lower() in ("true", "1")
+    return (
+        sklearn_conf is not None
+        and allow_pickle
+        and pyfunc_conf.get("loader_module") == "mlflow.sklearn"
+        and "model_path" in pyfunc_conf
+        and "data" not in pyfunc_conf
+        and not pyfunc_conf.get("code")
+        and not sklearn_conf.get("code")
+        and sklearn_conf.get("serialization_format", "pickle") in _SKLEARN_FORMATS
+        and pyfunc_conf.get("predict_fn", "predict") in _SKLEARN_PREDICT_FNS
+    )
+
+
+def _load_sklearn(model_dir: Path, mlmodel: dict[str, Any]) -> Any:
+    """The estimator, read as mlflow.sklearn._load_model_from_local_file reads it."""
+    sklearn_conf = mlmodel["flavors"]["sklearn"]
+    path = model_dir / mlmodel["flavors"]["python_function"]["model_path"]
+    serialization = sklearn_conf.get("serialization_format", "pickle")
+    if serialization == "skops":
+        import skops.io
+
+        return skops.io.load(path, trusted=sklearn_conf.get("skops_trusted_types"))
+    with path.open("rb") as fh:
+        if serialization == "cloudpickle":
+            import cloudpickle
+
+            return cloudpickle.load(fh)
+        return pickle.load(fh)  # loading a model runs its code, as in MLflow
+
+
 def load(model_dir: str | Path, device: str = "auto") -> ServedModel:
-    import mlflow.pyfunc
+    import yaml
 
     model_dir = Path(model_dir)
     if not (model_dir / "MLmodel").is_file():
         raise FileNotFoundError(f"{model_dir} is not an MLflow model directory (no MLmodel file)")
     started = time.perf_counter()
-    config = _device_config(model_dir, device)
-    # suppress_warnings skips MLflow's requirements check, which scans every installed
-    # distribution (~40% of loading a small model); the server logs its own, cheaper check.
-    pyfunc = mlflow.pyfunc.load_model(str(model_dir), suppress_warnings=True, model_config=config)
-    elapsed = time.perf_counter() - started
+    mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
+    config = _device_config(mlmodel, device)
+    native = _natively_loadable(mlmodel)
+    if native:
+        model_impl, pyfunc = _load_sklearn(model_dir, mlmodel), None
+    else:
+        import mlflow.pyfunc
+
+        # suppress_warnings skips MLflow's requirements check, which scans every installed
+        # distribution (~40% of loading a small model); the server logs its own, cheaper check.
+        pyfunc = mlflow.pyfunc.load_model(str(model_dir), suppress_warnings=True, model_config=config)
+        model_impl = pyfunc._model_impl
     served = ServedModel(
         model_dir=model_dir,
-        pyfunc=pyfunc,
-        load_seconds=elapsed,
+        mlmodel=mlmodel,
+        model_impl=model_impl,
+        load_seconds=0.0,
         device=(config or {}).get("device"),
-        input_example=_load_input_example(model_dir, pyfunc.metadata),
+        native=native,
+        loaded_pyfunc=pyfunc,
+        input_example=_load_input_example(model_dir, mlmodel),
     )
+    served.load_seconds = time.perf_counter() - started
     log.info(
         "model loaded",
         extra={
             "fields": {
                 "model_dir": str(model_dir),
-                "seconds": round(elapsed, 3),
+                "seconds": round(served.load_seconds, 3),
                 "flavors": served.flavors,
                 "fast_path": served.fast,
+                "native": native,
                 "device": served.device or "cpu",
             }
         },

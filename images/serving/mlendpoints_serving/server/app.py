@@ -246,13 +246,17 @@ class ServerApp:
         model = self.dataplane.model
         if model is None:
             return self._not_ready()
+        # MLflow's schema objects: the first use may import MLflow, so off the event loop.
+        inputs, outputs = await asyncio.to_thread(
+            lambda: (_v2_tensors(model.input_schema), _v2_tensors(model.output_schema))
+        )
         return ok(
             {
                 "name": self.settings.model_name,
                 "versions": [],
                 "platform": "mlflow",
-                "inputs": _v2_tensors(model.input_schema),
-                "outputs": _v2_tensors(model.output_schema),
+                "inputs": inputs,
+                "outputs": outputs,
             }
         )
 
@@ -260,9 +264,10 @@ class ServerApp:
         if self._swagger is None:
             if not self.dataplane.ready:
                 return self._not_ready()
-            self._swagger = orjson.dumps(
-                openapi.build(self.dataplane.model, f"{self.settings.model_name} scoring")
+            spec = await asyncio.to_thread(
+                openapi.build, self.dataplane.model, f"{self.settings.model_name} scoring"
             )
+            self._swagger = orjson.dumps(spec)
         return 200, JSON_TYPE, self._swagger
 
     async def prometheus(self, request: Request) -> Response:

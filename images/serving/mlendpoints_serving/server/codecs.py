@@ -130,18 +130,12 @@ class MlflowCodec:
 
     @staticmethod
     def _csv(model: ServedModel, body: bytes) -> pd.DataFrame:
-        schema = model.input_schema
+        dtypes = _csv_dtypes(model)
         try:
-            text = io.StringIO(body.decode("utf-8"))
-            if schema is None or not schema.has_input_names():
-                return pd.read_csv(text)
-            return pd.read_csv(
-                text, dtype=dict(zip(schema.input_names(), schema.pandas_types(), strict=True))
-            )
+            return pd.read_csv(io.StringIO(body.decode("utf-8")), dtype=dtypes)
         except Exception as exc:  # pandas raises many types for bad CSV
             raise InputError(
-                f"body is not a valid CSV DataFrame with columns "
-                f"{schema.input_names() if schema else ''}: {exc}"
+                f"body is not a valid CSV DataFrame with columns {list(dtypes or [])}: {exc}"
             ) from None
 
     def encode(self, predictions: Any, context: Any) -> bytes:
@@ -226,3 +220,13 @@ class V2Codec:
         if request_id:
             body["id"] = request_id
         return dumps(body)
+
+
+def _csv_dtypes(model: ServedModel) -> dict[str, Any] | None:
+    """Column dtypes as MLflow's CSV parsing gives them (schema.pandas_types()), or None to infer."""
+    if model.columns is not None:
+        return {c.name: c.dtype for c in model.columns.columns}
+    schema = model.input_schema
+    if schema is None or not schema.has_input_names():
+        return None
+    return dict(zip(schema.input_names(), schema.pandas_types(), strict=True))
