@@ -10,6 +10,8 @@ DEB_PKGS=(etcd-server docker.io golang-go rsync debootstrap dpkg-dev iptables co
           curl jq openssl gcc libc6-dev binutils iproute2 procps)
 missing=()
 for p in "${DEB_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+# npm installs Azurite (scripts/azurite.sh) for the Azure Blob tests; a Node.js already on PATH will do.
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"

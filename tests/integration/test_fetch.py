@@ -1,7 +1,9 @@
-"""`mlendpoints-fetch` as a real process against a real MLflow server, a real S3 server (moto) and HTTP."""
+"""`mlendpoints-fetch` as a real process against a real MLflow server, real S3 (moto), GCS
+(gcp-storage-emulator) and Azure Blob (Azurite) servers, and HTTP."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.emulators import AZURITE_ACCOUNT, azure_connection_string, azurite, gcs_emulator
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.servers import free_port, running
 
@@ -102,13 +105,18 @@ def test_second_fetch_of_the_same_content_changes_nothing(
 ) -> None:
     env = {"MLFLOW_TRACKING_URI": mlflow_server.url}
     dest = tmp_path / "m"
-    assert fetch("models:/diabetes/2", dest, **env).code == 0
-    before = {p.name: p.stat().st_mtime_ns for p in dest.iterdir()}
-    again = fetch("models:/diabetes/2", dest, **env)
-    assert again.code == 0 and "unchanged" in again.output
-    assert {p.name: p.stat().st_mtime_ns for p in dest.iterdir()} == before
+    assert_second_fetch_changes_nothing("models:/diabetes/2", dest, env)
     assert fetch("models:/diabetes/1", dest, **env).code == 0  # new content replaces the old
     assert record(dest)["registry_version"] == "1"
+
+
+def assert_second_fetch_changes_nothing(uri: str, dest: Path, env: dict[str, str]) -> None:
+    first = fetch(uri, dest, **env)
+    assert first.code == 0, first.output
+    before = {p.name: p.stat().st_mtime_ns for p in dest.iterdir()}
+    again = fetch(uri, dest, **env)
+    assert again.code == 0 and "unchanged" in again.output, again.output
+    assert {p.name: p.stat().st_mtime_ns for p in dest.iterdir()} == before
 
 
 @pytest.mark.parametrize("uri", ["models:/diabetes/99", "models:/no-such-model/1", "models:/no-such-model@x"])
@@ -180,11 +188,14 @@ def tar_gz(model_dir: Path) -> bytes:
 )
 def test_s3_folder_and_archive(s3: str, diabetes_model: Path, tmp_path: Path, uri: str) -> None:
     result = fetch(uri, tmp_path / "m", MLFLOW_S3_ENDPOINT_URL=s3, **S3_ENV)
+    assert_fetched(result, tmp_path / "m", diabetes_model)
+
+
+def assert_fetched(result: Result, dest: Path, source: Path) -> None:
+    """The fetch succeeded and dest holds the source model's files (and the record), predicting alike."""
     assert result.code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(
-        [RECORD, *(p.name for p in diabetes_model.iterdir())]
-    )
-    assert predicts(tmp_path / "m") == predicts(diabetes_model)
+    assert sorted(p.name for p in dest.iterdir()) == sorted([RECORD, *(p.name for p in source.iterdir())])
+    assert predicts(dest) == predicts(source)
 
 
 def test_s3_missing_key_is_not_found(s3: str, tmp_path: Path) -> None:
@@ -263,3 +274,97 @@ def test_local_folder_and_not_a_model(diabetes_model: Path, tmp_path: Path) -> N
     result = fetch(str(empty), tmp_path / "n")
     assert result.code != 0
     assert "failed: not an MLflow model: no MLmodel file found" in result.termination
+
+
+# -- Google Cloud Storage (gcp-storage-emulator) ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def gcs(diabetes_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real GCS JSON API holding the diabetes model as a folder and as a tar.gz; yields its URL."""
+    from gcsfs.core import GCSFileSystem
+
+    with gcs_emulator(tmp_path_factory.mktemp("gcs")) as url:
+        fs = GCSFileSystem(endpoint_url=url, token="anon")
+        fs.mkdir("models")
+        for file in diabetes_model.iterdir():
+            fs.put_file(str(file), f"models/diabetes/{file.name}")
+        fs.pipe_file("models/archives/diabetes.tar.gz", tar_gz(diabetes_model))
+        yield url
+
+
+@pytest.mark.parametrize(
+    "uri", ["gs://models/diabetes", "gs://models/diabetes/", "gs://models/archives/diabetes.tar.gz"]
+)
+def test_gcs_folder_and_archive(gcs: str, diabetes_model: Path, tmp_path: Path, uri: str) -> None:
+    assert_fetched(fetch(uri, tmp_path / "m", STORAGE_EMULATOR_HOST=gcs), tmp_path / "m", diabetes_model)
+
+
+@pytest.mark.parametrize("uri", ["gs://models/nothing-here", "gs://no-such-bucket/diabetes"])
+def test_gcs_missing_object_is_not_found(gcs: str, tmp_path: Path, uri: str) -> None:
+    result = fetch(uri, tmp_path / "m", STORAGE_EMULATOR_HOST=gcs)
+    assert result.code != 0
+    assert "failed: not found:" in result.termination, result.termination
+
+
+def test_gcs_second_fetch_changes_nothing(gcs: str, tmp_path: Path) -> None:
+    assert_second_fetch_changes_nothing(
+        "gs://models/diabetes", tmp_path / "m", {"STORAGE_EMULATOR_HOST": gcs}
+    )
+
+
+# -- Azure Blob Storage (Azurite) -------------------------------------------------------------------------
+ABFSS = f"abfss://models@{AZURITE_ACCOUNT}.dfs.core.windows.net"
+WASBS = f"wasbs://models@{AZURITE_ACCOUNT}.blob.core.windows.net"
+
+
+@pytest.fixture(scope="module")
+def azure(diabetes_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Azurite's Blob service holding the diabetes model as a folder and as a tar.gz; yields its endpoint."""
+    from azure.storage.blob import BlobServiceClient
+
+    with azurite(tmp_path_factory.mktemp("azurite")) as endpoint:
+        service = BlobServiceClient.from_connection_string(azure_connection_string(endpoint))
+        container = service.create_container("models")
+        for file in diabetes_model.iterdir():
+            container.upload_blob(f"diabetes/{file.name}", file.read_bytes())
+        container.upload_blob("archives/diabetes.tar.gz", tar_gz(diabetes_model))
+        yield endpoint
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        f"{ABFSS}/diabetes",
+        f"{ABFSS}/diabetes/",
+        f"{ABFSS}/archives/diabetes.tar.gz",
+        f"{WASBS}/diabetes",
+        f"{WASBS}/archives/diabetes.tar.gz",
+    ],
+)
+def test_azure_folder_and_archive(azure: str, diabetes_model: Path, tmp_path: Path, uri: str) -> None:
+    result = fetch(uri, tmp_path / "m", AZURE_STORAGE_CONNECTION_STRING=azure_connection_string(azure))
+    assert_fetched(result, tmp_path / "m", diabetes_model)
+
+
+@pytest.mark.parametrize(
+    "uri", [f"{ABFSS}/nothing-here", f"wasbs://no-such-container@{AZURITE_ACCOUNT}.blob.core.windows.net/m"]
+)
+def test_azure_missing_blob_is_not_found(azure: str, tmp_path: Path, uri: str) -> None:
+    result = fetch(uri, tmp_path / "m", AZURE_STORAGE_CONNECTION_STRING=azure_connection_string(azure))
+    assert result.code != 0
+    assert "failed: not found:" in result.termination, result.termination
+
+
+def test_azure_with_a_wrong_account_key_is_unauthorized(azure: str, tmp_path: Path) -> None:
+    wrong_key = base64.b64encode(b"not the account key").decode()
+    result = fetch(
+        f"{ABFSS}/diabetes",
+        tmp_path / "m",
+        AZURE_STORAGE_CONNECTION_STRING=azure_connection_string(azure, key=wrong_key),
+    )
+    assert result.code != 0
+    assert "failed: unauthorized:" in result.termination, result.termination
+
+
+def test_azure_second_fetch_changes_nothing(azure: str, tmp_path: Path) -> None:
+    env = {"AZURE_STORAGE_CONNECTION_STRING": azure_connection_string(azure)}
+    assert_second_fetch_changes_nothing(f"{ABFSS}/diabetes", tmp_path / "m", env)

@@ -21,12 +21,16 @@ import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from mlendpoints_serving import runtime
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 COMPONENT = "mlendpoints-fetch"
 RECORD_NAME = ".mlendpoints-fetch.json"
@@ -66,7 +70,7 @@ class Record:
 
 # -- errors ---------------------------------------------------------------------------------------
 def classify(exc: BaseException, uri: str) -> FetchError:
-    """Name what failed, from the exception chain of MLflow, botocore, aiohttp or the OS."""
+    """Name what failed, from the exception chain of MLflow, botocore, gcsfs, Azure, aiohttp or the OS."""
     chain: list[BaseException] = []
     cur: BaseException | None = exc
     while cur is not None and len(chain) < 10:
@@ -74,13 +78,14 @@ def classify(exc: BaseException, uri: str) -> FetchError:
         cur = cur.__cause__ or cur.__context__
     text = " ".join(f"{type(e).__name__} {e}" for e in chain)
     codes = {getattr(e, "error_code", None) for e in chain}
-    statuses = {getattr(e, "status", None) for e in chain} | {getattr(e, "status_code", None) for e in chain}
+    statuses = {getattr(e, attr, None) for e in chain for attr in ("status", "status_code", "code")}
     if (
         codes & {"PERMISSION_DENIED", "UNAUTHENTICATED"}
         or statuses & {401, 403}
         or re.search(
             r"NoCredentials|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|Forbidden|Unauthorized|"
-            r"PermissionError|\b40[13]\b",
+            r"PermissionError|ClientAuthenticationError|CredentialUnavailable|AuthenticationFailed|"
+            r"AuthorizationFailure|AuthorizationPermissionMismatch|\b40[13]\b",
             text,
         )
     ):
@@ -89,7 +94,9 @@ def classify(exc: BaseException, uri: str) -> FetchError:
         codes & {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
         or statuses & {404}
         or re.search(
-            r"FileNotFoundError|NoSuchKey|NoSuchBucket|Not Found|does not exist|not found|\b404\b", text
+            r"FileNotFoundError|ResourceNotFoundError|NoSuchKey|NoSuchBucket|NotFound\b|Not Found|"
+            r"does not exist|not found|\b404\b",
+            text,
         )
     ):
         return FetchError("not found", f"{uri}: {exc}")
@@ -133,13 +140,34 @@ def download_mlflow(uri: str, into: Path) -> Path:
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into)))
 
 
-def download_fsspec(uri: str, into: Path) -> Path:
+def open_fsspec(uri: str) -> tuple[AbstractFileSystem, str]:
+    """The fsspec filesystem and path of `uri`; credentials come from each store's usual env vars.
+
+    s3:// (s3fs): AWS_* and MLFLOW_S3_ENDPOINT_URL. gs:// (gcsfs): Application Default Credentials,
+    STORAGE_EMULATOR_HOST. abfss://, wasbs:// (adlfs): AZURE_STORAGE_CONNECTION_STRING, or the account
+    named in the URI with AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_TOKEN, a service principal
+    (AZURE_STORAGE_CLIENT_ID/_SECRET, AZURE_STORAGE_TENANT_ID) or DefaultAzureCredential.
+    """
     import fsspec
 
+    scheme, _, rest = uri.partition("://")
+    scheme = scheme.lower()
     options: dict[str, object] = {}
-    if uri.startswith("s3://") and os.environ.get("MLFLOW_S3_ENDPOINT_URL"):
+    if scheme == "s3" and os.environ.get("MLFLOW_S3_ENDPOINT_URL"):
         options["client_kwargs"] = {"endpoint_url": os.environ["MLFLOW_S3_ENDPOINT_URL"]}
-    fs, path = fsspec.core.url_to_fs(uri, **options)
+    elif scheme in ("gs", "gcs"):
+        # gcsfs's experimental layer (on unless this is false) asks the Storage Control gRPC API for
+        # each bucket's layout: a permission read-only identities often lack, retried for a minute
+        # where the API is absent (emulators). A download needs only the JSON API.
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    elif scheme in ("wasb", "wasbs"):
+        # adlfs reads container@account.blob.core.windows.net/path under its own az:// scheme.
+        uri = f"az://{rest}"
+    return fsspec.core.url_to_fs(uri, **options)
+
+
+def download_fsspec(uri: str, into: Path) -> Path:
+    fs, path = open_fsspec(uri)
     path = path.rstrip("/")
     if fs.isdir(path):
         target = into / "model"
