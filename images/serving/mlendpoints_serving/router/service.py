@@ -201,8 +201,8 @@ class Router:
 
         deployment.in_flight += 1
         try:
-            async with asyncio.timeout(deployment.timeout_s):
-                upstream = await self._forward(deployment, ready, data, head)
+            deadline = asyncio.get_running_loop().time() + deployment.timeout_s
+            upstream = await self._forward(deployment, ready, data, head, deadline)
         except TimeoutError:
             message = f"deployment {deployment.name!r} did not answer within {route.requestTimeoutMs} ms"
             return deployment, rerouted_from, error_response(408, "request_timeout", message)
@@ -222,7 +222,7 @@ class Router:
         )
 
     async def _forward(
-        self, deployment: Deployment, ready: list[Pod], data: bytes, head: bool
+        self, deployment: Deployment, ready: list[Pod], data: bytes, head: bool, deadline: float
     ) -> UpstreamResponse:
         """Send to a pod picked by p2c; on a refused connect (or an idle connection the pod had
         closed) send again, at most MAX_RETRIES times, to another pod when there is one."""
@@ -233,7 +233,7 @@ class Router:
             assert pod is not None
             pod.outstanding += 1
             try:
-                return await self.pool.exchange(pod.address, data, head)
+                return await self.pool.exchange(pod.address, data, head, deadline)
             except UpstreamError as exc:
                 if isinstance(exc, ConnectFailed):
                     pod.ejected_until = time.monotonic() + EJECT_SECONDS
@@ -271,8 +271,8 @@ class Router:
         deployment.in_flight += 1
         failed = True
         try:
-            async with asyncio.timeout(deployment.timeout_s):
-                response = await self._forward(deployment, ready, data, head)
+            deadline = asyncio.get_running_loop().time() + deployment.timeout_s
+            response = await self._forward(deployment, ready, data, head, deadline)
             failed = response.status >= 500
         except (UpstreamError, TimeoutError):
             pass
