@@ -25,7 +25,7 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
-    def _answer(self) -> None:
+    def _answer(self, head: bool = False) -> None:
         url = urlsplit(self.path)
         if url.path == "/__count":
             self._send(200, {"count": self.server.count})
@@ -48,18 +48,23 @@ class Handler(BaseHTTPRequestHandler):
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "body": body.decode(errors="replace"),
             },
+            head,
         )
 
-    def _send(self, status: int, payload: dict[str, object]) -> None:
+    def _send(self, status: int, payload: dict[str, object], head: bool = False) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
         self.send_header("x-backend", self.server.name)
         self.end_headers()
-        self.wfile.write(data)
+        if not head:
+            self.wfile.write(data)
 
     do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def do_HEAD(self) -> None:
+        self._answer(head=True)
 
 
 class Backend(ThreadingHTTPServer):

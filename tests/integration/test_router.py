@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
+import socket
 import threading
 import time
 from collections import Counter
@@ -52,7 +53,7 @@ def backends(tmp_path: Path) -> Iterator[Backends]:
 def start_router(tmp_path: Path) -> Iterator[Callable[..., RouterProcess]]:
     with contextlib.ExitStack() as stack:
 
-        def start(config: dict[str, Any], keys: dict[str, str] | None = None) -> RouterProcess:
+        def start(config: dict[str, Any], keys: dict[str, str] | None = None, *args: str) -> RouterProcess:
             config = {"endpoint": "e", "authMode": "none", **config}
             if keys is not None:
                 (tmp_path / "keys.json").write_text(json.dumps(keys))
@@ -61,7 +62,7 @@ def start_router(tmp_path: Path) -> Iterator[Callable[..., RouterProcess]]:
             path = tmp_path / "router.json"
             path.write_text(json.dumps(config))
             log = tmp_path / "router.log"
-            argv = [*ROUTER, "--config", str(path), "--port", str(port), "--host", "127.0.0.1"]
+            argv = [*ROUTER, "--config", str(path), "--port", str(port), "--host", "127.0.0.1", *args]
             stack.enter_context(running(argv, ready_url=f"http://127.0.0.1:{port}/health", log=log, cwd=REPO))
             router = RouterProcess(f"http://127.0.0.1:{port}", path, log)
             stack.callback(router.client.close)
@@ -443,3 +444,101 @@ def test_invalid_config_change_keeps_the_previous_one(
     )
     until(lambda: "sum to 0 or 100" in router.log.read_text(), within=2)
     assert router.client.get("/score").status_code == 200
+
+
+# --- HTTP/1.1 on the client side: slow senders, pipelining, HEAD, Expect ------------------------
+def connect(router: RouterProcess) -> socket.socket:
+    host, port = router.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[str, str], bytes]:
+    """One response off the connection (Content-Length framed); what follows stays in `buffer`."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed mid-response: {bytes(buffer)!r}"
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed mid-body"
+        rest += chunk
+    buffer[:] = rest[length:]
+    return int(status_line.split()[1]), headers, rest[:length]
+
+
+def test_a_request_not_received_whole_in_time_is_408_and_closed(
+    backends: Backends, start_router: Callable[..., RouterProcess]
+) -> None:
+    blue = backends.start("blue")
+    config = {"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}}
+    router = start_router(config, None, "--request-read-timeout-s", "0.5")
+    with connect(router) as slow:
+        slow.sendall(b"POST /score HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n12345")
+        started = time.monotonic()
+        status, _, body = read_response(slow, bytearray())
+        assert status == 408 and json.loads(body)["error"]["code"] == "request_timeout"
+        assert 0.4 <= time.monotonic() - started < 5
+        assert slow.recv(1024) == b""  # closed: the slow sender holds nothing
+    with connect(router) as patient:  # slower than one read, faster than the timeout: served
+        buffer = bytearray()
+        for part in (b"POST /score HTTP/1.1\r\nhost: x\r\n", b"content-length: 2\r\n\r\n", b"ok"):
+            patient.sendall(part)
+            time.sleep(0.1)
+        status, _, body = read_response(patient, buffer)
+        assert status == 200 and json.loads(body)["body"] == "ok"
+        time.sleep(0.6)  # past the timeout while idle between requests: keep-alive, not a 408
+        patient.sendall(b"GET /again HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert read_response(patient, buffer)[0] == 200
+    assert count(blue) == 2
+
+
+def test_pipelined_requests_are_answered_in_order(
+    backends: Backends, start_router: Callable[..., RouterProcess]
+) -> None:
+    blue = backends.start("blue")
+    router = start_router({"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}})
+    paths = [f"/p{i}" for i in range(5)]
+    with connect(router) as sock:
+        sock.sendall(
+            b"".join(
+                f"GET {p}?delay={0.05 * (5 - i)} HTTP/1.1\r\nhost: x\r\n\r\n".encode()
+                for i, p in enumerate(paths)
+            )
+        )
+        buffer = bytearray()
+        answered = [json.loads(read_response(sock, buffer)[2])["path"] for _ in paths]
+    assert answered == paths
+
+
+def test_head_is_forwarded_and_answered_without_a_body(
+    backends: Backends, start_router: Callable[..., RouterProcess]
+) -> None:
+    blue = backends.start("blue")
+    router = start_router({"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}})
+    response = router.client.head("/score")
+    assert response.status_code == 200 and response.content == b""
+    assert int(response.headers["content-length"]) > 0  # the length a GET would have
+    assert response.headers["x-mlendpoints-served-by"] == "blue"
+    assert router.client.get("/score").json()["method"] == "GET"  # the connection is still in step
+    assert count(blue) == 2
+
+
+def test_expect_100_continue_gets_the_interim_response_first(
+    backends: Backends, start_router: Callable[..., RouterProcess]
+) -> None:
+    blue = backends.start("blue")
+    router = start_router({"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}})
+    with connect(router) as sock:
+        sock.sendall(b"POST /score HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n")
+        buffer = bytearray()
+        assert read_response(sock, buffer)[0] == 100
+        sock.sendall(b"hello")
+        status, _, body = read_response(sock, buffer)
+    assert status == 200 and json.loads(body)["body"] == "hello"
+    assert "expect" not in json.loads(body)["headers"]  # answered here, not passed on

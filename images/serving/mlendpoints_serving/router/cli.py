@@ -47,6 +47,9 @@ class RouterSettings(BaseSettings):
     )
     host: str = "0.0.0.0"
     port: int = ROUTER_PORT
+    request_read_timeout_s: float = Field(
+        default=60.0, gt=0, description="A request must arrive whole this long after its first byte (408)."
+    )
     log_level: str = "info"
 
     @model_validator(mode="after")
@@ -209,7 +212,13 @@ async def run(settings: RouterSettings) -> None:
         cluster = ClusterMode(settings, loop)
         router = await cluster.start()
     try:
-        server = await serve(router, settings.host, settings.port, lambda: router.state.config.maxBodyBytes)
+        server = await serve(
+            router,
+            settings.host,
+            settings.port,
+            lambda: router.state.config.maxBodyBytes,
+            settings.request_read_timeout_s,
+        )
     except OSError as exc:
         raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
     log.info("listening", extra={"fields": {"host": settings.host, "port": settings.port}})

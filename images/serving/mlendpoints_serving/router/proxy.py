@@ -3,6 +3,8 @@
 Requests on one connection are answered in order (pipelined ones wait their turn).
 The body limit is enforced while reading: a Content-Length over it is refused
 before the body arrives, and a chunked body is cut off once it passes the limit.
+A request that has begun must be read whole within the read timeout (408 otherwise),
+so that slow senders (slowloris) cannot hold connections open.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def serialize(response: Response, keep_alive: bool, head: bool) -> bytes:
     for name, value in response.headers:
         parts += (name, b": ", value, b"\r\n")
     body = b"" if head else response.body
-    parts += (b"content-length: ", str(len(response.body)).encode(), b"\r\n")
+    if not (head and any(name.lower() == b"content-length" for name, _ in response.headers)):
+        parts += (b"content-length: ", str(len(response.body)).encode(), b"\r\n")
     if not keep_alive:
         parts.append(b"connection: close\r\n")
     parts += (b"\r\n", body)
@@ -42,9 +45,13 @@ def serialize(response: Response, keep_alive: bool, head: bool) -> bytes:
 class DownstreamProtocol(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, router: Router, max_body_bytes: Callable[[], int]) -> None:
+    def __init__(self, router: Router, max_body_bytes: Callable[[], int], read_timeout_s: float) -> None:
         self._router = router
         self._max_body_bytes = max_body_bytes
+        self._read_timeout_s = read_timeout_s
+        # Armed only when a request did not arrive whole in one read: most never need it.
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._reading = False  # a request has begun and is not complete
         self._transport: asyncio.Transport | None = None
         # Cached: each asyncio.get_running_loop() is a getpid() system call on Python 3.11.
         self._loop = asyncio.get_running_loop()
@@ -78,6 +85,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self._pending.clear()
         if self._idle_timer is not None:
             self._idle_timer.cancel()
+        if self._read_timer is not None:
+            self._read_timer.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self._rejected:
@@ -92,10 +101,13 @@ class DownstreamProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if not self._rejected:
                 self._refuse(error_response(400, "bad_request", f"malformed HTTP request: {exc}"))
+        if self._reading and self._read_timer is None and not self._rejected:
+            self._read_timer = self._loop.call_later(self._read_timeout_s, self._read_timed_out)
 
     # --- httptools callbacks -------------------------------------------------
     def on_message_begin(self) -> None:
         self._reset()
+        self._reading = True
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -133,6 +145,10 @@ class DownstreamProtocol(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._reading = False
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
         if self._rejected:
             return
         request = Request(
@@ -187,6 +203,12 @@ class DownstreamProtocol(asyncio.Protocol):
     def _arm_idle_timer(self) -> None:
         self._idle_timer = self._loop.call_later(_KEEP_ALIVE_S, self._close_idle)
 
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        if self._reading and not self._rejected:
+            message = f"the request was not received whole within {self._read_timeout_s:g} s"
+            self._refuse(error_response(408, "request_timeout", message))
+
     def _close_idle(self) -> None:
         if self._current is None and self._transport is not None:
             self._transport.close()
@@ -211,8 +233,14 @@ class DownstreamProtocol(asyncio.Protocol):
             transport.close()
 
 
-async def serve(router: Router, host: str, port: int, max_body_bytes: Callable[[], int]) -> asyncio.Server:
+async def serve(
+    router: Router, host: str, port: int, max_body_bytes: Callable[[], int], read_timeout_s: float
+) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: DownstreamProtocol(router, max_body_bytes), host, port, backlog=4096, reuse_address=True
+        lambda: DownstreamProtocol(router, max_body_bytes, read_timeout_s),
+        host,
+        port,
+        backlog=4096,
+        reuse_address=True,
     )

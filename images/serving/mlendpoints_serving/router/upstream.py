@@ -151,6 +151,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._headers.append((name, value))
         elif lowered in (b"content-length", b"transfer-encoding"):
             self._framed = True
+            if self._head_request and lowered == b"content-length":
+                self._headers.append((name, value))  # a HEAD answer carries the length a GET would have
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
