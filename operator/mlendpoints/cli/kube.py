@@ -78,32 +78,24 @@ class Cluster:
 
     # --- custom resources ---------------------------------------------------------
     def list_resources(self, kind: Kind) -> list[dict[str, Any]]:
-        try:
+        with not_found_means(
+            f"the cluster does not serve {kind.plural}.{API_GROUP}",
+            "install mlendpoints (its CRDs and operator) in this cluster first",
+        ):
             found: Any = self.custom.list_namespaced_custom_object(
                 API_GROUP, API_VERSION, self.namespace, kind.plural
             )
-        except ApiException as exc:
-            if exc.status == 404:
-                raise UserError(
-                    f"the cluster does not serve {kind.plural}.{API_GROUP}",
-                    "install mlendpoints (its CRDs and operator) in this cluster first",
-                ) from exc
-            raise
         return list(found.get("items", []))
 
     def get(self, kind: Kind, name: str) -> dict[str, Any]:
-        try:
+        with not_found_means(
+            f"no {kind.kind} {name!r} in namespace {self.namespace}",
+            "check the name and -n/--namespace; `mlendpoints status` lists what exists",
+        ):
             obj: Any = self.custom.get_namespaced_custom_object(
                 API_GROUP, API_VERSION, self.namespace, kind.plural, name
             )
-            return dict(obj)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise UserError(
-                    f"no {kind.kind} {name!r} in namespace {self.namespace}",
-                    "check the name and -n/--namespace; `mlendpoints status` lists what exists",
-                ) from exc
-            raise
+        return dict(obj)
 
     def create(self, kind: Kind, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         body = {
@@ -141,15 +133,11 @@ class Cluster:
     # --- keys -----------------------------------------------------------------------
     def keys(self, endpoint: str) -> dict[str, str]:
         self.endpoint(endpoint)
-        try:
+        with not_found_means(
+            f"endpoint {endpoint} has no keys Secret yet ({keys_secret_name(endpoint)})",
+            "the operator creates it; check that it runs (mlendpoints status shows conditions)",
+        ):
             secret = self.core.read_namespaced_secret(keys_secret_name(endpoint), self.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise UserError(
-                    f"endpoint {endpoint} has no keys Secret yet ({keys_secret_name(endpoint)})",
-                    "the operator creates it; check that it runs (mlendpoints status shows conditions)",
-                ) from exc
-            raise
         data = secret.data or {}
         return {k: base64.b64decode(v).decode() for k, v in data.items() if k in KEY_FIELDS.values()}
 
@@ -177,15 +165,11 @@ class Cluster:
         on a node); a port-forward to a ready router pod through the API server. (The API server's service
         proxy drops the Authorization header, so it cannot carry the endpoint key.)
         """
-        try:
+        with not_found_means(
+            f"endpoint {endpoint} has no Service yet",
+            "the operator creates it; see `mlendpoints status` for the endpoint's conditions",
+        ):
             service: Any = self.core.read_namespaced_service(endpoint, self.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise UserError(
-                    f"endpoint {endpoint} has no Service yet",
-                    "the operator creates it; see `mlendpoints status` for the endpoint's conditions",
-                ) from exc
-            raise
         port = service.spec.ports[0].port
         for ingress in (service.status.load_balancer.ingress or []) if service.status.load_balancer else []:
             address = ingress.ip or ingress.hostname
@@ -219,6 +203,17 @@ class Cluster:
             yield forward.socket(ROUTER_PORT)
         finally:
             forward.close()
+
+
+@contextlib.contextmanager
+def not_found_means(message: str, hint: str) -> Iterator[None]:
+    """An API 404 inside the block becomes this UserError; other API errors pass through."""
+    try:
+        yield
+    except ApiException as exc:
+        if exc.status == 404:
+            raise UserError(message, hint) from exc
+        raise
 
 
 def _reachable(host: str, port: int) -> bool:

@@ -82,9 +82,8 @@ class ServedModel:
 
     def __post_init__(self) -> None:
         self.flavors = list(self.mlmodel.get("flavors", {}))
-        pyfunc_conf = self.mlmodel["flavors"]["python_function"]
-        predict_fn_name = pyfunc_conf.get("predict_fn", "predict")
-        self._predict_fn = getattr(self.model_impl, predict_fn_name)
+        self._predict_fn_name = self.mlmodel["flavors"]["python_function"].get("predict_fn", "predict")
+        self._predict_fn = getattr(self.model_impl, self._predict_fn_name)
         params_arg = inspect.signature(self._predict_fn).parameters.get("params")
         self._pass_params = params_arg is not None and params_arg.kind != inspect.Parameter.VAR_KEYWORD
         signature = self.mlmodel.get("signature") or {}
@@ -92,7 +91,7 @@ class ServedModel:
         typed = self.mlmodel.get("is_signature_from_type_hint") or self.mlmodel.get("type_hint_from_example")
         if signature.get("inputs") and not typed:
             self._compile(json.loads(signature["inputs"]))
-        self._array_predict = self._sklearn_array_predict(predict_fn_name)
+        self._array_predict = self._sklearn_array_predict(self._predict_fn_name)
         if not self.fast:
             # every request takes the generic path: build MLflow's model now, not on the first request
             self.loaded_pyfunc = self.pyfunc
@@ -108,19 +107,18 @@ class ServedModel:
         from mlflow.sklearn import _SklearnModelWrapper
 
         meta = Model.load(str(self.model_dir))
-        predict_fn = self.mlmodel["flavors"]["python_function"].get("predict_fn", "predict")
         impl = _SklearnModelWrapper(self.model_impl)
-        return PyFuncModel(model_meta=meta, model_impl=impl, predict_fn=predict_fn)
+        return PyFuncModel(model_meta=meta, model_impl=impl, predict_fn=self._predict_fn_name)
 
-    @property
+    @cached_property
     def input_schema(self) -> Any:
         return self.pyfunc.metadata.get_input_schema()
 
-    @property
+    @cached_property
     def output_schema(self) -> Any:
         return self.pyfunc.metadata.get_output_schema()
 
-    @property
+    @cached_property
     def params_schema(self) -> Any:
         return self.pyfunc.metadata.get_params_schema() if self._has_params_schema else None
 

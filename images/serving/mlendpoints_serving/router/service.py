@@ -201,8 +201,8 @@ class Router:
 
         deployment.in_flight += 1
         try:
-            deadline = asyncio.get_running_loop().time() + deployment.timeout_s
-            upstream = await self._forward(deployment, ready, data, head, deadline)
+            # time.monotonic() is the event loop's clock (asyncio's and, to the millisecond, uvloop's)
+            upstream = await self._forward(deployment, ready, data, head, now + deployment.timeout_s)
         except TimeoutError:
             message = f"deployment {deployment.name!r} did not answer within {route.requestTimeoutMs} ms"
             return deployment, rerouted_from, error_response(408, "request_timeout", message)
@@ -262,16 +262,18 @@ class Router:
             self.metrics.mirror.labels(deployment.name, "dropped").inc()
             return
         self.metrics.mirror.labels(deployment.name, "sent").inc()
-        task = asyncio.get_running_loop().create_task(self._mirror(deployment, ready, data, head))
+        deadline = now + deployment.timeout_s
+        task = asyncio.get_running_loop().create_task(self._mirror(deployment, ready, data, head, deadline))
         self._mirror_tasks.add(task)
         task.add_done_callback(self._mirror_tasks.discard)
 
-    async def _mirror(self, deployment: Deployment, ready: list[Pod], data: bytes, head: bool) -> None:
+    async def _mirror(
+        self, deployment: Deployment, ready: list[Pod], data: bytes, head: bool, deadline: float
+    ) -> None:
         self._mirror_in_flight += 1
         deployment.in_flight += 1
         failed = True
         try:
-            deadline = asyncio.get_running_loop().time() + deployment.timeout_s
             response = await self._forward(deployment, ready, data, head, deadline)
             failed = response.status >= 500
         except (UpstreamError, TimeoutError):
