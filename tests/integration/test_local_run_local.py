@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -29,6 +30,11 @@ def test_run_local_serves_until_stopped(tmp_path: Path, diabetes_model: Path) ->
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/health", timeout=120, proc=proc)  # type: ignore[arg-type]
+        # The router answers /health before `local up` has seen every instance ready and said so.
+        deadline = time.monotonic() + 60
+        while "endpoint quick is ready" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
         state = json.loads((home / "endpoints" / "quick" / "state.json").read_text())
         body = {"input_data": {"columns": ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"],
                                "data": [[0.01] * 10]}}  # fmt: skip
