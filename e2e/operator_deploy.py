@@ -113,7 +113,13 @@ def operator_pod(kubectl: Kubectl) -> str:
 
 def operator_metric(kubectl: Kubectl, pod: str, name: str) -> float:
     """Sum of a metric's samples, scraped through the API server's pod proxy."""
+    return sum(operator_samples(kubectl, pod, name).values())
+
+
+def operator_samples(kubectl: Kubectl, pod: str, name: str) -> dict[str, float]:
+    """A metric's samples by their labels, scraped through the API server's pod proxy."""
     text = kubectl.run(
         "get", "--raw", f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/pods/{pod}:9090/proxy/metrics"
     )
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+    samples = (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith(name))
+    return {series[len(name) :]: float(value) for series, value in samples}

@@ -71,6 +71,17 @@ def resource_path(api_version: str, kind: str, namespace: str | None, name: str 
     return f"{path}/{name}" if name else path
 
 
+def resource_of(path: str) -> str:
+    """'plural[/subresource]' of an API path, a bounded label (names and namespaces left out)."""
+    parts = path.strip("/").split("/")
+    if "namespaces" in parts[:-1]:
+        i = parts.index("namespaces")
+        parts = parts[i + 2 :] if len(parts) > i + 2 else ["namespaces"]
+    else:
+        parts = parts[3:] if parts[0] == "apis" else parts[2:]
+    return "/".join(parts[:1] + parts[2:3])
+
+
 def _same_scalar(want: Any, have: Any) -> bool:
     if isinstance(want, bool) or isinstance(have, bool):
         return want is have
@@ -170,7 +181,7 @@ class Kube:
             headers["Content-Type"] = content_type
             data = orjson.dumps(body)
         if method != "GET":
-            metrics.API_WRITES.labels(method).inc()
+            metrics.API_WRITES.labels(method, resource_of(path)).inc()
             log.debug("%s %s", method, path)
         async with self.session.request(
             method, path.lstrip("/"), data=data, headers=headers, params=params

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the operator: reconciles, errors and durations by kind, API writes by verb."""
+"""Prometheus metrics of the operator: reconciles, errors and durations by kind; API writes."""
 
 from __future__ import annotations
 
@@ -12,4 +12,8 @@ DURATION = Histogram(
     ["kind"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-API_WRITES = Counter("mlendpoints_operator_api_writes", "Write requests sent to the API server.", ["verb"])
+API_WRITES = Counter(
+    "mlendpoints_operator_api_writes",
+    "Write requests sent to the API server.",
+    ["verb", "resource"],  # resource: plural[/subresource], e.g. onlineendpoints/status
+)

@@ -9,7 +9,7 @@ import yaml
 
 from mlendpoints.api.online import OnlineDeployment, OnlineEndpoint
 from mlendpoints.api.validation import validate_deployment, validate_endpoint
-from mlendpoints.operator.kube import is_subset, merge_patch, resource_path
+from mlendpoints.operator.kube import is_subset, merge_patch, resource_of, resource_path
 from mlendpoints.operator.reconcile import Scheduler
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -108,3 +108,17 @@ def test_merge_patch_deletes_what_is_gone_at_any_depth() -> None:
         "new": 1,
     }
     assert merge_patch(desired, desired) == {}
+
+
+def test_write_metric_label_names_the_resource_not_the_object() -> None:
+    for api_version, kind, plural in [
+        ("mlendpoints.io/v1alpha1", "OnlineEndpoint", "onlineendpoints"),
+        ("v1", "ConfigMap", "configmaps"),
+        ("apps/v1", "Deployment", "deployments"),
+    ]:
+        assert resource_of(resource_path(api_version, kind, "ns", "x") + "/status") == f"{plural}/status"
+        assert resource_of(resource_path(api_version, kind, "ns", "x")) == plural
+        assert resource_of(resource_path(api_version, kind, "ns")) == plural
+    assert resource_of("/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/a") == (
+        "validatingwebhookconfigurations"
+    )
