@@ -340,3 +340,29 @@ def test_a_model_that_fails_to_load_stops_the_worker_with_the_reason(
     )
     assert proc.returncode == 1
     assert termination.read_text().startswith(f"mlendpoints-serve failed: cannot load {broken}")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_stuck_prediction_restarts_the_worker_and_a_slow_one_does_not(
+    model_dirs: dict[str, Path], tmp_path: Path, workers: str
+) -> None:
+    termination = tmp_path / "termination-log"
+    behaving = save_behaving_model(tmp_path / "behaving")
+    args = ("--request-timeout-ms", "400", "--stuck-after-s", "2", "--workers", workers)
+    env = {"MLENDPOINTS_TERMINATION_LOG": str(termination)}
+    with serve(behaving, tmp_path / "stuck.log", *args, env=env) as s:
+        proc = s.process
+        assert proc is not None
+        rows = {"columns": ["x", "y"], "data": [[3.0, 2.0]]}
+        # Past the request timeout but under the stuck limit: a 408, and the worker goes on.
+        assert_error(post(s, "/score", {"input_data": rows, "params": {"sleep_s": 1.0}}), 408, "400 ms")
+        time.sleep(1.5)
+        assert proc.poll() is None
+        assert post(s, "/score", {"input_data": rows}).json() == [1.0]
+        # A prediction that hangs: the worker reports it and exits, so that the pod restarts.
+        assert_error(post(s, "/score", {"input_data": rows, "params": {"sleep_s": 600}}), 408, "400 ms")
+        proc.wait(timeout=20)
+    assert proc.returncode == 1
+    message = termination.read_text()
+    assert message.startswith("mlendpoints-serve failed: a prediction has been running for"), message
+    assert "stuck (limit 2 s: --stuck-after-s" in message

@@ -60,8 +60,20 @@ def write_termination_message(message: str) -> None:
 
 def fatal(component: str, reason: str, code: int = 1) -> NoReturn:
     """Report a fatal error as '<component> failed: <reason>' and exit."""
+    _report_fatal(component, reason)
+    sys.exit(code)
+
+
+def abort(component: str, reason: str, code: int = 1) -> NoReturn:
+    """As fatal(), for a process that cannot wind down (a thread is stuck, and exiting normally would
+    wait for it): report, then leave at once."""
+    _report_fatal(component, reason)
+    logging.shutdown()
+    os._exit(code)
+
+
+def _report_fatal(component: str, reason: str) -> None:
     message = f"{component} failed: {reason}"
     logging.getLogger(component).error(message)
     print(message, file=sys.stderr, flush=True)
     write_termination_message(message)
-    sys.exit(code)

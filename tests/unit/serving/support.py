@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ BIN = Path(sys.executable).parent
 class Server:
     url: str
     log: Path
+    process: subprocess.Popen[bytes] | None = None
 
     def client(self, timeout: float = 30.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=timeout)
@@ -50,8 +52,10 @@ def serve(
     ]
     if "--workers" not in args:
         argv += ["--workers", "1"]
-    with running(argv, ready_url=f"http://127.0.0.1:{port}{ready}", timeout=timeout, log=log, env=env):
-        yield Server(f"http://127.0.0.1:{port}", log)
+    with running(
+        argv, ready_url=f"http://127.0.0.1:{port}{ready}", timeout=timeout, log=log, env=env
+    ) as proc:
+        yield Server(f"http://127.0.0.1:{port}", log, proc)
 
 
 @contextlib.contextmanager

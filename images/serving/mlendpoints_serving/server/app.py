@@ -64,10 +64,11 @@ class ServerApp:
         metrics: Metrics,
         on_load_failed: Callable[[str], None],
         workers_loaded: Synchronized[int] | None = None,
+        on_stuck: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.dataplane = DataPlane(settings, metrics, workers_loaded)
+        self.dataplane = DataPlane(settings, metrics, workers_loaded, on_stuck)
         self._on_load_failed = on_load_failed
         self._timeout_s = settings.request_timeout_ms / 1000.0
         self._azure, self._mlflow, self._v2 = AzureCodec(), MlflowCodec(), V2Codec(settings.model_name)

@@ -50,7 +50,10 @@ def run_worker(
         failure.append(reason)
         server.should_exit = True
 
-    app = ServerApp(settings, Metrics(), on_load_failed, workers_loaded)
+    def on_stuck(reason: str) -> None:
+        runtime.abort(COMPONENT, reason)  # the stuck thread would hold up a normal exit
+
+    app = ServerApp(settings, Metrics(), on_load_failed, workers_loaded, on_stuck)
     config = uvicorn.Config(
         app,
         loop="uvloop",

@@ -3,6 +3,11 @@
 Transports call `infer()` / `run_script()` with already-decoded input; all blocking
 work (loading, predict, the script's init/run) runs in one inference thread so the
 event loop keeps serving health checks, metrics and request parsing.
+
+A Python thread cannot be interrupted, so a prediction that hangs would hold the
+worker forever while its health checks still pass. A watchdog on the event loop
+reports one that has run past the stuck limit, and the worker exits so that the
+pod restarts (as gunicorn's worker timeout does for Azure ML's server).
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ import importlib.util
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from mlendpoints_serving.contract import ENV_AZUREML_MODEL_DIR, ENV_MODEL_DIR
 from mlendpoints_serving.server.settings import ServeSettings
@@ -28,6 +34,26 @@ if TYPE_CHECKING:
     from mlendpoints_serving.server.metrics import Metrics
 
 log = logging.getLogger("mlendpoints.serve")
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class InferenceThread(ThreadPoolExecutor):
+    """The worker's one inference thread; it knows since when its current job has been running."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="inference")
+        self.busy_since: float | None = None  # time.monotonic() at the job's start; None when idle
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        return super().submit(self._timed, fn, *args, **kwargs)  # type: ignore[arg-type]
+
+    def _timed(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        self.busy_since = time.monotonic()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.busy_since = None
 
 
 def load_scoring_script(path: os.PathLike[str] | str, model_dir: os.PathLike[str] | str) -> ModuleType:
@@ -48,7 +74,11 @@ def load_scoring_script(path: os.PathLike[str] | str, model_dir: os.PathLike[str
 
 class DataPlane:
     def __init__(
-        self, settings: ServeSettings, metrics: Metrics, workers_loaded: Synchronized[int] | None = None
+        self,
+        settings: ServeSettings,
+        metrics: Metrics,
+        workers_loaded: Synchronized[int] | None = None,
+        on_stuck: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -58,8 +88,11 @@ class DataPlane:
         self.model: ServedModel | None = None
         self.script: ModuleType | None = None
         self.load_error: str | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._executor = InferenceThread()
         self._batcher: AdaptiveBatcher | None = None
+        # Called once with the reason when a prediction is stuck (None: nobody watches).
+        self._on_stuck = on_stuck
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def ready(self) -> bool:
@@ -95,6 +128,8 @@ class DataPlane:
         # stalls requests for tens of milliseconds (p99 60 ms -> 13 ms in bench/serving.py).
         gc.collect()
         gc.freeze()
+        if self._on_stuck is not None and self.settings.stuck_prediction_s > 0:
+            self._watch()  # from now on: loading, however long, is over
         if self.model is not None and self.settings.max_batch_size > 1:
             from mlendpoints_serving.server.batching import AdaptiveBatcher
 
@@ -118,5 +153,20 @@ class DataPlane:
         assert self.script is not None
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.script.run, raw_data)
 
+    def _watch(self) -> None:
+        limit = self.settings.stuck_prediction_s
+        since = self._executor.busy_since
+        if since is not None and (running_s := time.monotonic() - since) >= limit and self._on_stuck:
+            self._on_stuck(
+                f"a prediction has been running for {running_s:.1f} s, stuck (limit {limit:g} s: "
+                "--stuck-after-s, by default twice the request timeout); the worker exits to restart"
+            )
+            return
+        # Checked at a quarter of the limit, at most each second: an idle worker wakes once a second.
+        period = min(1.0, limit / 4)
+        self._watchdog = asyncio.get_running_loop().call_later(period, self._watch)
+
     def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)

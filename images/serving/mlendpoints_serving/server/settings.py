@@ -53,6 +53,12 @@ class ServeSettings(BaseSettings):
     )
     max_batch_time_ms: float = Field(default=2.0, ge=0, description="longest wait for a batch to fill")
     request_timeout_ms: int = Field(default=60_000, ge=1, description="past this a request gets 408")
+    stuck_after_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="a prediction still running after this is stuck: the worker exits so that the pod "
+        "restarts (default: twice the request timeout, at least 30 s; 0: never)",
+    )
     max_body_bytes: int = Field(default=100 * 1024 * 1024, ge=1, description="larger bodies get 413")
     scoring_script: Path | None = Field(default=None, description="Azure-style script with init() and run()")
     env_manager: Literal["local", "virtualenv"] = "local"
@@ -68,3 +74,10 @@ class ServeSettings(BaseSettings):
         default=Path("/tmp"), description="parent of the Prometheus multiprocess directory (workers > 1)"
     )
     log_level: str = "info"
+
+    @property
+    def stuck_prediction_s(self) -> float:
+        """Seconds after which a running prediction counts as stuck; 0 when never."""
+        if self.stuck_after_s is not None:
+            return self.stuck_after_s
+        return max(2 * self.request_timeout_ms / 1000, 30.0)
