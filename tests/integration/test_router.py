@@ -43,6 +43,11 @@ class RouterProcess:
         return total
 
 
+def all_to(deployment: str, *backends: str) -> dict[str, Any]:
+    """A router config with one deployment, on these backends, taking all the traffic."""
+    return {"deployments": {deployment: {"backends": list(backends)}}, "traffic": {deployment: 100}}
+
+
 @pytest.fixture
 def backends(tmp_path: Path) -> Iterator[Backends]:
     with contextlib.ExitStack() as stack:
@@ -199,14 +204,14 @@ def test_refused_connection_is_retried_on_another_pod(
 ) -> None:
     live = backends.start("blue")
     dead = [f"127.0.0.1:{free_port()}" for _ in range(2)]  # two refusals, then the live pod: within 2 retries
-    router = start_router({"deployments": {"blue": {"backends": [*dead, live]}}, "traffic": {"blue": 100}})
+    router = start_router(all_to("blue", *dead, live))
     assert all(router.client.get("/score").status_code == 200 for _ in range(30))
     assert router.metric("mlendpoints_router_upstream_retries_total", deployment="blue") >= 1
 
 
 def test_retries_stop_after_two(start_router: Callable[..., RouterProcess]) -> None:
     dead = [f"127.0.0.1:{free_port()}" for _ in range(5)]
-    router = start_router({"deployments": {"blue": {"backends": dead}}, "traffic": {"blue": 100}})
+    router = start_router(all_to("blue", *dead))
     assert_error(router.client.get("/score"), 503, "no_ready_pod")
     assert router.metric("mlendpoints_router_upstream_retries_total", deployment="blue") == 2
 
@@ -231,7 +236,7 @@ def test_share_of_deployment_without_ready_pods_is_rerouted(
 
 
 def test_no_ready_pod_anywhere_is_503(start_router: Callable[..., RouterProcess]) -> None:
-    router = start_router({"deployments": {"blue": {"backends": []}}, "traffic": {"blue": 100}})
+    router = start_router(all_to("blue"))
     assert_error(router.client.post("/score", json={}), 503, "no_ready_pod")
 
 
@@ -251,7 +256,7 @@ def test_upstream_errors_pass_through_with_served_by(
     backends: Backends, start_router: Callable[..., RouterProcess]
 ) -> None:
     blue = backends.start("blue")
-    router = start_router({"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}})
+    router = start_router(all_to("blue", blue))
     for status in (400, 500, 503):
         response = router.client.post(f"/score?status={status}", content=b"abc")
         assert response.status_code == status
@@ -310,9 +315,7 @@ def test_key_auth_primary_or_secondary_and_no_hint(
     backends: Backends, start_router: Callable[..., RouterProcess]
 ) -> None:
     blue = backends.start("blue")
-    router = start_router(
-        {"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}}, keys=KEYS
-    )
+    router = start_router(all_to("blue", blue), keys=KEYS)
     for key in KEYS.values():
         response = router.client.get("/score", headers={"authorization": f"Bearer {key}"})
         assert response.status_code == 200
@@ -331,9 +334,7 @@ def test_keys_are_reread_when_the_file_changes(
     backends: Backends, start_router: Callable[..., RouterProcess], tmp_path: Path
 ) -> None:
     blue = backends.start("blue")
-    router = start_router(
-        {"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}}, keys=KEYS
-    )
+    router = start_router(all_to("blue", blue), keys=KEYS)
     new = {"primaryKey": "rotated", "secondaryKey": KEYS["secondaryKey"]}
     (tmp_path / "keys.tmp").write_text(json.dumps(new))
     (tmp_path / "keys.tmp").replace(tmp_path / "keys.json")
@@ -397,7 +398,7 @@ def test_metrics_per_deployment(backends: Backends, start_router: Callable[..., 
 
 
 def test_health_is_the_routers_own(start_router: Callable[..., RouterProcess]) -> None:
-    router = start_router({"deployments": {"blue": {"backends": []}}, "traffic": {"blue": 100}})
+    router = start_router(all_to("blue"))
     assert router.client.get("/health").json() == {"status": "ok"}
 
 
@@ -438,7 +439,7 @@ def test_invalid_config_change_keeps_the_previous_one(
     backends: Backends, start_router: Callable[..., RouterProcess]
 ) -> None:
     blue = backends.start("blue")
-    router = start_router({"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}})
+    router = start_router(all_to("blue", blue))
     router.write_config(
         {"endpoint": "e", "deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 90}}
     )
@@ -476,7 +477,7 @@ def test_a_request_not_received_whole_in_time_is_408_and_closed(
     backends: Backends, start_router: Callable[..., RouterProcess]
 ) -> None:
     blue = backends.start("blue")
-    config = {"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}}
+    config = all_to("blue", blue)
     router = start_router(config, None, "--request-read-timeout-s", "0.5")
     with connect(router) as slow:
         slow.sendall(b"POST /score HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n12345")
@@ -502,7 +503,7 @@ def test_pipelined_requests_are_answered_in_order(
     backends: Backends, start_router: Callable[..., RouterProcess]
 ) -> None:
     blue = backends.start("blue")
-    router = start_router({"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}})
+    router = start_router(all_to("blue", blue))
     paths = [f"/p{i}" for i in range(5)]
     with connect(router) as sock:
         sock.sendall(
@@ -520,7 +521,7 @@ def test_head_is_forwarded_and_answered_without_a_body(
     backends: Backends, start_router: Callable[..., RouterProcess]
 ) -> None:
     blue = backends.start("blue")
-    router = start_router({"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}})
+    router = start_router(all_to("blue", blue))
     response = router.client.head("/score")
     assert response.status_code == 200 and response.content == b""
     assert int(response.headers["content-length"]) > 0  # the length a GET would have
@@ -533,7 +534,7 @@ def test_expect_100_continue_gets_the_interim_response_first(
     backends: Backends, start_router: Callable[..., RouterProcess]
 ) -> None:
     blue = backends.start("blue")
-    router = start_router({"deployments": {"blue": {"backends": [blue]}}, "traffic": {"blue": 100}})
+    router = start_router(all_to("blue", blue))
     with connect(router) as sock:
         sock.sendall(b"POST /score HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n")
         buffer = bytearray()

@@ -46,7 +46,7 @@ class InferenceThread(ThreadPoolExecutor):
         self.busy_since: float | None = None  # time.monotonic() at the job's start; None when idle
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        return super().submit(self._timed, fn, *args, **kwargs)  # type: ignore[arg-type]
+        return super().submit(self._timed, fn, *args, **kwargs)
 
     def _timed(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         self.busy_since = time.monotonic()
@@ -129,7 +129,7 @@ class DataPlane:
         gc.collect()
         gc.freeze()
         if self._on_stuck is not None and self.settings.stuck_prediction_s > 0:
-            self._watch()  # from now on: loading, however long, is over
+            self._watch(self._on_stuck)  # from now on: loading, however long, is over
         if self.model is not None and self.settings.max_batch_size > 1:
             from mlendpoints_serving.server.batching import AdaptiveBatcher
 
@@ -153,18 +153,18 @@ class DataPlane:
         assert self.script is not None
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.script.run, raw_data)
 
-    def _watch(self) -> None:
+    def _watch(self, on_stuck: Callable[[str], None]) -> None:
         limit = self.settings.stuck_prediction_s
         since = self._executor.busy_since
-        if since is not None and (running_s := time.monotonic() - since) >= limit and self._on_stuck:
-            self._on_stuck(
+        if since is not None and (running_s := time.monotonic() - since) >= limit:
+            on_stuck(
                 f"a prediction has been running for {running_s:.1f} s, stuck (limit {limit:g} s: "
                 "--stuck-after-s, by default twice the request timeout); the worker exits to restart"
             )
             return
         # Checked at a quarter of the limit, at most each second: an idle worker wakes once a second.
         period = min(1.0, limit / 4)
-        self._watchdog = asyncio.get_running_loop().call_later(period, self._watch)
+        self._watchdog = asyncio.get_running_loop().call_later(period, self._watch, on_stuck)
 
     def close(self) -> None:
         if self._watchdog is not None:
