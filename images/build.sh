@@ -8,7 +8,8 @@
 # build containers never reach a package index.
 #
 # Docker: by default the local cluster's dockerd (e2e/localcluster/cluster.sh),
-# FROM mlendpoints/base:bookworm (debootstrap, built on first use). With
+# FROM mlendpoints/base:bookworm (debootstrap, built on first use), and each
+# tag is then copied into the cluster's containerd (`cluster.sh load`). With
 # USE_EXISTING_CLUSTER=1 the ambient docker (DOCKER_HOST) is used, FROM the
 # public Python image; load the tags into your cluster yourself (`kind load
 # docker-image`), or set MLENDPOINTS_LOAD_IMAGE, e.g. "kind load docker-image".
@@ -42,6 +43,7 @@ if [ "${USE_EXISTING_CLUSTER:-}" = 1 ]; then
 else
   LOCAL_DOCKER=1
   eval "$(bash e2e/localcluster/cluster.sh env)"
+  MLENDPOINTS_LOAD_IMAGE=${MLENDPOINTS_LOAD_IMAGE:-bash e2e/localcluster/cluster.sh load}
   bash e2e/localcluster/cluster.sh docker
   default_base=mlendpoints/base:bookworm
   [ -n "${BASE_IMAGE:-}" ] || bash e2e/localcluster/base-image.sh >&2

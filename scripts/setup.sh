@@ -5,8 +5,7 @@ set -euo pipefail
 VENV=${1:-.venv}
 cd "$(dirname "$0")/.."
 
-DEB_PKGS=(etcd-server docker.io golang-go rsync debootstrap dpkg-dev iptables conntrack wrk nginx-light
-          golang-github-modern-go-reflect2-dev
+DEB_PKGS=(docker.io containernetworking-plugins runc rsync debootstrap iptables conntrack wrk nginx-light
           curl jq openssl gcc libc6-dev binutils iproute2 procps)
 missing=()
 for p in "${DEB_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -1,68 +1,145 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and
-# kube-proxy from Debian's `kubernetes` source package (1.20.2) into
-# $CACHE/bin. Idempotent: does nothing when the binaries are already cached.
+# Builds the local cluster's components from the Go module proxy, each cached
+# by version under $MLENDPOINTS_CACHE (default ~/.cache/mlendpoints):
+#   k8s/<version>/      kube-apiserver, kube-controller-manager, kube-scheduler,
+#                       kubelet, kube-proxy, kubectl (k8s.io/kubernetes at K8S_VERSION)
+#   tools/etcd-<v>/     etcd (go.etcd.io/etcd/server/v3)
+#   tools/containerd-<v>/ containerd, containerd-shim-runc-v2, ctr
+#   tools/coredns-<v>/  coredns with the plugins a cluster DNS needs
+# runc and the CNI plugins come from Debian (scripts/setup.sh). Idempotent:
+# prints the cached paths and does nothing else when everything is built.
 set -euo pipefail
-CACHE=${MLENDPOINTS_CACHE:-$HOME/.cache/mlendpoints}
-BIN=$CACHE/bin
-WHAT=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.sh
+. "$HERE/versions.sh"
+SRC=$CACHE/gobuild
+K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 
-have_all() { for b in "${WHAT[@]}"; do [ -x "$BIN/$b" ] || return 1; done; }
-if have_all && [ -f "$BIN/pause.c" ]; then echo "k8s binaries cached in $BIN"; exit 0; fi
+log() { echo "build-k8s: $*" >&2; }
 
-export DEBIAN_FRONTEND=noninteractive
-if ! grep -rqs '^Types: deb deb-src\|^Types:.*deb-src' /etc/apt/sources.list.d/ && ! grep -qs '^deb-src' /etc/apt/sources.list; then
-  # deb-src for bookworm, same mirror as the binary packages.
-  cat > /etc/apt/sources.list.d/mlendpoints-src.sources <<'SRC'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
-  apt-get update -qq
-fi
-apt-get install -y -qq golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev >/dev/null
-
-SRCDIR=$CACHE/src
-mkdir -p "$SRCDIR" "$BIN"
-cd "$SRCDIR"
-if ! ls -d kubernetes-1.20*/ >/dev/null 2>&1; then
-  apt-get source -qq kubernetes >/dev/null
-fi
-KSRC=$(ls -d "$SRCDIR"/kubernetes-1.20*/ | head -1)
-KSRC=${KSRC%/}
-
-# GOPATH layout: k8s.io/kubernetes -> source tree.
-GOPATH_DIR=$CACHE/gopath
-mkdir -p "$GOPATH_DIR/src/k8s.io"
-ln -sfn "$KSRC" "$GOPATH_DIR/src/k8s.io/kubernetes"
-
-# With Go >= 1.18 the vendored reflect2 v1.0.1 makes the API server SIGSEGV
-# on the first custom-resource write; Debian's 1.0.2 source fixes it.
-R2=/usr/share/gocode/src/github.com/modern-go/reflect2
-if [ -d "$R2" ] && ! grep -qs 'mlendpoints: reflect2 1.0.2' "$KSRC/vendor/github.com/modern-go/reflect2/.patched" 2>/dev/null; then
-  rm -rf "$KSRC/vendor/github.com/modern-go/reflect2"
-  cp -r "$R2" "$KSRC/vendor/github.com/modern-go/reflect2"
-  echo 'mlendpoints: reflect2 1.0.2' > "$KSRC/vendor/github.com/modern-go/reflect2/.patched"
-fi
-
-cd "$GOPATH_DIR/src/k8s.io/kubernetes"
-export GOPATH=$GOPATH_DIR GO111MODULE=off CGO_ENABLED=0 GOFLAGS=-mod=vendor
-export GOCACHE=$CACHE/gocache
-# hack/lib builds through _output; KUBE_GIT_VERSION avoids needing a git repo.
-export KUBE_GIT_VERSION=v1.20.2 KUBE_GIT_TREE_STATE=clean
-if ! make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet cmd/kube-proxy" >"$CACHE/build.log" 2>&1; then
-  # The Makefile route needs a module-less GOPATH build; fall back to go build directly.
-  echo "make failed, trying go build directly (see $CACHE/build.log)" >&2
-  export GO111MODULE=on GOFLAGS=-mod=vendor
-  for b in "${WHAT[@]}"; do
-    go build -o "_output/local/bin/linux/amd64/$b" "./cmd/$b" >>"$CACHE/build.log" 2>&1
+# A Go new enough for the module (k8s 1.37 declares go 1.26); Debian's
+# golang-go is older, so prefer the toolchain in /usr/local/go.
+pick_go() {
+  local g
+  for g in "${GO:-}" /usr/local/go/bin/go "$(command -v go || true)"; do
+    [ -n "$g" ] && [ -x "$g" ] || continue
+    if "$g" version | grep -Eq 'go1\.(2[2-9]|[3-9][0-9])'; then echo "$g"; return 0; fi
   done
-fi
-for b in "${WHAT[@]}"; do
-  f=$(ls _output/local/bin/linux/*/"$b" _output/bin/"$b" 2>/dev/null | head -1)
-  install -m 0755 "$f" "$BIN/$b"
-done
-cp build/pause/linux/pause.c "$BIN/pause.c" 2>/dev/null || cp build/pause/pause.c "$BIN/pause.c"
-echo "k8s binaries built into $BIN"
+  log "needs Go >= 1.22 (k8s $K8S_FULL may need newer); found: $(go version 2>&1 || echo none)"; exit 1
+}
+GO_BIN=$(pick_go)
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod GOCACHE=$CACHE/gocache
+export GOMODCACHE=${GOMODCACHE:-$CACHE/gomod}
+
+# wrapper DIR GOMOD_BODY: a throw-away module that requires what is built.
+wrapper() {
+  mkdir -p "$1"
+  printf 'module mlendpoints.local/build\n\ngo 1.22\n\n%s\n' "$2" >"$1/go.mod"
+  : >>"$1/go.sum"
+}
+
+# The module's source folder (downloaded on first use).
+k8s_module_dir() {
+  (cd "$1" && "$GO_BIN" mod download -json "k8s.io/kubernetes@v$K8S_FULL" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+}
+
+build_k8s() {
+  local have=1 c dir=$SRC/kubernetes-$K8S_FULL
+  for c in "${K8S_CMDS[@]}"; do [ -x "$K8S_BIN/$c" ] || have=0; done
+  if [ $have = 1 ]; then
+    # The pause container's source, built with gcc by cluster.sh.
+    [ -f "$K8S_BIN/pause.c" ] || cp "$(k8s_module_dir "$dir")/build/pause/linux/pause.c" "$K8S_BIN/"
+    return 0
+  fi
+  log "Kubernetes v$K8S_FULL (cold build: about 15 min on 2 cores)"
+  local moddir staging replaces="" pkgs=() m
+  mkdir -p "$dir"
+  moddir=$(k8s_module_dir "$dir")
+  # k8s.io/kubernetes replaces its staging modules with ./staging/..., which a
+  # module download lacks: replace each with its published v0.x release.
+  staging=$(sed -n '/^replace (/,/^)/p' "$moddir/go.mod" | awk '$2 == "=>" && $3 ~ /^\.\/staging/ {print $1}' | grep -v '^k8s.io/sample-')
+  for m in $staging; do replaces+="	$m => $m $K8S_STAGING"$'\n'; done
+  wrapper "$dir" "require k8s.io/kubernetes v$K8S_FULL
+replace (
+$replaces)"
+  for c in "${K8S_CMDS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  local v=k8s.io/component-base/version minor=${K8S_MINOR#1.}
+  local ld="-s -w -X $v.gitVersion=v$K8S_FULL -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean"
+  ld+=" -X $v.buildDate=1970-01-01T00:00:00Z -X $v.gitCommit=module-v$K8S_FULL"
+  ld+=" -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_FULL -X k8s.io/client-go/pkg/version.gitMajor=1"
+  ld+=" -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+  mkdir -p "$K8S_BIN.tmp"
+  (cd "$dir" && "$GO_BIN" build -trimpath -ldflags "$ld" -o "$K8S_BIN.tmp/" "${pkgs[@]}")
+  cp "$moddir/build/pause/linux/pause.c" "$K8S_BIN.tmp/"
+  rm -rf "$K8S_BIN" && mv "$K8S_BIN.tmp" "$K8S_BIN"
+}
+
+build_etcd() {
+  [ -x "$ETCD_BIN/etcd" ] && return 0
+  log "etcd $ETCD_VERSION"
+  local dir=$SRC/etcd-$ETCD_VERSION
+  wrapper "$dir" "require go.etcd.io/etcd/server/v3 $ETCD_VERSION"
+  mkdir -p "$ETCD_BIN"
+  (cd "$dir" && "$GO_BIN" build -trimpath -ldflags "-s -w" -o "$ETCD_BIN/etcd" go.etcd.io/etcd/server/v3)
+}
+
+build_containerd() {
+  [ -x "$CONTAINERD_BIN/containerd" ] && [ -x "$CONTAINERD_BIN/containerd-shim-runc-v2" ] && return 0
+  log "containerd $CONTAINERD_VERSION"
+  local dir=$SRC/containerd-$CONTAINERD_VERSION p=github.com/containerd/containerd/v2
+  wrapper "$dir" "require $p $CONTAINERD_VERSION"
+  mkdir -p "$CONTAINERD_BIN.tmp"
+  # No cgo: leave out the btrfs snapshotter and its C headers; overlayfs is used.
+  (cd "$dir" && "$GO_BIN" build -trimpath -tags "no_btrfs no_devmapper no_zfs" \
+    -ldflags "-s -w -X $p/version.Version=$CONTAINERD_VERSION" \
+    -o "$CONTAINERD_BIN.tmp/" "$p/cmd/containerd" "$p/cmd/containerd-shim-runc-v2" "$p/cmd/ctr")
+  rm -rf "$CONTAINERD_BIN" && mv "$CONTAINERD_BIN.tmp" "$CONTAINERD_BIN"
+}
+
+# CoreDNS with only the plugins a cluster DNS uses (the full build compiles
+# every cloud SDK): the same directive order as CoreDNS's plugin.cfg.
+build_coredns() {
+  [ -x "$COREDNS_BIN/coredns" ] && return 0
+  log "coredns $COREDNS_VERSION"
+  local dir=$SRC/coredns-$COREDNS_VERSION p=github.com/coredns/coredns
+  wrapper "$dir" "require $p $COREDNS_VERSION"
+  cat >"$dir/main.go" <<'GO'
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/loadbalance"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/loop"
+	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/reload"
+)
+
+func init() {
+	dnsserver.Directives = []string{
+		"reload", "bind", "ready", "health", "errors", "log", "loadbalance", "cache",
+		"kubernetes", "loop", "forward",
+	}
+}
+
+func main() { coremain.Run() }
+GO
+  mkdir -p "$COREDNS_BIN"
+  (cd "$dir" && "$GO_BIN" build -trimpath -ldflags "-s -w" -o "$COREDNS_BIN/coredns" .)
+}
+
+t0=$SECONDS
+build_k8s
+build_etcd
+build_containerd
+build_coredns
+[ $((SECONDS - t0)) -gt 1 ] && log "built in $((SECONDS - t0))s"
+echo "K8S_BIN=$K8S_BIN ETCD_BIN=$ETCD_BIN CONTAINERD_BIN=$CONTAINERD_BIN COREDNS_BIN=$COREDNS_BIN"

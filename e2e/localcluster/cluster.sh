@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# A real single-node Kubernetes 1.20 cluster on this machine, built from
-# Debian's packages (see docs/development.md):
-#   dockerd (+ runc wrapper) -> etcd -> kube-apiserver -> controller-manager,
-#   scheduler, kubelet (dockershim), kube-proxy (iptables).
+# A real single-node Kubernetes cluster on this machine (default 1.37, or
+# K8S_VERSION=<minor>), every component built from the Go module proxy by
+# build-k8s.sh (see docs/development.md):
+#   containerd 2.x (+ runc wrapper, CNI bridge) -> etcd -> kube-apiserver ->
+#   controller-manager, scheduler, kubelet, kube-proxy (iptables), CoreDNS.
+# A private dockerd builds the images; `load` imports them into containerd.
 #
-#   cluster.sh up      start everything (no-op when already running and healthy)
-#   cluster.sh down    stop every process it started (by PID), remove the pod
-#                      containers, clean kube-proxy's rules, drop cluster state
-#   cluster.sh env     print `export KUBECONFIG=... DOCKER_HOST=...`
-#   cluster.sh status  say what runs
-#   cluster.sh docker  start only dockerd (image builds)
+#   cluster.sh up        start everything (no-op when already running and healthy)
+#   cluster.sh down      stop every process it started (by PID), remove the pod
+#                        sandboxes, clean kube-proxy's rules, drop cluster state
+#   cluster.sh env       print `export KUBECONFIG=... DOCKER_HOST=...`
+#   cluster.sh status    say what runs
+#   cluster.sh docker    start only dockerd (image builds)
+#   cluster.sh load TAG  copy a docker image into containerd (no-op when current)
 #
 # Everything lives under $MLENDPOINTS_CACHE (default ~/.cache/mlendpoints):
-# bin/ (k8s binaries), docker/ (image store, kept across down/up) and
-# cluster/ (certs, tokens, kubeconfig, logs, PIDs, etcd and kubelet state).
+# k8s/ and tools/ (binaries by version), docker/ and containerd/ (image
+# stores, kept across down/up) and cluster/ (certs, tokens, kubeconfig, logs,
+# PIDs, etcd and kubelet state).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-CACHE=${MLENDPOINTS_CACHE:-$HOME/.cache/mlendpoints}
-BIN=$CACHE/bin
+# shellcheck source=versions.sh
+. "$HERE/versions.sh"
 STATE=$CACHE/cluster
 PKI=$STATE/pki
 LOGS=$STATE/logs
@@ -26,18 +30,22 @@ RUN=$STATE/run
 DOCKER_DATA=$CACHE/docker
 DOCKER_SOCK=$RUN/docker.sock
 export DOCKER_HOST=unix://$DOCKER_SOCK
+CONTAINERD_DATA=$CACHE/containerd
+CONTAINERD_SOCK=$RUN/containerd/containerd.sock
 
 # The API server binds the docker bridge gateway, so pods (through the
-# `kubernetes` Service) and host clients reach it at the same address.
+# `kubernetes` Service) and host clients reach it at the same address. Pods
+# get addresses on their own CNI bridge; the host is the gateway of both.
 GATEWAY=172.17.0.1
-BRIDGE_CIDR=172.17.0.0/16
+POD_CIDR=10.88.0.0/16
 SERVICE_CIDR=10.96.0.0/16
+DNS_IP=10.96.0.10
 API_PORT=6443
 ETCD_PORT=${MLENDPOINTS_ETCD_PORT:-23790}
 NODE=mlendpoints-node
-PAUSE_IMAGE=k8s.gcr.io/pause:3.2
+PAUSE_IMAGE=registry.k8s.io/pause:3.10-mlendpoints
 READY_TIMEOUT=${MLENDPOINTS_READY_TIMEOUT:-90}
-COMPONENTS=(kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd dockerd)
+COMPONENTS=(coredns kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd dockerd)
 
 log() { echo "cluster: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -152,8 +160,9 @@ system:node:$NODE system:nodes
 system:kube-proxy system:node-proxier
 system:kube-controller-manager system:kube-controller-manager
 system:kube-scheduler system:kube-scheduler
+system:coredns system:coredns
 EOF
-  for user in admin system:node:$NODE system:kube-proxy system:kube-controller-manager system:kube-scheduler; do
+  for user in admin system:node:$NODE system:kube-proxy system:kube-controller-manager system:kube-scheduler system:coredns; do
     write_kubeconfig "$STATE/${user//:/_}.kubeconfig" "$(cat "$STATE/${user//:/_}.token")"
   done
   cp "$STATE/admin.kubeconfig" "$STATE/kubeconfig"
@@ -182,6 +191,7 @@ EOF
 }
 
 # --- components ----------------------------------------------------------------
+# dockerd only builds images (tests' and the project's); pods run on containerd.
 start_dockerd() {
   running_pid dockerd >/dev/null && docker info >/dev/null 2>&1 && return 0
   command -v dockerd >/dev/null || die "dockerd not found: run scripts/setup.sh (Debian docker.io)"
@@ -191,9 +201,6 @@ start_dockerd() {
     pgrep -x dockerd >/dev/null && die "another dockerd owns docker0; stop it or use USE_EXISTING_CLUSTER=1"
   fi
   mkdir -p "$DOCKER_DATA" "$RUN/docker-exec" "$LOGS"
-  # Pods get docker bridge IPs; the kernel must see bridged traffic so a pod
-  # reaching a Service backed by a pod on the same bridge gets NATed replies.
-  [ -w /proc/sys/net/bridge/bridge-nf-call-iptables ] && echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables
   start dockerd dockerd \
     --host "$DOCKER_HOST" --pidfile "$RUN/dockerd.pidfile" \
     --data-root "$DOCKER_DATA" --exec-root "$RUN/docker-exec" \
@@ -203,32 +210,179 @@ start_dockerd() {
   wait_for dockerd 60 docker info
 }
 
+ctr() { "$CONTAINERD_BIN/ctr" --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
+
+# containerd with the CRI plugin: runc through the oom_score_adj clamp
+# (runc-wrapper.sh: this sandbox cannot lower oom_score_adj, and containerd
+# asks -998 for pod sandboxes), cgroupfs (cgroup v1 host), CNI bridge.
+start_containerd() {
+  mkdir -p "$CONTAINERD_DATA" "$RUN/containerd" "$STATE/cni/net.d" "$STATE/cni/ipam"
+  local cni_dir=/usr/lib/cni
+  [ -x "$cni_dir/bridge" ] || die "CNI plugins not found in $cni_dir: run scripts/setup.sh (Debian containernetworking-plugins)"
+  # firewall: docker sets FORWARD's policy to DROP; this accepts the pods' traffic.
+  cat >"$STATE/cni/net.d/10-mlendpoints.conflist" <<EOF
+{"cniVersion": "1.0.0", "name": "mlendpoints", "plugins": [
+  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}],
+            "dataDir": "$STATE/cni/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}},
+  {"type": "firewall"}
+]}
+EOF
+  cat >"$STATE/containerd.toml" <<EOF
+version = 3
+root = "$CONTAINERD_DATA"
+state = "$RUN/containerd/state"
+[grpc]
+  address = "$CONTAINERD_SOCK"
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "$PAUSE_IMAGE"
+[plugins.'io.containerd.cri.v1.runtime']
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = "runc"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        BinaryName = "$HERE/runc-wrapper.sh"
+        SystemdCgroup = false
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["$cni_dir"]
+    conf_dir = "$STATE/cni/net.d"
+EOF
+  # Pods reach Services backed by pods on the same bridge: bridged traffic must pass iptables.
+  modprobe br_netfilter 2>/dev/null || true
+  [ -w /proc/sys/net/bridge/bridge-nf-call-iptables ] && echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables
+  echo 1 >/proc/sys/net/ipv4/ip_forward
+  start containerd env PATH="$CONTAINERD_BIN:$PATH" "$CONTAINERD_BIN/containerd" --config "$STATE/containerd.toml"
+  wait_for containerd 60 ctr version
+}
+
+# load TAG...: copy docker images into containerd's k8s.io namespace, unless
+# containerd already holds the same image (docker image ID kept in a stamp).
+cmd_load() {
+  local tag id stamp
+  start_dockerd
+  running_pid containerd >/dev/null || start_containerd
+  mkdir -p "$CONTAINERD_DATA/mlendpoints-loaded"
+  for tag in "$@"; do
+    id=$(docker image inspect -f '{{.Id}}' "$tag") || die "load: no docker image $tag"
+    stamp=$CONTAINERD_DATA/mlendpoints-loaded/$(echo "$tag" | tr '/:' '__')
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$id" ] && ctr images ls -q | grep -qx "$(normalize "$tag")"; then
+      continue
+    fi
+    docker save "$tag" | ctr images import - >/dev/null || die "load: importing $tag into containerd failed"
+    echo "$id" >"$stamp"
+    log "loaded $tag into containerd"
+  done
+}
+
+normalize() { # docker's short names, as containerd stores them
+  local ref=$1
+  case ${ref%%/*} in *.*|*:*|localhost) ;; *) [[ $ref == */* ]] && ref=docker.io/$ref || ref=docker.io/library/$ref ;; esac
+  echo "$ref"
+}
+
 ensure_pause_image() {
-  docker image inspect "$PAUSE_IMAGE" >/dev/null 2>&1 && return 0
-  if [ ! -x "$BIN/pause" ]; then
-    gcc -Os -static -o "$BIN/pause" "$BIN/pause.c" -DVERSION=v3.2-mlendpoints
-    strip "$BIN/pause"
+  ctr images ls -q | grep -qx "$PAUSE_IMAGE" && return 0
+  if [ ! -x "$K8S_BIN/pause" ]; then
+    gcc -Os -static -o "$K8S_BIN/pause" "$K8S_BIN/pause.c" -DVERSION=v3.10-mlendpoints
+    strip "$K8S_BIN/pause"
   fi
   local dir
   dir=$(mktemp -d)
-  cp "$BIN/pause" "$dir/pause"
+  cp "$K8S_BIN/pause" "$dir/pause"
   tar -C "$dir" -c pause | docker import --change 'ENTRYPOINT ["/pause"]' - "$PAUSE_IMAGE" >/dev/null
   rm -rf "$dir"
+  cmd_load "$PAUSE_IMAGE"
+}
+
+# Objects every cluster has that no controller makes here: CoreDNS's RBAC and
+# the kube-dns Service, whose endpoint is CoreDNS on the host.
+apply_cluster_objects() {
+  local kind path obj
+  while IFS='|' read -r path obj; do
+    [ -n "$path" ] || continue
+    curl -sS --max-time 10 --cacert "$PKI/ca.crt" -H "Authorization: Bearer $(cat "$STATE/admin.token")" \
+      -H 'Content-Type: application/json' -o /dev/null -w '%{http_code}\n' -X POST \
+      --data "$obj" "https://$GATEWAY:$API_PORT$path" | grep -Eq '^(201|409)$' || die "creating $path failed: $obj"
+  done <<EOF
+/apis/rbac.authorization.k8s.io/v1/clusterroles|{"metadata":{"name":"system:coredns"},"rules":[{"apiGroups":[""],"resources":["endpoints","services","pods","namespaces"],"verbs":["list","watch"]},{"apiGroups":["discovery.k8s.io"],"resources":["endpointslices"],"verbs":["list","watch"]}]}
+/apis/rbac.authorization.k8s.io/v1/clusterrolebindings|{"metadata":{"name":"system:coredns"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"system:coredns"},"subjects":[{"kind":"User","name":"system:coredns"}]}
+/api/v1/namespaces/kube-system/services|{"metadata":{"name":"kube-dns","labels":{"k8s-app":"kube-dns"}},"spec":{"clusterIP":"$DNS_IP","ports":[{"name":"dns","port":53,"protocol":"UDP"},{"name":"dns-tcp","port":53,"protocol":"TCP"}]}}
+/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices|{"metadata":{"name":"kube-dns-host","labels":{"kubernetes.io/service-name":"kube-dns","endpointslice.kubernetes.io/managed-by":"mlendpoints-localcluster"}},"addressType":"IPv4","endpoints":[{"addresses":["$GATEWAY"],"conditions":{"ready":true}}],"ports":[{"name":"dns","port":53,"protocol":"UDP"},{"name":"dns-tcp","port":53,"protocol":"TCP"}]}
+EOF
+}
+
+start_coredns() {
+  cat >"$STATE/Corefile" <<EOF
+.:53 {
+    bind $GATEWAY
+    errors
+    health 127.0.0.1:18080
+    ready 127.0.0.1:18181
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $STATE/system_coredns.kubeconfig mlendpoints-local
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 30
+    }
+    forward . /etc/resolv.conf
+    cache 30
+    loop
+    loadbalance
+}
+EOF
+  start coredns "$COREDNS_BIN/coredns" -conf "$STATE/Corefile"
+  wait_for coredns 30 curl -fsS http://127.0.0.1:18181/ready
 }
 
 # kubelet serves on the bridge gateway (its InternalIP, which the API server
 # dials for logs/exec; a loopback node IP is rejected). Only clients with a
 # certificate from the cluster CA get in: no anonymous access from pods.
+write_kubelet_config() {
+  cat >"$STATE/kubelet-config.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $GATEWAY
+healthzBindAddress: 127.0.0.1
+readOnlyPort: 0
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+  x509: {clientCAFile: $PKI/ca.crt}
+authorization: {mode: AlwaysAllow}
+containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
+cgroupDriver: cgroupfs
+# This host mounts cgroup v1; kubelet 1.35+ refuses it unless told otherwise.
+failCgroupV1: false
+failSwapOn: false
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+evictionHard: {memory.available: "1Mi", nodefs.available: "1%", imagefs.available: "1%"}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+oomScoreAdj: 0
+clusterDNS: [$DNS_IP]
+clusterDomain: cluster.local
+resolvConf: /etc/resolv.conf
+volumePluginDir: $STATE/kubelet/volume-plugins
+serializeImagePulls: false
+EOF
+}
+
 start_control_plane() {
   mkdir -p "$STATE/etcd" "$STATE/kubelet" "$LOGS"
-  start etcd etcd --name mlendpoints --data-dir "$STATE/etcd" \
+  start etcd "$ETCD_BIN/etcd" --name mlendpoints --data-dir "$STATE/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
     --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
-    --initial-cluster "mlendpoints=http://127.0.0.1:$((ETCD_PORT + 1))"
+    --initial-cluster "mlendpoints=http://127.0.0.1:$((ETCD_PORT + 1))" \
+    --listen-metrics-urls "http://127.0.0.1:$((ETCD_PORT + 2))"
   wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 
-  start kube-apiserver "$BIN/kube-apiserver" \
+  start kube-apiserver "$K8S_BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
     --bind-address "$GATEWAY" --advertise-address "$GATEWAY" --secure-port "$API_PORT" \
     --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
@@ -239,33 +393,29 @@ start_control_plane() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
     --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
-    --kubelet-preferred-address-types InternalIP \
-    --insecure-port 0 --profiling=false
-  wait_for kube-apiserver 60 api /readyz
+    --kubelet-preferred-address-types InternalIP --profiling=false
+  wait_for kube-apiserver 90 api /readyz
 
-  start kube-controller-manager "$BIN/kube-controller-manager" \
+  start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
     --kubeconfig "$STATE/system_kube-controller-manager.kubeconfig" \
     --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
     --use-service-account-credentials --leader-elect=false \
-    --bind-address 127.0.0.1 --port 0 --cluster-name mlendpoints-local
-  start kube-scheduler "$BIN/kube-scheduler" \
+    --bind-address 127.0.0.1 --secure-port 10257 --cluster-name mlendpoints-local
+  start kube-scheduler "$K8S_BIN/kube-scheduler" \
     --kubeconfig "$STATE/system_kube-scheduler.kubeconfig" --leader-elect=false \
-    --bind-address 127.0.0.1 --port 0
-  start kubelet "$BIN/kubelet" \
-    --kubeconfig "$STATE/system_node_$NODE.kubeconfig" --hostname-override "$NODE" \
-    --node-ip "$GATEWAY" --address "$GATEWAY" --healthz-bind-address 127.0.0.1 --read-only-port 0 \
-    --root-dir "$STATE/kubelet" --cert-dir "$STATE/kubelet/pki" \
-    --anonymous-auth=false --client-ca-file "$PKI/ca.crt" --authorization-mode AlwaysAllow \
-    --container-runtime docker --docker-endpoint "$DOCKER_HOST" --cgroup-driver cgroupfs \
-    --fail-swap-on=false --pod-infra-container-image "$PAUSE_IMAGE" \
-    --cgroups-per-qos=false --enforce-node-allocatable= --eviction-hard= \
-    --image-gc-high-threshold 100 --oom-score-adj 0 \
-    --volume-plugin-dir "$STATE/kubelet/volume-plugins"
-  start kube-proxy "$BIN/kube-proxy" \
+    --bind-address 127.0.0.1 --secure-port 10259
+  write_kubelet_config
+  start kubelet "$K8S_BIN/kubelet" \
+    --kubeconfig "$STATE/system_node_$NODE.kubeconfig" --config "$STATE/kubelet-config.yaml" \
+    --hostname-override "$NODE" --node-ip "$GATEWAY" \
+    --root-dir "$STATE/kubelet" --cert-dir "$STATE/kubelet/pki"
+  start kube-proxy "$K8S_BIN/kube-proxy" \
     --kubeconfig "$STATE/system_kube-proxy.kubeconfig" --hostname-override "$NODE" \
-    --proxy-mode iptables --cluster-cidr "$BRIDGE_CIDR" \
+    --proxy-mode iptables --cluster-cidr "$POD_CIDR" \
     --bind-address 127.0.0.1 --healthz-bind-address 127.0.0.1:10256 --metrics-bind-address 127.0.0.1:10249 \
     --conntrack-max-per-core 0 --oom-score-adj 0
+  apply_cluster_objects
+  start_coredns
   wait_for node "$READY_TIMEOUT" node_ready
   local c
   for c in kube-controller-manager kube-scheduler kube-proxy; do
@@ -283,21 +433,34 @@ stop_pid() { # stop_pid NAME: TERM, then KILL after 15 s
   rm -f "$(pidfile "$1")"
 }
 
-cmd_down() {
+# Pod sandboxes and their containers (containerd keeps them across restarts).
+remove_pods() {
   local c ids
-  for c in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_pid "$c"; done
-  if running_pid dockerd >/dev/null; then
-    # Only the containers kubelet created (dockershim names them k8s_*).
-    ids=$(docker ps -aq --filter name=k8s_ 2>/dev/null || true)
-    [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1 || true
-  fi
-  [ -x "$BIN/kube-proxy" ] && "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  ids=$(ctr containers ls -q 2>/dev/null || true)
+  for c in $ids; do
+    ctr tasks kill -s SIGKILL "$c" >/dev/null 2>&1 || true
+  done
+  for c in $ids; do
+    ctr tasks delete -f "$c" >/dev/null 2>&1 || true
+    ctr containers delete "$c" >/dev/null 2>&1 || true
+  done
+}
+
+cmd_down() {
+  local c
+  for c in coredns kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_pid "$c"; done
+  if running_pid containerd >/dev/null; then remove_pods; fi
+  [ -x "$K8S_BIN/kube-proxy" ] && "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  stop_pid containerd
+  # Shims outlive containerd; any still running belong to pods just removed.
+  pkill -f -- "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null || true
   stop_pid dockerd
-  if [ -d "$STATE/kubelet" ]; then
-    # kubelet mounts tmpfs for secret/projected volumes under its root dir.
-    grep -o " $STATE/kubelet[^ ]*" /proc/mounts | sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done || true
+  if [ -d "$STATE/kubelet" ] || [ -d "$RUN/containerd" ]; then
+    # kubelet mounts tmpfs for secret/projected volumes; containerd mounts rootfs and shm.
+    grep -oE " ($STATE/kubelet|$RUN/containerd)[^ ]*" /proc/mounts | sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done || true
   fi
-  rm -rf "$STATE/etcd" "$STATE/kubelet"
+  ip link delete cni0 2>/dev/null || true
+  rm -rf "$STATE/etcd" "$STATE/kubelet" "$STATE/cni/ipam" "$RUN/containerd/state"
   log "down"
 }
 
@@ -310,10 +473,11 @@ cmd_up() {
   UP_IN_PROGRESS=1
   gen_certs
   start_dockerd
+  start_containerd
   ensure_pause_image
   start_control_plane
   UP_IN_PROGRESS=
-  log "up in $((SECONDS - t0))s; kubeconfig: $STATE/kubeconfig"
+  log "Kubernetes v$K8S_FULL up in $((SECONDS - t0))s; kubeconfig: $STATE/kubeconfig"
 }
 
 cmd_status() {
@@ -322,7 +486,7 @@ cmd_status() {
     if pid=$(running_pid "$c"); then echo "$c: running (pid $pid)"; else echo "$c: stopped"; rc=1; fi
   done
   if [ -f "$STATE/admin.token" ] && api /readyz >/dev/null 2>&1; then
-    echo "kube-apiserver: ready at https://$GATEWAY:$API_PORT"
+    echo "kube-apiserver: ready at https://$GATEWAY:$API_PORT ($(api /version | jq -r .gitVersion))"
     node_ready && echo "node $NODE: Ready" || { echo "node $NODE: not ready"; rc=1; }
   else
     echo "kube-apiserver: not answering"; rc=1
@@ -333,21 +497,25 @@ cmd_status() {
 cmd_env() {
   echo "export KUBECONFIG=$STATE/kubeconfig"
   echo "export DOCKER_HOST=$DOCKER_HOST"
+  echo "export CONTAINER_RUNTIME_ENDPOINT=unix://$CONTAINERD_SOCK"
+  # kubectl of the cluster's own version.
+  echo "export MLENDPOINTS_K8S_BIN=$K8S_BIN"
 }
 
-[ $# -eq 1 ] || die "usage: $0 up|down|env|status|docker"
+[ $# -ge 1 ] || die "usage: $0 up|down|env|status|docker|load TAG..."
 case $1 in
   env) cmd_env; exit 0 ;;
   status) cmd_status; exit $? ;;
 esac
-[ "$(id -u)" = 0 ] || die "$1 needs root (dockerd, iptables, kubelet)"
+[ "$(id -u)" = 0 ] || die "$1 needs root (dockerd, containerd, iptables, kubelet)"
 mkdir -p "$RUN"
-# One `up`/`down` at a time: concurrent test sessions share one cluster.
+# One command at a time: concurrent test sessions share one cluster.
 exec 9>"$RUN/lock"
 flock 9
 case $1 in
   up) cmd_up ;;
   down) cmd_down ;;
   docker) mkdir -p "$LOGS"; start_dockerd ;;
-  *) die "usage: $0 up|down|env|status|docker" ;;
+  load) shift; mkdir -p "$LOGS"; cmd_load "$@" ;;
+  *) die "usage: $0 up|down|env|status|docker|load TAG..." ;;
 esac

@@ -94,9 +94,7 @@ def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: 
     raise TimeoutError(f"{what}: not after {timeout}s (last: {last!r})")
 
 
-def open_through_service(
-    request: str | urllib.request.Request, timeout: float = 30, wait: float = 90
-) -> Any:
+def open_through_service(request: str | urllib.request.Request, timeout: float = 30, wait: float = 90) -> Any:
     """urlopen through a Service address, waiting up to `wait` s for kube-proxy to program it.
 
     A Service whose pods just turned Ready may still have kube-proxy's
@@ -149,6 +147,8 @@ class _Substrate:
             print(f"\nlocal cluster ready in {time.monotonic() - started:.0f}s")
             env = dict(re.findall(r"export (\w+)=(\S+)", _run_script([str(CLUSTER_SH), "env"]).stdout))
             kubeconfig, docker_host, local = Path(env["KUBECONFIG"]), env["DOCKER_HOST"], True
+            # Tests run `kubectl`: the one built with the cluster, of the same version.
+            os.environ["PATH"] = f"{env['MLENDPOINTS_K8S_BIN']}{os.pathsep}{os.environ['PATH']}"
         try:
             api_client = config.new_client_from_config(config_file=str(kubeconfig))
             info = client.VersionApi(api_client).get_code()
@@ -237,7 +237,7 @@ def base_image(kube_cluster: KubeCluster) -> str:
 
 
 def docker_build(cluster: KubeCluster, tag: str, context: Path, base: str) -> str:
-    """Build `context` (a Dockerfile taking ARG BASE_IMAGE) into the docker the cluster runs images from."""
+    """Build `context` (a Dockerfile taking ARG BASE_IMAGE) with the cluster's docker; the cluster gets it."""
     env = {**os.environ, **({"DOCKER_HOST": cluster.docker_host} if cluster.docker_host else {})}
     proc = subprocess.run(
         ["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", tag, str(context)],
@@ -248,7 +248,12 @@ def docker_build(cluster: KubeCluster, tag: str, context: Path, base: str) -> st
     )
     if proc.returncode != 0:
         raise RuntimeError(f"docker build {tag} failed:\n{_tail(proc.stderr)}")
-    if loader := os.environ.get("MLENDPOINTS_LOAD_IMAGE"):
+    if cluster.local:
+        # Pods run on the local cluster's containerd, not on the docker that built the image.
+        loaded = _run_script([str(CLUSTER_SH), "load", tag])
+        if loaded.returncode != 0:
+            raise RuntimeError(f"cluster.sh load {tag} failed:\n{_tail(loaded.stderr)}")
+    elif loader := os.environ.get("MLENDPOINTS_LOAD_IMAGE"):
         subprocess.run([*loader.split(), tag], env=env, check=True)
     return tag
 

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from mlendpoints.api import cel, uris
 from mlendpoints.api.common import (
     DNS_LABEL,
     NAME_MAX,
@@ -81,7 +82,12 @@ class BatchDeploymentSpec(ApiModel):
     endpointName: str = Field(
         description="The BatchEndpoint (same namespace).", pattern=DNS_LABEL, max_length=NAME_MAX
     )
-    model: str = Field(min_length=1, description="Model URI, as mlendpoints-fetch accepts.")
+    model: str = Field(
+        min_length=1,
+        max_length=uris.MODEL_URI_MAX,
+        description="Model URI, as mlendpoints-fetch accepts.",
+        json_schema_extra=cel.validations(cel.MODEL_URI),
+    )
     codeConfiguration: CodeConfiguration | None = Field(default=None, description="Custom scoring script.")
     image: str | None = Field(default=None, description="Container image; default: the serving image.")
     env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables for the driver.")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from mlendpoints.api import cel, uris
 from mlendpoints.api.common import (
     DNS_LABEL,
     NAME_MAX,
@@ -22,6 +23,7 @@ from mlendpoints.api.common import (
 Percent = Annotated[int, Field(ge=0, le=100, description="Percentage of requests.")]
 MirrorPercent = Annotated[int, Field(ge=1, le=50, description="Percentage of live requests copied.")]
 ProvisioningState = Literal["Creating", "Updating", "Succeeded", "Failed", "Deleting"]
+MAX_DEPLOYMENTS = 20  # per endpoint, as in Azure ML; also bounds the CEL rules' cost
 
 
 class RouterSettings(ApiModel):
@@ -51,11 +53,16 @@ class ServiceSettings(ApiModel):
 class OnlineEndpointSpec(ApiModel):
     """Desired state of an online endpoint."""
 
+    model_config = ApiModel.model_config | ConfigDict(json_schema_extra=cel.validations(cel.MIRROR_NOT_LIVE))
+
     authMode: Literal["key", "none"] = Field(
         default="key", description="key: requests need a key from the <endpoint>-keys Secret; none: open."
     )
     traffic: dict[str, Percent] = Field(
-        default_factory=dict, description="Live traffic share per deployment name; sums to 0 or 100."
+        default_factory=dict,
+        max_length=MAX_DEPLOYMENTS,
+        description="Live traffic share per deployment name; sums to 0 or 100.",
+        json_schema_extra=cel.validations(cel.TRAFFIC_SUM),
     )
     mirrorTraffic: dict[str, MirrorPercent] = Field(
         default_factory=dict,
@@ -97,6 +104,10 @@ class OnlineEndpointStatus(ApiModel):
 
 class ScaleSettings(ApiModel):
     """Fixed instance count (default) or CPU-based autoscaling (targetUtilization, an HPA)."""
+
+    model_config = ApiModel.model_config | ConfigDict(
+        json_schema_extra=cel.validations(cel.MIN_NOT_ABOVE_MAX)
+    )
 
     type: Literal["default", "targetUtilization"] = Field(default="default", description="Scaling mode.")
     minInstances: int = Field(default=1, ge=1, description="targetUtilization: fewest pods.")
@@ -141,6 +152,10 @@ class BatchingSettings(ApiModel):
 class OnlineDeploymentSpec(ApiModel):
     """Desired state of an online deployment: one model version on a set of pods."""
 
+    model_config = ApiModel.model_config | ConfigDict(
+        json_schema_extra=cel.validations(cel.CPU_REQUEST_FOR_UTILIZATION)
+    )
+
     endpointName: str = Field(
         description="The OnlineEndpoint (same namespace) this deployment serves.",
         pattern=DNS_LABEL,
@@ -148,11 +163,16 @@ class OnlineDeploymentSpec(ApiModel):
     )
     model: str = Field(
         min_length=1,
+        max_length=uris.MODEL_URI_MAX,
         description="Model URI, as mlendpoints-fetch accepts: models:/name/version, models:/name@alias, "
         "models:/name/latest, runs:/id/path, s3://, gs://, abfss://, https:// or a local path.",
+        json_schema_extra=cel.validations(cel.MODEL_URI),
     )
     modelMountPath: str = Field(
-        default="/var/mlendpoints/model", description="Where the model is put in the pod."
+        default="/var/mlendpoints/model",
+        max_length=1024,
+        description="Where the model is put in the pod.",
+        json_schema_extra=cel.validations(cel.ABSOLUTE_PATH),
     )
     codeConfiguration: CodeConfiguration | None = Field(default=None, description="Custom scoring script.")
     image: str | None = Field(
@@ -205,8 +225,14 @@ class Resource(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
 
 
+# Endpoint and deployment names become Service names.
+_NAME_IS_DNS_LABEL = ConfigDict(json_schema_extra=cel.validations(cel.dns_label_name(NAME_MAX, DNS_LABEL)))
+
+
 class OnlineEndpoint(Resource):
     """A scoring address in the cluster that splits requests across OnlineDeployments."""
+
+    model_config = _NAME_IS_DNS_LABEL
 
     spec: OnlineEndpointSpec = nested(OnlineEndpointSpec, "Desired state.")
     status: OnlineEndpointStatus = Field(default_factory=OnlineEndpointStatus, description="Observed state.")
@@ -214,6 +240,8 @@ class OnlineEndpoint(Resource):
 
 class OnlineDeployment(Resource):
     """One model (version) served by a set of pods behind an OnlineEndpoint."""
+
+    model_config = _NAME_IS_DNS_LABEL
 
     spec: OnlineDeploymentSpec = Field(description="Desired state.")
     status: OnlineDeploymentStatus = Field(

@@ -14,18 +14,16 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from mlendpoints.api import uris
 from mlendpoints.api.common import DNS_LABEL, NAME_MAX
 from mlendpoints.api.online import OnlineDeploymentSpec, OnlineEndpointSpec
 
 M = TypeVar("M", bound=BaseModel)
 
-_MODELS_URI = re.compile(
-    r"^models:/(?P<name>[^/@]+)"
-    r"(?:/(?P<version>[1-9][0-9]*|latest)|@(?P<alias>[A-Za-z0-9_-]+))$"
-)
-_RUNS_URI = re.compile(r"^runs:/[0-9a-zA-Z]+/.+$")
-_REMOTE_URI = re.compile(r"^(s3|gs|abfss|wasbs|https?)://[^/\s]+(/\S*)?$")
-_LOCAL_URI = re.compile(r"^(file://)?/\S*$")
+_MODELS_URI = re.compile(f"^{uris.MODELS_URI}$")
+_RUNS_URI = re.compile(f"^{uris.RUNS_URI}$")
+_REMOTE_URI = re.compile(f"^{uris.REMOTE_URI}$")
+_LOCAL_URI = re.compile(f"^{uris.LOCAL_URI}$")
 
 
 def parse_model_uri(uri: str) -> tuple[str, str, str] | None:
@@ -43,21 +41,15 @@ def parse_model_uri(uri: str) -> tuple[str, str, str] | None:
 def validate_model_uri(uri: str, field: str = "spec.model") -> list[str]:
     if uri.startswith("models:"):
         if parse_model_uri(uri) is None:
-            return [
-                f"{field}: {uri!r} is not a registry URI; expected models:/NAME/VERSION, "
-                "models:/NAME@ALIAS or models:/NAME/latest"
-            ]
+            return [f"{field}: {uri!r} is not a registry URI; {uris.MODELS_URI_HINT}"]
         return []
     if uri.startswith("runs:"):
         return (
-            [] if _RUNS_URI.match(uri) else [f"{field}: {uri!r} is not a run URI; expected runs:/RUN_ID/PATH"]
+            [] if _RUNS_URI.match(uri) else [f"{field}: {uri!r} is not a run URI; {uris.RUNS_URI_HINT}"]
         )
     if _REMOTE_URI.match(uri) or _LOCAL_URI.match(uri):
         return []
-    return [
-        f"{field}: {uri!r} is not a model URI; expected models:/, runs:/, s3://, gs://, abfss://, "
-        "wasbs://, http(s):// or an absolute path"
-    ]
+    return [f"{field}: {uri!r} is not a model URI; {uris.ANY_URI_HINT}"]
 
 
 def validate_name(name: str, field: str = "metadata.name") -> list[str]:
