@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlendpoints_serving.batch.coordinator import JobFailed
+from mlendpoints_serving.batch.failures import JobFailed
 from mlendpoints_serving.batch.job import run
 from tests.integration.batch_support import (
     diabetes_rows,

@@ -1,14 +1,17 @@
 """The one contract between the control plane and the data plane.
 
 Everything the operator (or `mlendpoints local`) hands to a data-plane process
-is declared here: ports, labels, environment variable names, and the schema of
-the router's config file. It is pure pydantic with no heavy imports, so the
-control plane may import this module (and only this module) of
-`mlendpoints_serving`. docs/contract.md describes it in prose.
+is declared here: ports, labels, environment variable names, the schema of the
+router's config file, the batch driver's status objects and its failure reasons.
+It is pure pydantic with no heavy imports, so the control plane may import this
+module (and only this module) of `mlendpoints_serving`; an import-linter contract
+in pyproject.toml enforces that. docs/contract.md describes it in prose.
 """
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -22,8 +25,13 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "mlendpoints"
 LABEL_ENDPOINT = "mlendpoints.io/endpoint"
 LABEL_DEPLOYMENT = "mlendpoints.io/deployment"
-LABEL_COMPONENT = "mlendpoints.io/component"  # router | server | batch
+LABEL_COMPONENT = "mlendpoints.io/component"  # one of the COMPONENT_* values below
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"  # set by Kubernetes on EndpointSlices
+
+# --- values of LABEL_COMPONENT, and the name of that component's main container ------------------------
+COMPONENT_ROUTER = "router"  # an OnlineEndpoint's router pods (mlendpoints-router)
+COMPONENT_SERVER = "server"  # an OnlineDeployment's model-server pods (mlendpoints-serve)
+COMPONENT_BATCH = "batch"  # a BatchJob's Jobs and driver pods (mlendpoints-batch)
 
 # --- request headers ---------------------------------------------------------
 HEADER_DEPLOYMENT = "x-mlendpoints-deployment"  # pin a request to a deployment
@@ -38,6 +46,16 @@ ENV_AZUREML_MODEL_DIR = "AZUREML_MODEL_DIR"
 ENV_OUTPUT_DIR = "MLENDPOINTS_OUTPUT_DIR"  # batch: where a custom script writes its own files
 ENV_TERMINATION_LOG = "MLENDPOINTS_TERMINATION_LOG"  # where a fatal error's one-line reason is written
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+# Every setting of an entry point can also come from an env var: this prefix, then the setting's
+# name in upper case (`--max-batch-size` -> MLENDPOINTS_SERVE_MAX_BATCH_SIZE).
+ENV_PREFIX_SERVE = "MLENDPOINTS_SERVE_"
+ENV_PREFIX_ROUTER = "MLENDPOINTS_ROUTER_"
+ENV_PREFIX_FETCH = "MLENDPOINTS_FETCH_"
+ENV_PREFIX_BATCH = "MLENDPOINTS_BATCH_"
+# The address the servers listen on (default all addresses, right in a pod); `mlendpoints local`
+# sets them to loopback.
+ENV_SERVE_HOST = f"{ENV_PREFIX_SERVE}HOST"
+ENV_ROUTER_HOST = f"{ENV_PREFIX_ROUTER}HOST"
 
 # --- keys --------------------------------------------------------------------
 SECRET_PRIMARY_KEY = "primaryKey"
@@ -154,3 +172,72 @@ class BatchStatus(BaseModel):
     startedAt: float | None = None
     updatedAt: float | None = None
     seconds: float | None = Field(default=None, description="Wall time from the job's start to this update.")
+
+
+# --- failures ------------------------------------------------------------------
+# Every entry point reports a fatal error as one line, `<component> failed: <reason>`, on stderr
+# and in the termination log (mlendpoints_serving.runtime.fatal writes it).
+FAILED = " failed: "
+BATCH_DRIVER = "mlendpoints-batch"  # the batch driver's component name in its failure line
+
+
+def failure_line(component: str, reason: str) -> str:
+    return f"{component}{FAILED}{reason}"
+
+
+class BatchFailure(enum.StrEnum):
+    """Why the batch driver failed: the `<Reason>` of `mlendpoints-batch failed: <Reason>: <message>`.
+
+    The one list of reasons: the driver raises them, the operator and the CLI parse them back with
+    `parse_failure`. Adding one is one line here (and its row in docs/contract.md).
+    """
+
+    InvalidSettings = "InvalidSettings"
+    InputNotFound = "InputNotFound"
+    OutputExists = "OutputExists"
+    WorkerInitFailed = "WorkerInitFailed"  # model load or the scoring script's init() failed
+    ErrorThresholdExceeded = "ErrorThresholdExceeded"
+    NothingToMerge = "NothingToMerge"
+    PartsMissing = "PartsMissing"
+    OutputColumnsDiffer = "OutputColumnsDiffer"
+    # A rerun into a finished job's output whose summary.json records a failure with no known reason.
+    Failed = "Failed"
+
+    @property
+    def final(self) -> bool:
+        """A retry of the pod cannot fix it: the operator fails the job at once.
+
+        PartsMissing is not final (another instance's share may still commit); nor is an unknown
+        recorded failure.
+        """
+        return self not in (BatchFailure.PartsMissing, BatchFailure.Failed)
+
+
+@dataclass(frozen=True)
+class ParsedFailure:
+    reason: BatchFailure
+    message: str
+
+    @property
+    def detail(self) -> str:
+        """`<Reason>: <message>`, the line without its component prefix."""
+        return f"{self.reason}: {self.message}"
+
+
+def format_failure(reason: BatchFailure, message: str) -> str:
+    """The batch driver's failure line."""
+    return failure_line(BATCH_DRIVER, f"{reason}: {message}")
+
+
+def parse_failure(line: str) -> ParsedFailure | None:
+    """The reason and message of a batch driver's failure line; None for any other text (another
+    component's line, a crash without one, a reason this version does not know)."""
+    prefix = f"{BATCH_DRIVER}{FAILED}"
+    line = line.strip()
+    if not line.startswith(prefix):
+        return None
+    reason, _, message = line[len(prefix) :].partition(":")
+    try:
+        return ParsedFailure(BatchFailure(reason), message.strip())
+    except ValueError:
+        return None

@@ -14,7 +14,7 @@ from typing import NoReturn
 
 import orjson
 
-from mlendpoints_serving.contract import DEFAULT_TERMINATION_LOG, ENV_TERMINATION_LOG
+from mlendpoints_serving.contract import DEFAULT_TERMINATION_LOG, ENV_TERMINATION_LOG, failure_line
 
 
 class JsonFormatter(logging.Formatter):
@@ -60,20 +60,24 @@ def write_termination_message(message: str) -> None:
 
 def fatal(component: str, reason: str, code: int = 1) -> NoReturn:
     """Report a fatal error as '<component> failed: <reason>' and exit."""
-    _report_fatal(component, reason)
+    fatal_line(failure_line(component, reason), component, code)
+
+
+def fatal_line(message: str, component: str, code: int = 1) -> NoReturn:
+    """As fatal(), for a failure line already formatted (the batch driver's, `contract.format_failure`)."""
+    _report_fatal(message, component)
     sys.exit(code)
 
 
 def abort(component: str, reason: str, code: int = 1) -> NoReturn:
     """As fatal(), for a process that cannot wind down (a thread is stuck, and exiting normally would
     wait for it): report, then leave at once."""
-    _report_fatal(component, reason)
+    _report_fatal(failure_line(component, reason), component)
     logging.shutdown()
     os._exit(code)
 
 
-def _report_fatal(component: str, reason: str) -> None:
-    message = f"{component} failed: {reason}"
+def _report_fatal(message: str, component: str) -> None:
     logging.getLogger(component).error(message)
     print(message, file=sys.stderr, flush=True)
     write_termination_message(message)

@@ -21,7 +21,7 @@ def test_prediction_shapes_become_columns():
 
 
 def test_only_fork_safe_flavors_are_loaded_once_for_all_workers(diabetes_model, tensor_model, tmp_path):
-    from mlendpoints_serving.batch.coordinator import fork_safe
+    from mlendpoints_serving.batch.forkserver import fork_safe
 
     assert fork_safe(str(diabetes_model)), "sklearn: loading starts no thread"
     assert not fork_safe(str(tensor_model)), "custom pyfunc code: loaded in each worker"

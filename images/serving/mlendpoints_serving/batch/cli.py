@@ -13,12 +13,11 @@ from typing import NoReturn
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
-from mlendpoints_serving.batch.coordinator import JobFailed
+from mlendpoints_serving.batch.failures import JobFailed
 from mlendpoints_serving.batch.job import run
 from mlendpoints_serving.batch.settings import BatchSettings
-from mlendpoints_serving.runtime import fatal, setup_logging, write_termination_message
-
-COMPONENT = "mlendpoints-batch"
+from mlendpoints_serving.contract import BATCH_DRIVER, BatchFailure, format_failure
+from mlendpoints_serving.runtime import fatal_line, setup_logging, write_termination_message
 
 
 def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
@@ -28,6 +27,11 @@ def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
+def _fail(reason: BatchFailure, message: str, code: int = 1) -> NoReturn:
+    """The one failure line (`contract.format_failure`), which the operator and the CLI parse back."""
+    fatal_line(format_failure(reason, message), BATCH_DRIVER, code)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         settings = CliApp.run(BatchSettings, cli_args=sys.argv[1:] if argv is None else argv)
@@ -35,15 +39,15 @@ def main(argv: list[str] | None = None) -> int:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
         )
-        fatal(COMPONENT, f"InvalidSettings: {problems}", code=2)
+        _fail(BatchFailure.InvalidSettings, problems, code=2)
     setup_logging(settings.logging_level)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         status = run(settings)
     except JobFailed as exc:
-        fatal(COMPONENT, f"{exc.reason}: {exc.message}")
+        _fail(exc.reason, exc.message)
     except FileNotFoundError as exc:
-        fatal(COMPONENT, f"InputNotFound: {exc}")
+        _fail(BatchFailure.InputNotFound, str(exc))
     # The operator reads the outcome from the pod's termination message, not from the output.
     write_termination_message(status.model_dump_json(exclude_none=True))
     return 0

@@ -12,52 +12,24 @@ from __future__ import annotations
 
 import collections
 import logging
-import multiprocessing as mp
-import os
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mlendpoints_serving.batch.failures import JobFailed, threshold_exceeded
+from mlendpoints_serving.batch.forkserver import worker_context
+from mlendpoints_serving.batch.messages import Done, Failed, InitFailed, Ready, Task, WorkerMessage
 from mlendpoints_serving.batch.parts import ItemError, Manifest, commit_manifest, committed, read_manifests
 from mlendpoints_serving.batch.plan import MiniBatch
 from mlendpoints_serving.batch.progress import Progress
 from mlendpoints_serving.batch.settings import BatchSettings
 from mlendpoints_serving.batch.storage import Location
-from mlendpoints_serving.contract import BatchCounts, BatchStatus, batch_status_path
+from mlendpoints_serving.contract import BatchCounts, BatchFailure, BatchStatus, batch_status_path
 
 log = logging.getLogger("mlendpoints.batch")
 STATUS_INTERVAL_S = 1.0
-ENV_PRELOAD_MODEL_DIR = "MLENDPOINTS_PRELOAD_MODEL_DIR"  # see batch/preload.py
-FORK_SAFE_FLAVORS = {"sklearn", "statsmodels"}  # loading them starts no thread and touches no device
-WORKER_PRELOAD = ["mlendpoints_serving.batch.worker", "mlflow.pyfunc", "mlendpoints_serving.batch.preload"]
-
-
-def fork_safe(model_dir: str) -> bool:
-    """Whether the model may be loaded once in the fork server and shared by the forked workers."""
-    try:
-        flavors = yaml.safe_load((Path(model_dir) / "MLmodel").read_text()).get("flavors", {})
-    except (OSError, yaml.YAMLError, AttributeError):
-        return False
-    return bool(FORK_SAFE_FLAVORS & set(flavors))
-
-
-class JobFailed(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason, self.message = reason, message
-
-
-def threshold_exceeded(failed: int, threshold: int) -> JobFailed | None:
-    if 0 <= threshold < failed:
-        return JobFailed(
-            "ErrorThresholdExceeded", f"{failed} items failed, more than the error threshold {threshold}"
-        )
-    return None
 
 
 def _worker_process(conn: Connection, settings: BatchSettings) -> None:
@@ -98,12 +70,9 @@ class Coordinator:
             miniBatches=BatchCounts(total=len(self.batches)),
             items=BatchCounts(total=sum(len(b.files) for b in self.batches)),
         )
-        # Workers fork from a server process that imported the heavy modules once (not from the
-        # coordinator, whose fsspec loop thread must not be forked): a worker starts in milliseconds.
-        self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(WORKER_PRELOAD)
-        if not self.settings.scoring_script and fork_safe(self.settings.model_dir):
-            os.environ[ENV_PRELOAD_MODEL_DIR] = self.settings.model_dir  # read by the fork server it starts
+        # Workers fork from a server process that imported the heavy modules once: a worker starts
+        # in milliseconds.
+        self._ctx = worker_context(self.settings.model_dir, self.settings.scoring_script)
 
     # -- public -----------------------------------------------------------------------------------
     def run(self) -> BatchStatus:
@@ -163,28 +132,31 @@ class Coordinator:
         for w in self._workers:
             if w.ready and w.batch is None and self._pending:
                 batch = self._pending.popleft()
-                w.conn.send((batch, self._failures[batch.index] + 1))
+                w.conn.send(Task(batch, self._failures[batch.index] + 1))
                 w.batch, w.deadline = batch, time.monotonic() + self.settings.retry_timeout
 
     def _receive(self, w: _Worker) -> None:
         try:
-            kind, payload = w.conn.recv()
+            message: WorkerMessage = w.conn.recv()
         except (EOFError, OSError):
             w.proc.join(5)
             self._lost(w, f"worker process died (exit code {w.proc.exitcode})")
             return
-        if kind == "ready":
-            w.ready, self._start_failures = True, 0
-        elif kind == "init_failed":
-            raise JobFailed("WorkerInitFailed", f"a worker could not load the model or run init(): {payload}")
-        else:
-            batch = w.batch
-            assert batch is not None
-            w.batch, w.deadline = None, float("inf")
-            if kind == "done":
-                self._record(payload)
-            else:
-                self._attempt_failed(batch, payload)
+        match message:
+            case Ready():
+                w.ready, self._start_failures = True, 0
+            case InitFailed(error):
+                raise JobFailed(
+                    BatchFailure.WorkerInitFailed, f"a worker could not load the model or run init(): {error}"
+                )
+            case Done() | Failed():
+                batch = w.batch
+                assert batch is not None
+                w.batch, w.deadline = None, float("inf")
+                if isinstance(message, Done):
+                    self._record(message.manifest)
+                else:
+                    self._attempt_failed(batch, message.error)
 
     def _lost(self, w: _Worker, reason: str) -> None:
         """A worker died or was killed: replace it; its mini-batch, if any, failed this attempt."""
@@ -196,7 +168,7 @@ class Coordinator:
         elif not w.ready:
             self._start_failures += 1
             if self._start_failures > self.settings.max_retries:
-                raise JobFailed("WorkerInitFailed", f"workers keep dying while starting: {reason}")
+                raise JobFailed(BatchFailure.WorkerInitFailed, f"workers keep dying while starting: {reason}")
         if self._pending and len(self._workers) < self.settings.max_concurrency:
             self._spawn()
 

@@ -5,12 +5,18 @@ from __future__ import annotations
 import logging
 import os
 
-from mlendpoints_serving.batch.coordinator import Coordinator, JobFailed
+from mlendpoints_serving.batch.coordinator import Coordinator
+from mlendpoints_serving.batch.failures import JobFailed
 from mlendpoints_serving.batch.merge import merge, read_plan, read_summary
 from mlendpoints_serving.batch.plan import PLAN_FILE, Plan, mini_batches, new_plan, share
 from mlendpoints_serving.batch.settings import BatchSettings
 from mlendpoints_serving.batch.storage import Location, list_inputs
-from mlendpoints_serving.contract import BATCH_SUMMARY_FILE, ENV_JOB_COMPLETION_INDEX, BatchStatus
+from mlendpoints_serving.contract import (
+    BATCH_SUMMARY_FILE,
+    ENV_JOB_COMPLETION_INDEX,
+    BatchFailure,
+    BatchStatus,
+)
 
 log = logging.getLogger("mlendpoints.batch")
 
@@ -21,7 +27,7 @@ def instance_index(settings: BatchSettings) -> int:
     index = int(os.environ.get(ENV_JOB_COMPLETION_INDEX, "0"))
     if index >= settings.instance_count:
         raise JobFailed(
-            "InvalidSettings",
+            BatchFailure.InvalidSettings,
             f"${ENV_JOB_COMPLETION_INDEX}={index} is not below instance-count {settings.instance_count}",
         )
     return index
@@ -31,8 +37,15 @@ def _finished(summary: BatchStatus) -> BatchStatus:
     """The job already ran to its end into this output: report that outcome again, change nothing."""
     log.info(f"{BATCH_SUMMARY_FILE} exists: the job already finished ({summary.phase}); nothing to do")
     if summary.phase == "Failed":
-        raise JobFailed(summary.reason or "Failed", summary.message or "the job failed")
+        raise JobFailed(_recorded_reason(summary.reason), summary.message or "the job failed")
     return summary
+
+
+def _recorded_reason(reason: str | None) -> BatchFailure:
+    """The failure a finished job's summary records: none, or one this version does not know, is
+    reported as plain `Failed`."""
+    known = {failure.value: failure for failure in BatchFailure}
+    return known.get(reason or "", BatchFailure.Failed)
 
 
 def _claim_output(out: Location, plan: Plan, settings: BatchSettings) -> Plan | BatchStatus:
@@ -43,7 +56,7 @@ def _claim_output(out: Location, plan: Plan, settings: BatchSettings) -> Plan | 
     stored = read_plan(out)
     if stored is not None and stored.fingerprint != plan.fingerprint:
         raise JobFailed(
-            "OutputExists",
+            BatchFailure.OutputExists,
             f"{out.uri} holds parts or results of a different job (inputs, model or "
             "settings differ); choose a new output",
         )
@@ -52,7 +65,7 @@ def _claim_output(out: Location, plan: Plan, settings: BatchSettings) -> Plan | 
         clash = [n for n in (BATCH_SUMMARY_FILE, settings.output_file_name) if out.exists(n)]
         if clash:
             raise JobFailed(
-                "OutputExists", f"{out.uri} already holds {', '.join(clash)}; choose a new output"
+                BatchFailure.OutputExists, f"{out.uri} already holds {', '.join(clash)}; choose a new output"
             )
         out.write_bytes(PLAN_FILE, plan.model_dump_json().encode())
         return plan

@@ -14,7 +14,7 @@ import logging
 import shutil
 import time
 
-from mlendpoints_serving.batch.coordinator import JobFailed, threshold_exceeded
+from mlendpoints_serving.batch.failures import JobFailed, threshold_exceeded
 from mlendpoints_serving.batch.parts import Manifest, committed, data_path, read_manifests
 from mlendpoints_serving.batch.plan import PLAN_FILE, Plan
 from mlendpoints_serving.batch.settings import BatchSettings
@@ -24,6 +24,7 @@ from mlendpoints_serving.contract import (
     BATCH_PARTS_DIR,
     BATCH_SUMMARY_FILE,
     BatchCounts,
+    BatchFailure,
     BatchStatus,
 )
 
@@ -56,7 +57,7 @@ def _write_rows(out: Location, name: str, manifests: list[Manifest]) -> None:
     for m in with_rows:
         if m.columns != columns:
             raise JobFailed(
-                "OutputColumnsDiffer",
+                BatchFailure.OutputColumnsDiffer,
                 f"mini-batch {m.index} has output columns {m.columns}, "
                 f"mini-batch {with_rows[0].index} has {columns}",
             )
@@ -73,7 +74,8 @@ def merge(out: Location, settings: BatchSettings, failure: JobFailed | None = No
     plan = read_plan(out)
     if plan is None:
         raise JobFailed(
-            "NothingToMerge", f"{out.uri} holds no job plan ({PLAN_FILE}); run the score phase first"
+            BatchFailure.NothingToMerge,
+            f"{out.uri} holds no job plan ({PLAN_FILE}); run the score phase first",
         )
     indices = sorted(i for i in committed(out) if i < plan.mini_batches)
     manifests = read_manifests(out, indices)
@@ -82,7 +84,7 @@ def merge(out: Location, settings: BatchSettings, failure: JobFailed | None = No
     if failure is None and len(indices) < plan.mini_batches:
         missing = sorted(set(range(plan.mini_batches)) - set(indices))
         raise JobFailed(
-            "PartsMissing",
+            BatchFailure.PartsMissing,
             f"{len(missing)} of {plan.mini_batches} mini-batches are not committed "
             f"yet (first: {missing[:5]}); score every instance's share, then merge",
         )

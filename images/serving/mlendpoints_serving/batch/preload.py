@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-from mlendpoints_serving.batch.coordinator import ENV_PRELOAD_MODEL_DIR
+from mlendpoints_serving.batch.forkserver import ENV_PRELOAD_MODEL_DIR
 from mlendpoints_serving.model import ServedModel, load
 
 

@@ -7,19 +7,16 @@ fast path.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mlendpoints_serving.contract import ENV_AZUREML_MODEL_DIR, ENV_MODEL_DIR, ENV_OUTPUT_DIR
+from mlendpoints_serving.contract import ENV_OUTPUT_DIR
 from mlendpoints_serving.model import ModelError
 from mlendpoints_serving.model.core import Format
+from mlendpoints_serving.scoring_script import load_scoring_script
 
 PREDICTION = "prediction"
 
@@ -73,21 +70,9 @@ class ScriptScorer:
     """A scoring script: `init()` once per worker, then `run(mini_batch)` per mini-batch."""
 
     def __init__(self, script: str, model_dir: str, output_dir: str) -> None:
-        os.environ[ENV_MODEL_DIR] = model_dir
-        os.environ[ENV_AZUREML_MODEL_DIR] = model_dir
-        os.environ[ENV_OUTPUT_DIR] = output_dir
-        path = Path(script).resolve()
-        sys.path.insert(0, str(path.parent))  # the script may import its neighbours
-        spec = importlib.util.spec_from_file_location(f"mlendpoints_scoring_{path.stem}", path)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load scoring script {script}")
-        self.module: ModuleType = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(self.module)
-        if not callable(getattr(self.module, "run", None)):
-            raise ImportError(f"scoring script {script} defines no run(mini_batch)")
-        init = getattr(self.module, "init", None)
-        if callable(init):
-            init()
+        self.module: ModuleType = load_scoring_script(
+            script, model_dir, "run(mini_batch)", extra_env={ENV_OUTPUT_DIR: output_dir}
+        )
 
     def run(self, paths: list[str]) -> pd.DataFrame:
         result = self.module.run(paths)

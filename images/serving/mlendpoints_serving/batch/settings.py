@@ -7,12 +7,12 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mlendpoints_serving.contract import BATCH_DEFAULT_OUTPUT_FILE
+from mlendpoints_serving.contract import BATCH_DEFAULT_OUTPUT_FILE, ENV_PREFIX_BATCH
 
 
 class BatchSettings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="MLENDPOINTS_BATCH_",
+        env_prefix=ENV_PREFIX_BATCH,
         cli_kebab_case=True,
         cli_prog_name="mlendpoints-batch",
         cli_implicit_flags=True,

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from mlendpoints_serving.batch import readers
+from mlendpoints_serving.batch.messages import Done, Failed, InitFailed, Ready, Task
 from mlendpoints_serving.batch.parts import ItemError, Manifest, commit_manifest, data_path
 from mlendpoints_serving.batch.plan import MiniBatch
 from mlendpoints_serving.batch.scoring import ModelScorer, ScriptScorer
@@ -206,7 +207,7 @@ def make_scorer(settings: BatchSettings) -> ModelScorer | ScriptScorer:
 
 
 def worker_main(conn: Connection, settings: BatchSettings) -> None:
-    """Entry point of a worker process. Messages: ('ready'|'init_failed'|'done'|'failed', payload)."""
+    """Entry point of a worker process; what it sends and receives is in batch/messages.py."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     setup_logging(settings.logging_level)
@@ -216,17 +217,18 @@ def worker_main(conn: Connection, settings: BatchSettings) -> None:
             scorer = make_scorer(settings)
         except Exception as exc:
             log.exception("worker init failed")
-            conn.send(("init_failed", _error_text(exc)))
+            conn.send(InitFailed(_error_text(exc)))
             return
         out = Location(settings.output)
-        conn.send(("ready", None))
+        conn.send(Ready())
         while True:
-            batch, attempt = conn.recv()
+            task: Task = conn.recv()
+            batch, attempt = task.batch, task.attempt
             try:
                 manifest = score_mini_batch(scorer, batch, attempt, settings, out)
             except Exception as exc:
                 fields = {"mini_batch": batch.index, "attempt": attempt}
                 log.warning("mini-batch raised", exc_info=True, extra={"fields": fields})
-                conn.send(("failed", _error_text(exc)))
+                conn.send(Failed(_error_text(exc)))
                 continue
-            conn.send(("done", manifest))
+            conn.send(Done(manifest))

@@ -28,6 +28,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from mlendpoints_serving import runtime
+from mlendpoints_serving.contract import ENV_PREFIX_FETCH
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -41,7 +42,7 @@ log = logging.getLogger("mlendpoints.fetch")
 
 class FetchSettings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="MLENDPOINTS_FETCH_", cli_kebab_case=True, cli_prog_name=COMPONENT, protected_namespaces=()
+        env_prefix=ENV_PREFIX_FETCH, cli_kebab_case=True, cli_prog_name=COMPONENT, protected_namespaces=()
     )
 
     model_uri: str = Field(

@@ -33,6 +33,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from mlendpoints_serving.model import mlflow_private
 from mlendpoints_serving.model.errors import InputError, ModelError
 from mlendpoints_serving.model.schema import SCALAR_TYPES, ColumnDecoder, Columns, ColumnSpec, TensorDecoder
 
@@ -104,10 +105,9 @@ class ServedModel:
             return self.loaded_pyfunc
         from mlflow.models import Model
         from mlflow.pyfunc import PyFuncModel
-        from mlflow.sklearn import _SklearnModelWrapper
 
         meta = Model.load(str(self.model_dir))
-        impl = _SklearnModelWrapper(self.model_impl)
+        impl = mlflow_private.sklearn_pyfunc_impl(self.model_impl)
         return PyFuncModel(model_meta=meta, model_impl=impl, predict_fn=self._predict_fn_name)
 
     @cached_property
@@ -238,10 +238,9 @@ class ServedModel:
             log.warning("params ignored: the model's signature defines no params schema")
             return {}
         from mlflow.exceptions import MlflowException
-        from mlflow.models.utils import _enforce_params_schema
 
         try:
-            return _enforce_params_schema(params, self.params_schema)
+            return mlflow_private.enforce_params_schema(params, self.params_schema)
         except MlflowException as exc:
             raise InputError(f"params: {exc.message}", code="invalid_params") from None
 
@@ -266,6 +265,38 @@ class ServedModel:
             return self._predict_fn(data)
         except Exception as exc:
             raise ModelError(exc) from exc
+
+    def input_fault(self, inp: ModelInput) -> str | None:
+        """What in this input the model most likely raised on (no rows, null/NaN values), or None.
+
+        Asked only after predict() raised: the signature let the input through, the model
+        refused it. Such a failure is the client's to fix (a 400 naming the problem, as
+        `mlflow models serve` answers 400), not a broken model (500).
+        """
+        data = inp.data
+        if inp.generic:
+            fmt, data = data
+            if fmt is not Format.FRAME:
+                return None  # the protocol payload: MLflow's parser made the frame; not kept
+        if hasattr(data, "__len__") and not isinstance(data, dict) and len(data) == 0:
+            return "the input has no rows"
+        if isinstance(data, pd.DataFrame):
+            nulls = [str(c) for c in data.columns[data.isna().to_numpy().any(axis=0)]]
+            return f"column(s) {nulls} have null/NaN values" if nulls else None
+        if isinstance(data, np.ndarray) and data.dtype.kind in "fc" and np.isnan(data).any():
+            if self.columns is not None and data.ndim == 2:
+                bad = np.atleast_1d(np.isnan(data).any(axis=0)).tolist()
+                nulls = [n for n, b in zip(self.columns.names, bad, strict=True) if b]
+                return f"column(s) {nulls} have null/NaN values"
+            return "the tensor has null/NaN values"
+        if isinstance(data, dict):
+            nulls = [
+                str(n)
+                for n, v in data.items()
+                if isinstance(v, np.ndarray) and v.dtype.kind in "fc" and np.isnan(v).any()
+            ]
+            return f"tensor(s) {nulls} have null/NaN values" if nulls else None
+        return None
 
     def frame(self, inp: ModelInput) -> Any:
         """The input as the flavor's predict receives it (a DataFrame for column signatures)."""
@@ -298,12 +329,13 @@ class ServedModel:
 
     def _predict_generic(self, inp: ModelInput) -> Any:
         from mlflow.exceptions import MlflowException
-        from mlflow.pyfunc.scoring_server import infer_and_parse_data
 
         fmt, value = inp.data
         try:
             data = (
-                value if fmt is Format.FRAME else infer_and_parse_data({fmt.value: value}, self.input_schema)
+                value
+                if fmt is Format.FRAME
+                else mlflow_private.parse_json_input(fmt.value, value, self.input_schema)
             )
         except MlflowException as exc:
             raise InputError(exc.message) from None
@@ -434,7 +466,7 @@ def load(model_dir: str | Path, device: str = "auto") -> ServedModel:
         # suppress_warnings skips MLflow's requirements check, which scans every installed
         # distribution (~40% of loading a small model); the server logs its own, cheaper check.
         pyfunc = mlflow.pyfunc.load_model(str(model_dir), suppress_warnings=True, model_config=config)
-        model_impl = pyfunc._model_impl
+        model_impl = mlflow_private.pyfunc_impl(pyfunc)
     served = ServedModel(
         model_dir=model_dir,
         mlmodel=mlmodel,

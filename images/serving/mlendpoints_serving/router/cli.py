@@ -14,7 +14,7 @@ import uvloop
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mlendpoints_serving.contract import ROUTER_PORT, RouterConfig, keys_secret_name
+from mlendpoints_serving.contract import ENV_PREFIX_ROUTER, ROUTER_PORT, RouterConfig, keys_secret_name
 from mlendpoints_serving.router import kube
 from mlendpoints_serving.router.auth import KeyChecker
 from mlendpoints_serving.router.config import ConfigError, load_config_file, load_keys_file, watch_file
@@ -36,7 +36,7 @@ class StartupError(Exception):
 
 class RouterSettings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="MLENDPOINTS_ROUTER_", cli_prog_name=COMPONENT, cli_kebab_case=True, extra="ignore"
+        env_prefix=ENV_PREFIX_ROUTER, cli_prog_name=COMPONENT, cli_kebab_case=True, extra="ignore"
     )
 
     config: Path | None = Field(default=None, description="File mode: RouterConfig JSON, re-read on change.")

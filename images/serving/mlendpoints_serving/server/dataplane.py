@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import importlib.util
 import logging
 import os
 import time
@@ -23,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from mlendpoints_serving.contract import ENV_AZUREML_MODEL_DIR, ENV_MODEL_DIR
+from mlendpoints_serving import scoring_script
 from mlendpoints_serving.server.settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -58,18 +57,7 @@ class InferenceThread(ThreadPoolExecutor):
 
 def load_scoring_script(path: os.PathLike[str] | str, model_dir: os.PathLike[str] | str) -> ModuleType:
     """Import an Azure-style scoring script and call its init() (blocking)."""
-    os.environ[ENV_AZUREML_MODEL_DIR] = str(model_dir)
-    os.environ[ENV_MODEL_DIR] = str(model_dir)
-    spec = importlib.util.spec_from_file_location("score", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import scoring script {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not callable(getattr(module, "run", None)):
-        raise ImportError(f"scoring script {path} has no run(raw_data) function")
-    if callable(getattr(module, "init", None)):
-        module.init()
-    return module
+    return scoring_script.load_scoring_script(path, model_dir, "run(raw_data)")
 
 
 class DataPlane:

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mlendpoints_serving.contract import SERVER_PORT
+from mlendpoints_serving.contract import ENV_PREFIX_SERVE, SERVER_PORT
 
 
 def container_cpus() -> int:
@@ -33,7 +33,7 @@ def container_cpus() -> int:
 
 class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="MLENDPOINTS_SERVE_",
+        env_prefix=ENV_PREFIX_SERVE,
         cli_kebab_case=True,
         cli_prog_name="mlendpoints-serve",
         cli_implicit_flags=True,
