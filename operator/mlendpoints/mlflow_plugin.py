@@ -25,9 +25,8 @@ from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 from mlflow.exceptions import MlflowException
 
 from mlendpoints.api.kinds import ONLINE_DEPLOYMENT, ONLINE_ENDPOINT
-from mlendpoints.cli.errors import UserError
-from mlendpoints.cli.kube import KEY_FIELDS, Cluster
-from mlendpoints_serving.contract import HEADER_DEPLOYMENT, HEADER_SERVED_BY
+from mlendpoints.client import KEY_FIELDS, Answer, Cluster, score
+from mlendpoints.errors import UserError, explain
 
 TARGET = "mlendpoints"
 FLAVOR = "python_function"
@@ -223,28 +222,20 @@ class MlendpointsDeploymentClient(BaseDeploymentClient):
         body = json.dumps({"input_data": _input_data(inputs)}).encode()
         cluster = self.cluster
         ep = self._call(lambda: cluster.endpoint(endpoint))
-        headers = {"Content-Type": "application/json"}
-        if ep.get("spec", {}).get("authMode", "key") == "key":
-            headers["Authorization"] = (
-                f"Bearer {self._call(lambda: cluster.keys(endpoint))[KEY_FIELDS['primary']]}"
-            )
-        if deployment_name:
-            headers[HEADER_DEPLOYMENT] = deployment_name
+        key = (
+            self._call(lambda: cluster.keys(endpoint))[KEY_FIELDS["primary"]]
+            if ep.get("spec", {}).get("authMode", "key") == "key"
+            else None
+        )
 
-        def send() -> tuple[int, str, str | None]:
+        def send() -> Answer:
             with cluster.route(endpoint) as route:
-                conn = route.connection(60.0)
-                try:
-                    conn.request("POST", "/score", body=body, headers=headers)
-                    resp = conn.getresponse()
-                    return resp.status, resp.read().decode(errors="replace"), resp.getheader(HEADER_SERVED_BY)
-                finally:
-                    conn.close()
+                return score(route, key, body, deployment_name)
 
-        status, text, served_by = self._call(send)
-        if status >= 400:
-            raise MlflowException(f"endpoint {endpoint} answered {status}: {text}")
-        return PredictionsResponse({"predictions": json.loads(text), "served_by": served_by})
+        answer: Answer = self._call(send)
+        if answer.status >= 400:
+            raise MlflowException(f"endpoint {endpoint} answered {answer.status}: {answer.body}")
+        return PredictionsResponse({"predictions": json.loads(answer.body), "served_by": answer.served_by})
 
     # --- endpoints ---------------------------------------------------------------
     def create_endpoint(self, name: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -277,8 +268,6 @@ class MlendpointsDeploymentClient(BaseDeploymentClient):
     # --- helpers -----------------------------------------------------------------
     def _call(self, fn: Any) -> Any:
         """Kubernetes and user errors as MlflowException, which MLflow's CLI prints as one line."""
-        from mlendpoints.cli.errors import explain
-
         try:
             return fn()
         except MlflowException:

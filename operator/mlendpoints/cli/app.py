@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 import traceback
 
@@ -11,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mlendpoints.cli.app_state import Globals
-from mlendpoints.cli.errors import explain
+from mlendpoints.errors import explain
 
 stderr = Console(stderr=True)
 
@@ -45,21 +44,14 @@ def cli(
 
 
 def _register_commands() -> None:
-    from mlendpoints.cli import cluster_cmds, local_cmds, operator_cmd, package_cmd
+    from mlendpoints.cli import batch_cmds, cluster_cmds, local_cmds, operator_cmd, package_cmd
 
     cli.add_command(local_cmds.local)
     for command in cluster_cmds.COMMANDS:
         cli.add_command(command)
+    cli.add_command(batch_cmds.batch)
     cli.add_command(package_cmd.package)
     cli.add_command(operator_cmd.operator)
-    # The batch sub-commands are owned by the batch module; it exposes `batch`, a click group.
-    try:
-        batch_module = importlib.import_module("mlendpoints.cli_batch")
-    except ModuleNotFoundError as exc:
-        if exc.name != "mlendpoints.cli_batch":
-            raise
-    else:
-        cli.add_command(batch_module.batch)
 
 
 _register_commands()

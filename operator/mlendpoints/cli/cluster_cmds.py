@@ -15,13 +15,12 @@ from rich.text import Text
 
 from mlendpoints.api.kinds import ONLINE_DEPLOYMENT, ONLINE_ENDPOINT
 from mlendpoints.cli.app_state import Globals, cluster_options
-from mlendpoints.cli.errors import UserError
-from mlendpoints.cli.kube import KEY_FIELDS, Cluster, Route
-from mlendpoints_serving.contract import HEADER_DEPLOYMENT, HEADER_SERVED_BY
+from mlendpoints.client import KEY_FIELDS, Answer, Cluster, Route, score
+from mlendpoints.errors import UserError
+from mlendpoints_serving.contract import COMPONENT_ROUTER, COMPONENT_SERVER
 
 console = Console()
-CONTAINERS = {"fetch": "fetch-model", "server": "server", "router": "router"}
-INVOKE_TIMEOUT_S = 60.0
+CONTAINERS = {"fetch": "fetch-model", "server": COMPONENT_SERVER, "router": COMPONENT_ROUTER}
 
 
 def cluster_of(ctx: click.Context) -> Cluster:
@@ -94,29 +93,14 @@ def status(ctx: click.Context) -> None:
     console.print(table)
 
 
-def _score(route: Route, key: str | None, body: bytes, deployment: str | None) -> tuple[int, str, str | None]:
-    headers = {"Content-Type": "application/json"}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    if deployment:
-        headers[HEADER_DEPLOYMENT] = deployment
-    conn = route.connection(INVOKE_TIMEOUT_S)
+def _show_answer(answer: Answer) -> None:
     try:
-        conn.request("POST", "/score", body=body, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode(errors="replace"), resp.getheader(HEADER_SERVED_BY)
-    finally:
-        conn.close()
-
-
-def _show_answer(status_code: int, text: str, served_by: str | None) -> None:
-    try:
-        console.print_json(text)
+        console.print_json(answer.body)
     except json.JSONDecodeError:
-        console.print(text, highlight=False)
-    if status_code >= 400:
-        raise UserError(f"the endpoint answered {status_code}", "the body above says why")
-    console.print(f"served by: {served_by or 'unknown'}", style="dim")
+        console.print(answer.body, highlight=False)
+    if answer.status >= 400:
+        raise UserError(f"the endpoint answered {answer.status}", "the body above says why")
+    console.print(f"served by: {answer.served_by or 'unknown'}", style="dim")
 
 
 @click.command()
@@ -157,7 +141,7 @@ def invoke(
                 f"no running local endpoint {endpoint!r}", "start it with `mlendpoints local up -f ...`"
             )
         key = state.keys["primaryKey"] if state.auth_mode == "key" else None
-        _show_answer(*_score(Route("127.0.0.1", state.port, "loopback"), key, body, deployment))
+        _show_answer(score(Route("127.0.0.1", state.port, "loopback"), key, body, deployment))
         return
     cluster = cluster_of(ctx)
     ep = cluster.endpoint(endpoint)
@@ -168,7 +152,7 @@ def invoke(
     )
     with cluster.route(endpoint) as route:
         console.print(f"via {route.via}", style="dim")
-        _show_answer(*_score(route, key, body, deployment))
+        _show_answer(score(route, key, body, deployment))
 
 
 @click.command(name="get-credentials")
@@ -234,8 +218,8 @@ def logs(
     cluster = cluster_of(ctx)
     cluster.endpoint(endpoint)
     container = container or ("server" if deployment else "router")
-    component = "router" if container == "router" else "server"
-    if component == "router" and deployment:
+    component = COMPONENT_ROUTER if container == "router" else COMPONENT_SERVER
+    if component == COMPONENT_ROUTER and deployment:
         raise UserError("--container router shows the endpoint's router; it takes no --deployment", None)
     pods = cluster.pods(endpoint, deployment, component)
     if not pods:

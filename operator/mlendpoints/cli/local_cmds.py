@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mlendpoints.cli.errors import UserError
 from mlendpoints.cli.logs import follow_files
+from mlendpoints.errors import UserError
 from mlendpoints.local import endpoint as local_endpoint
 from mlendpoints.local import manifests
 from mlendpoints.local.runner import alive, failure_reason

@@ -18,8 +18,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from mlendpoints.cli.errors import UserError
-from mlendpoints.cli.progress import directory_bytes
+from mlendpoints.errors import UserError
+from mlendpoints.local.progress import directory_bytes
 from mlendpoints.operator.settings import PUBLIC_SERVING_IMAGE
 
 console = Console(stderr=True)

@@ -27,10 +27,10 @@ import orjson
 from rich.console import Console
 
 from mlendpoints.api.online import OnlineDeployment
-from mlendpoints.cli.errors import UserError
-from mlendpoints.cli.progress import directory_bytes
+from mlendpoints.errors import UserError
 from mlendpoints.local import manifests, rendering
 from mlendpoints.local.mapping import PodObjects, PodPlan, plan_pod
+from mlendpoints.local.progress import directory_bytes
 from mlendpoints.local.runner import Process, alive, start_pod, stop, wait_ready
 from mlendpoints.local.state import DeploymentState, EndpointState, Store
 from mlendpoints_serving.contract import (

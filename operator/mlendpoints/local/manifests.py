@@ -12,7 +12,7 @@ import yaml
 from mlendpoints.api.common import GROUP_VERSION
 from mlendpoints.api.online import OnlineDeployment, OnlineDeploymentSpec, OnlineEndpoint, OnlineEndpointSpec
 from mlendpoints.api.validation import parse_spec, validate_deployment, validate_endpoint, validate_name
-from mlendpoints.cli.errors import UserError
+from mlendpoints.errors import UserError
 
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 SUPPORTING_KINDS = ("ConfigMap", "Secret")  # what a deployment's pods may reference

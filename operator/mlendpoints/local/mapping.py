@@ -44,12 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlendpoints.cli.errors import UserError
-from mlendpoints_serving.contract import ENV_TERMINATION_LOG
+from mlendpoints.errors import UserError
+from mlendpoints_serving.contract import ENV_ROUTER_HOST, ENV_SERVE_HOST, ENV_TERMINATION_LOG
 
 LOOPBACK = "127.0.0.1"
 # The data-plane servers listen on all addresses by default (right in a pod); locally only on loopback.
-LOOPBACK_ENV = {"MLENDPOINTS_SERVE_HOST": LOOPBACK, "MLENDPOINTS_ROUTER_HOST": LOOPBACK}
+LOOPBACK_ENV = {ENV_SERVE_HOST: LOOPBACK, ENV_ROUTER_HOST: LOOPBACK}
 _ANY_ADDRESS = {"0.0.0.0", "::", "[::]"}
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from mlendpoints.api.online import OnlineDeployment
-from mlendpoints.cli.errors import UserError
+from mlendpoints.errors import UserError
 from mlendpoints.local.manifests import LocalEndpoint
 from mlendpoints.operator.models import ResolveError, resolve
 from mlendpoints.render.common import RenderSettings

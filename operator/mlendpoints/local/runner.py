@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlendpoints.cli.errors import UserError
+from mlendpoints.errors import UserError
 from mlendpoints.local.mapping import ContainerPlan, PodPlan
 
 INIT_TIMEOUT_S = 900.0

@@ -7,18 +7,18 @@ for good. Progress comes from the driver's termination messages (JSON status of 
 instance or of the whole job, or `mlendpoints-batch failed: <Reason>: ...`), so the
 operator never reads the data nor needs the storage's credentials.
 
-Wiring (in mlendpoints.operator.main): `batch = BatchReconciler(kube, settings, versions)`,
-then `register(registry, batch)`. Deleting a BatchJob deletes its Jobs and their pods
-through owner references; the committed output stays.
+Wiring (in mlendpoints.operator.main), as the online reconciler's: `batch =
+BatchReconciler(kube, settings, versions, store)`, then `register(registry, batch)`.
+Deleting a BatchJob deletes its Jobs and their pods through owner references; the
+committed output stays.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -34,12 +34,15 @@ from mlendpoints.api.batch import (
     JobPhase,
 )
 from mlendpoints.api.common import API_GROUP, API_VERSION, GROUP_VERSION, Condition
+from mlendpoints.api.kinds import BATCH_DEPLOYMENT, BATCH_ENDPOINT
+from mlendpoints.api.kinds import BATCH_JOB as BATCH_JOB_KIND
 from mlendpoints.api.validation import schema_errors
 from mlendpoints.operator import models
-from mlendpoints.operator.kube import Kube, Object, Ref
-from mlendpoints.operator.reconcile import Scheduler, utcnow
+from mlendpoints.operator.kube import KubeApi, Object, Ref
+from mlendpoints.operator.scheduler import Key, Scheduler
 from mlendpoints.operator.settings import OperatorSettings
-from mlendpoints.operator.status import condition, merge_conditions, pod_failure
+from mlendpoints.operator.status import condition, merge_conditions, parse_status, pod_failure, utcnow
+from mlendpoints.operator.store import Store
 from mlendpoints.render.batch import (
     DRIVER_CONTAINER,
     LABEL_BATCH_JOB,
@@ -54,12 +57,9 @@ from mlendpoints_serving import contract
 
 log = logging.getLogger("mlendpoints.operator.batch")
 
-BATCH_JOB = "BatchJob"
-FAILED_PREFIX = "mlendpoints-batch failed: "
-# Failures a pod retry cannot fix: the job fails at once instead of after backoffLimit pods.
-FINAL_REASONS = {"ErrorThresholdExceeded", "OutputExists", "InvalidSettings", "InputNotFound",
-                 "WorkerInitFailed", "OutputColumnsDiffer", "NothingToMerge"}  # fmt: skip
-THRESHOLD = "ErrorThresholdExceeded"
+BATCH_JOB = BATCH_JOB_KIND.kind
+# Not the driver's: the Job controller's reason when a Job's pods failed backoffLimit times.
+BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 
 
 # --- reading the children, pure ---------------------------------------------------------------------
@@ -93,15 +93,15 @@ def reports(pods: Iterable[Mapping[str, Any]]) -> list[contract.BatchStatus]:
 
 
 def final_failure(pods: Iterable[Mapping[str, Any]]) -> tuple[str, str] | None:
-    """(reason, message) of a driver pod that failed for a reason a retry cannot fix."""
+    """(reason, message) of a driver pod that failed for a reason a retry cannot fix
+    (`BatchFailure.final`); the message is the driver's line without its component prefix."""
     for pod in pods:
         terminated = _terminated(pod)
-        message = ((terminated or {}).get("message") or "").strip()
-        if not terminated or terminated.get("exitCode") == 0 or not message.startswith(FAILED_PREFIX):
+        if not terminated or terminated.get("exitCode") == 0:
             continue
-        reason = message[len(FAILED_PREFIX) :].split(":", 1)[0]
-        if reason in FINAL_REASONS:
-            return reason, message[len(FAILED_PREFIX) :]
+        failure = contract.parse_failure(terminated.get("message") or "")
+        if failure is not None and failure.reason.final:
+            return failure.reason, failure.detail
     return None
 
 
@@ -153,14 +153,15 @@ def next_step(instances: int, score_jobs: list[Object], merge_job: Object | None
         return Step("Running", "merging the committed parts")
     failed = final_failure(score_pods)
     if failed is None and any(job_outcome(j) == "Failed" for j in score_jobs):
-        failed = ("BackoffLimitExceeded", pod_failure(score_pods) or "a scoring Job failed")
+        failed = (BACKOFF_LIMIT_EXCEEDED, pod_failure(score_pods) or "a scoring Job failed")
     if failed is not None:
         reason, message = failed
         # Over the error threshold, the merge still records the failed summary and errors.jsonl.
+        over_threshold = reason == contract.BatchFailure.ErrorThresholdExceeded
         return Step(
-            "Running" if reason == THRESHOLD else "Failed",
+            "Running" if over_threshold else "Failed",
             message,
-            merge=reason == THRESHOLD,
+            merge=over_threshold,
             stop_scoring=True,
         )
     if score_jobs and all(job_outcome(j) == "Complete" for j in score_jobs):
@@ -170,13 +171,6 @@ def next_step(instances: int, score_jobs: list[Object], merge_job: Object | None
 
 
 # --- the reconciler ---------------------------------------------------------------------------------
-@dataclass
-class BatchStore:
-    endpoints: dict[tuple[str, str], Object] = field(default_factory=dict)
-    deployments: dict[tuple[str, str], Object] = field(default_factory=dict)
-    jobs: dict[tuple[str, str], Object] = field(default_factory=dict)
-
-
 def _started(jobs: int, generation: int | None) -> Condition:
     return condition("Started", True, "JobsCreated", f"{jobs} scoring Job(s)", generation)
 
@@ -188,15 +182,17 @@ class NotStartable(Exception):
 
 
 class BatchReconciler:
-    def __init__(self, kube: Kube, settings: OperatorSettings, versions: ApiVersions) -> None:
+    def __init__(
+        self, kube: KubeApi, settings: OperatorSettings, versions: ApiVersions, store: Store
+    ) -> None:
         self.kube = kube
         self.settings = settings
         self.render_settings = settings.render_settings()
         self.versions = versions
-        self.store = BatchStore()
+        self.store = store
         self.scheduler = Scheduler(self._reconcile, concurrency=settings.api_concurrency)
 
-    async def _reconcile(self, key: tuple[str, str, str]) -> None:
+    async def _reconcile(self, key: Key) -> None:
         await self.reconcile_job(key[1], key[2])
 
     def trigger(self, namespace: str, name: str) -> None:
@@ -204,7 +200,7 @@ class BatchReconciler:
 
     def _target(self, job: BatchJob) -> BatchDeployment:
         namespace = job.metadata["namespace"]
-        endpoint_body = self.store.endpoints.get((namespace, job.spec.endpointName))
+        endpoint_body = self.store.get(BATCH_ENDPOINT.kind, namespace, job.spec.endpointName)
         if endpoint_body is None:
             raise NotStartable("EndpointNotFound", f"BatchEndpoint {job.spec.endpointName!r} does not exist")
         endpoint = BatchEndpoint.model_validate(endpoint_body)
@@ -215,7 +211,7 @@ class BatchReconciler:
                 f"BatchEndpoint {job.spec.endpointName!r} has no "
                 "defaultDeployment and the job names no deploymentName",
             )
-        body = self.store.deployments.get((namespace, name))
+        body = self.store.get(BATCH_DEPLOYMENT.kind, namespace, name)
         if body is None:
             raise NotStartable("DeploymentNotFound", f"BatchDeployment {name!r} does not exist")
         deployment = BatchDeployment.model_validate(body)
@@ -227,14 +223,11 @@ class BatchReconciler:
         return deployment
 
     async def reconcile_job(self, namespace: str, name: str) -> None:
-        body = self.store.jobs.get((namespace, name))
+        body = self.store.get(BATCH_JOB, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
         ref = Ref(GROUP_VERSION, BATCH_JOB, namespace, name)
-        try:
-            previous = BatchJobStatus.model_validate(body.get("status") or {})
-        except ValidationError:
-            previous = BatchJobStatus()
+        previous = parse_status(BatchJobStatus, body)
         if previous.phase in ("Succeeded", "Failed"):
             return  # finished: nothing more to do, ever
         generation = body["metadata"].get("generation")
@@ -350,58 +343,56 @@ class BatchReconciler:
 
 # --- kopf wiring ------------------------------------------------------------------------------------
 def register(registry: kopf.OperatorRegistry, reconciler: BatchReconciler) -> None:
+    """The batch kinds' handlers: the store's feed, reconcile triggers and the Job and pod watches."""
     store = reconciler.store
 
     def pending_jobs_of(namespace: str, endpoint: str | None) -> list[str]:
         return [
             name
-            for (ns, name), b in store.jobs.items()
-            if ns == namespace
-            and b.get("spec", {}).get("endpointName") == endpoint
-            and (b.get("status") or {}).get("phase") in (None, "Pending")
+            for name, b in store.attached_to(BATCH_JOB, namespace, endpoint).items()
+            if (b.get("status") or {}).get("phase") in (None, "Pending")
         ]
 
     @kopf.on.event(API_GROUP, API_VERSION, "batchjobs", registry=registry)
     async def job_event(event: kopf.RawEvent, namespace: str | None, name: str, **_: Any) -> None:
-        key = (namespace or "", name)
+        namespace = namespace or ""
         if event["type"] == "DELETED":
-            store.jobs.pop(key, None)
+            store.drop(BATCH_JOB, namespace, name)
             return
-        old = store.jobs.get(key)
-        store.jobs[key] = copy.deepcopy(dict(event["object"]))
+        old = store.put(BATCH_JOB, namespace, name, event["object"])
         if old is None or old.get("spec") != event["object"].get("spec"):
-            reconciler.trigger(*key)
+            reconciler.trigger(namespace, name)
 
-    for plural, cache in (("batchendpoints", store.endpoints), ("batchdeployments", store.deployments)):
+    for kind in (BATCH_ENDPOINT, BATCH_DEPLOYMENT):
 
-        def make(cache: dict[tuple[str, str], Object], plural: str) -> Any:
+        def make(kind: str, plural: str) -> Any:
             # Indexed: kopf runs no handler before the initial listing is in, so after a restart no
             # job is judged against a cache still loading (a false EndpointNotFound on a running job).
             @kopf.index(API_GROUP, API_VERSION, plural, id=f"{plural}_index", registry=registry)
             def target_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
-                cache[(namespace or "", name)] = copy.deepcopy(dict(body))
+                store.put(kind, namespace or "", name, body)
 
             @kopf.on.event(API_GROUP, API_VERSION, plural, registry=registry)
             async def target_event(event: kopf.RawEvent, namespace: str | None, name: str, **_: Any) -> None:
-                key = (namespace or "", name)
+                namespace = namespace or ""
                 if event["type"] == "DELETED":
-                    cache.pop(key, None)
+                    store.drop(kind, namespace, name)
                 else:
-                    cache[key] = copy.deepcopy(dict(event["object"]))
+                    store.put(kind, namespace, name, event["object"])
                 spec = event["object"].get("spec", {})
-                endpoint = name if plural == "batchendpoints" else spec.get("endpointName")
-                for job in pending_jobs_of(key[0], endpoint):  # jobs waiting for this one may start now
-                    reconciler.trigger(key[0], job)
+                endpoint = name if kind == BATCH_ENDPOINT.kind else spec.get("endpointName")
+                for job in pending_jobs_of(namespace, endpoint):  # jobs waiting for this one may start now
+                    reconciler.trigger(namespace, job)
 
             return target_event
 
-        make(cache, plural)
+        make(kind.kind, kind.plural)
 
     async def child_event(event: kopf.RawEvent, namespace: str | None, labels: Any, **_: Any) -> None:
         owner = labels.get(LABEL_BATCH_JOB)
         if owner and event["type"] is not None:
             reconciler.trigger(namespace or "", owner)
 
-    selector = {contract.LABEL_COMPONENT: "batch"}
+    selector = {contract.LABEL_COMPONENT: contract.COMPONENT_BATCH}
     kopf.on.event("batch", "v1", "jobs", labels=selector, registry=registry)(child_event)
     kopf.on.event("", "v1", "pods", labels=selector, registry=registry)(child_event)

@@ -9,6 +9,7 @@ rendered one, so reconciling an unchanged resource writes nothing.
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import ssl
@@ -142,7 +143,55 @@ def load_configuration(kubeconfig: str | None = None) -> Configuration:
     return cfg
 
 
-class Kube:
+class KubeApi(abc.ABC):
+    """What the reconcilers ask of the API server: `Kube` over HTTP, or `MemoryKube` (fake_kube.py) for
+    unit tests. `ensure` and `ensure_absent`, the only writes of children, are built on the others
+    here once, so the fake converges exactly as the real client does."""
+
+    @abc.abstractmethod
+    async def get(self, ref: Ref) -> Object | None:
+        """The object, or None when it does not exist."""
+
+    @abc.abstractmethod
+    async def list(
+        self, api_version: str, kind: str, namespace: str, labels: Mapping[str, str]
+    ) -> list[Object]: ...
+
+    @abc.abstractmethod
+    async def create(self, obj: Object) -> Object | None:
+        """Create, or None when it already exists (never overwritten)."""
+
+    @abc.abstractmethod
+    async def apply(self, obj: Object) -> Object:
+        """Server-side apply under our field manager, taking over fields others changed by hand."""
+
+    @abc.abstractmethod
+    async def patch_status(self, ref: Ref, desired: Object, current: Object | None = None) -> None:
+        """Make the status `desired`; given the `current` one, send only the difference (nothing if none)."""
+
+    @abc.abstractmethod
+    async def delete(self, ref: Ref) -> None:
+        """Delete; an object already gone is no error."""
+
+    async def ensure(self, desired: Object) -> tuple[Object, bool]:
+        """The live object after making it hold `desired`; and whether that took a write."""
+        live = await self.get(Ref.of(desired))
+        if live is not None and is_subset(desired, live):
+            return live, False
+        return await self.apply(desired), True
+
+    async def ensure_absent(self, ref: Ref, owner_uid: str) -> bool:
+        """Delete a child the resource no longer needs (only one it owns); whether that took a write."""
+        live = await self.get(ref)
+        if live is None or owner_uid not in {
+            o.get("uid") for o in live["metadata"].get("ownerReferences", [])
+        }:
+            return False
+        await self.delete(ref)
+        return True
+
+
+class Kube(KubeApi):
     """Async access to the API server; one per process."""
 
     def __init__(self, cfg: Configuration, field_manager: str, concurrency: int = 16) -> None:
@@ -267,23 +316,6 @@ class Kube:
         except KubeError as exc:
             if exc.status != 404:
                 raise
-
-    async def ensure(self, desired: Object) -> tuple[Object, bool]:
-        """The live object after making it hold `desired`; and whether that took a write."""
-        live = await self.get(Ref.of(desired))
-        if live is not None and is_subset(desired, live):
-            return live, False
-        return await self.apply(desired), True
-
-    async def ensure_absent(self, ref: Ref, owner_uid: str) -> bool:
-        """Delete a child the resource no longer needs (only one it owns); whether that took a write."""
-        live = await self.get(ref)
-        if live is None or owner_uid not in {
-            o.get("uid") for o in live["metadata"].get("ownerReferences", [])
-        }:
-            return False
-        await self.delete(ref)
-        return True
 
     async def served_versions(self) -> tuple[set[str], tuple[int, int]]:
         """Group/versions the server serves, and its (major, minor) version."""

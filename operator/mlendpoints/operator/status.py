@@ -2,13 +2,16 @@
 
 Deterministic for an unchanged world (a condition keeps its lastTransitionTime
 while its status stays the same), so reconciling an unchanged resource writes
-no status either.
+no status either. The one clock is `utcnow()`, passed in as `now`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from mlendpoints.api.common import Condition
 from mlendpoints.api.online import (
@@ -22,11 +25,26 @@ from mlendpoints.render.deployment import ResolvedModel
 from mlendpoints.render.endpoint import Routing, openapi_uri, scoring_uri
 
 Object = Mapping[str, Any]
+StatusT = TypeVar("StatusT", bound=BaseModel)
 # Waiting reasons that mean the pod will not start by itself.
 _STUCK_REASONS = {
     "CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff", "InvalidImageName",
     "CreateContainerError", "CreateContainerConfigError", "RunContainerError",
 }  # fmt: skip
+
+
+def utcnow() -> str:
+    """The time stamped into conditions (lastTransitionTime) and BatchJob start/completion times."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_status(model: type[StatusT], body: Object) -> StatusT:
+    """The resource's recorded status; an empty one when it has none or it does not parse (a hand edit,
+    an older version's), so a reconcile starts over instead of failing."""
+    try:
+        return model.model_validate(body.get("status") or {})
+    except ValidationError:
+        return model()
 
 
 def condition(
@@ -85,6 +103,7 @@ def pod_failure(pods: Iterable[Object]) -> str | None:
 
 
 def deployment_status(
+    *,
     spec: OnlineDeploymentSpec,
     generation: int | None,
     model: ResolvedModel | None,
@@ -151,6 +170,7 @@ def is_true(conditions: Iterable[Condition], type_: str) -> bool:
 
 
 def endpoint_status(
+    *,
     name: str,
     namespace: str,
     generation: int | None,

@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from mlendpoints.api.batch import BatchDeploymentSpec
 from mlendpoints.api.common import API_GROUP, API_VERSION
+from mlendpoints.api.kinds import ONLINE_DEPLOYMENT, ONLINE_ENDPOINT
 from mlendpoints.api.online import OnlineDeploymentSpec, OnlineEndpointSpec
 from mlendpoints.api.validation import (
     parse_spec,
@@ -36,8 +37,8 @@ from mlendpoints.api.validation import (
     validate_name,
 )
 from mlendpoints.operator.kube import Kube, Ref
-from mlendpoints.operator.reconcile import Store
 from mlendpoints.operator.settings import OperatorSettings
+from mlendpoints.operator.store import Store
 
 CONFIGURATION_NAME = "mlendpoints.io"
 
@@ -140,7 +141,7 @@ def register(registry: kopf.OperatorRegistry, store: Store) -> None:
         if parsed is not None:
             # On create, the traffic may name deployments created right after it (one `kubectl apply` of a
             # folder); until they exist the reconciler routes nothing and says so in TrafficValid.
-            known = set(store.deployments_of(namespace or "", name))
+            known = set(store.attached_to(ONLINE_DEPLOYMENT.kind, namespace or "", name))
             errors += validate_endpoint(parsed, known if kwargs.get("operation") == "UPDATE" else None)
         _reject(errors)
 
@@ -165,7 +166,7 @@ def register(registry: kopf.OperatorRegistry, store: Store) -> None:
         id="validate-onlinedeployment-delete",
     )
     def deployment_delete(spec: kopf.Spec, name: str, namespace: str | None, **_: Any) -> None:
-        endpoint = store.endpoints.get((namespace or "", spec.get("endpointName", "")))
+        endpoint = store.get(ONLINE_ENDPOINT.kind, namespace or "", spec.get("endpointName", ""))
         if endpoint is None or endpoint["metadata"].get("deletionTimestamp"):
             return  # the endpoint goes too (or never existed): nothing routes here any more
         parsed, _errors = parse_spec(OnlineEndpointSpec, endpoint.get("spec"))

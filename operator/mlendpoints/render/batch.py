@@ -26,9 +26,11 @@ from dataclasses import dataclass
 
 from mlendpoints.api.batch import BatchDeployment, BatchDeploymentSpec, BatchJob, BatchJobSpec
 from mlendpoints.render.common import (
+    CODE_DIR,
     CONTAINER_SECURITY_CONTEXT,
     GPU_RESOURCE,
     MODEL_URI_ANNOTATION,
+    TMP_DIR,
     Object,
     RenderSettings,
     child,
@@ -39,15 +41,13 @@ from mlendpoints.render.common import (
 )
 from mlendpoints.render.deployment import ResolvedModel, mlflow_environment
 from mlendpoints.render.discovery import ApiVersions
+from mlendpoints_serving import contract
 
-COMPONENT_BATCH = "batch"
 LABEL_BATCH_JOB = "mlendpoints.io/batch-job"
 LABEL_BATCH_PHASE = "mlendpoints.io/batch-phase"  # score | merge
 PVC_SCHEME = "pvc://"
 PVC_ROOT = "/mnt/mlendpoints"
 MODEL_DIR = "/var/mlendpoints/model"
-CODE_DIR = "/var/mlendpoints/code"
-TMP_DIR = "/tmp"
 DRIVER_CONTAINER = "batch"
 
 
@@ -221,7 +221,7 @@ def _job(
     meta = job.metadata
     owner = owner_reference("BatchJob", meta["name"], meta["uid"])
     obj_labels = {
-        **labels(job.spec.endpointName, COMPONENT_BATCH, deployment.metadata["name"]),
+        **labels(job.spec.endpointName, contract.COMPONENT_BATCH, deployment.metadata["name"]),
         LABEL_BATCH_JOB: meta["name"],
         LABEL_BATCH_PHASE: phase,
     }

@@ -20,6 +20,8 @@ MODEL_VERSION_ANNOTATION = "mlendpoints.io/model-version"
 MODEL_URI_ANNOTATION = "mlendpoints.io/model-uri"
 
 GPU_RESOURCE = "nvidia.com/gpu"
+CODE_DIR = "/var/mlendpoints/code"  # where a scoring script's ConfigMap is mounted (online and batch)
+TMP_DIR = "/tmp"  # an emptyDir: the root filesystem is read-only
 
 
 class RenderSettings(BaseModel):

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 from mlendpoints.api.online import OnlineDeployment, OnlineDeploymentSpec, ProbeSettings
 from mlendpoints.render.common import (
+    CODE_DIR,
     CONTAINER_SECURITY_CONTEXT,
     GPU_RESOURCE,
     MODEL_URI_ANNOTATION,
     MODEL_VERSION_ANNOTATION,
+    TMP_DIR,
     Object,
     RenderSettings,
     child,
@@ -22,9 +24,6 @@ from mlendpoints.render.common import (
 from mlendpoints.render.discovery import ApiVersions
 from mlendpoints_serving import contract
 
-COMPONENT_SERVER = "server"
-CODE_DIR = "/var/mlendpoints/code"
-TMP_DIR = "/tmp"
 # A slow model load (large artifacts, a virtualenv build) gets up to 10 minutes before liveness applies.
 STARTUP_PERIOD_S = 5
 STARTUP_FAILURES = 120
@@ -98,7 +97,7 @@ def render_deployment(
     name, namespace = deployment.metadata["name"], deployment.metadata["namespace"]
     spec = deployment.spec
     owner = owner_reference("OnlineDeployment", name, deployment.metadata["uid"])
-    server_labels = labels(spec.endpointName, COMPONENT_SERVER, name)
+    server_labels = labels(spec.endpointName, contract.COMPONENT_SERVER, name)
     obj_name = server_name(name)
     image = image_for(spec, settings)
     resources = dump(spec.resources)
@@ -134,7 +133,7 @@ def render_deployment(
         *(dump(e) for e in spec.env),
     ]
     server = {
-        "name": COMPONENT_SERVER,
+        "name": contract.COMPONENT_SERVER,
         "image": image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mlendpoints-serve"],

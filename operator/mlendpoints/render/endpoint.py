@@ -22,7 +22,6 @@ from mlendpoints.render.common import (
 from mlendpoints.render.discovery import ApiVersions
 from mlendpoints_serving import contract
 
-COMPONENT_ROUTER = "router"
 SERVICE_PORT = 80
 
 
@@ -105,7 +104,7 @@ def render_keys_secret(endpoint: OnlineEndpoint, primary: str, secondary: str) -
         contract.keys_secret_name(name),
         endpoint.metadata["namespace"],
         _owner(endpoint),
-        labels(name, COMPONENT_ROUTER),
+        labels(name, contract.COMPONENT_ROUTER),
         {
             "type": "Opaque",
             "stringData": {contract.SECRET_PRIMARY_KEY: primary, contract.SECRET_SECONDARY_KEY: secondary},
@@ -122,7 +121,7 @@ def render_endpoint(
     owner = _owner(endpoint)
     router = router_name(name)
     configmap = contract.router_configmap_name(name)
-    router_labels = labels(name, COMPONENT_ROUTER)
+    router_labels = labels(name, contract.COMPONENT_ROUTER)
 
     def make(api_version: str, kind: str, obj_name: str, body: Object) -> Object:
         return child(api_version, kind, obj_name, namespace, owner, router_labels, body)
@@ -168,7 +167,7 @@ def render_endpoint(
         },
     )
     container = {
-        "name": COMPONENT_ROUTER,
+        "name": contract.COMPONENT_ROUTER,
         "image": settings.serving_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mlendpoints-router"],

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from mlendpoints.api.batch import BatchDeploymentSpec, BatchJobSpec
-from mlendpoints.cli.errors import UserError
-from mlendpoints.cli_batch import (
+from mlendpoints.cli.batch_cmds import (
     driver_failure,
     failure_message,
     job_overrides,
@@ -24,6 +23,7 @@ from mlendpoints.cli_batch import (
     progress_line,
     run_argv,
 )
+from mlendpoints.errors import UserError
 from mlendpoints.render.batch import JobSettings, driver_args
 
 CLI = str(Path(sys.executable).parent / "mlendpoints")

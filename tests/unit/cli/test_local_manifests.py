@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlendpoints.cli.errors import UserError
+from mlendpoints.errors import UserError
 from mlendpoints.local.manifests import load, select_endpoint
 
 ENDPOINT = """\

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlendpoints.cli.errors import UserError
+from mlendpoints.errors import UserError
 from mlendpoints.local.mapping import PodObjects, plan_pod
 
 

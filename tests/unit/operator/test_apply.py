@@ -10,7 +10,7 @@ import yaml
 from mlendpoints.api.online import OnlineDeployment, OnlineEndpoint
 from mlendpoints.api.validation import validate_deployment, validate_endpoint
 from mlendpoints.operator.kube import is_subset, merge_patch, resource_of, resource_path
-from mlendpoints.operator.reconcile import Scheduler
+from mlendpoints.operator.scheduler import Scheduler
 
 ROOT = Path(__file__).resolve().parents[3]
 

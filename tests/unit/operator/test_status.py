@@ -46,7 +46,17 @@ def conditions(status: Any) -> dict[str, tuple[str, str, str]]:
 
 
 def test_ready_deployment() -> None:
-    status = deployment_status(SPEC, 4, MODEL, None, [], workload(2), [], OnlineDeploymentStatus(), T0)
+    status = deployment_status(
+        spec=SPEC,
+        generation=4,
+        model=MODEL,
+        resolve_error=None,
+        validation_errors=[],
+        workload=workload(2),
+        pods=[],
+        previous=OnlineDeploymentStatus(),
+        now=T0,
+    )
     assert (status.replicas, status.readyReplicas) == (2, 2)
     assert (status.modelUri, status.resolvedModelVersion, status.observedGeneration) == (
         "models:/diabetes/3",
@@ -61,7 +71,17 @@ def test_ready_deployment() -> None:
 
 def test_failing_model_load_surfaces_the_termination_message() -> None:
     pods = [crashing_pod("Traceback...\nmodel load failed: No module named 'xgboost'\n")]
-    status = deployment_status(SPEC, 1, MODEL, None, [], workload(0), pods, OnlineDeploymentStatus(), T0)
+    status = deployment_status(
+        spec=SPEC,
+        generation=1,
+        model=MODEL,
+        resolve_error=None,
+        validation_errors=[],
+        workload=workload(0),
+        pods=pods,
+        previous=OnlineDeploymentStatus(),
+        now=T0,
+    )
     expected = "server: model load failed: No module named 'xgboost' (exit code 1)"
     assert conditions(status)["Degraded"] == ("True", "PodFailing", expected)
     assert conditions(status)["Ready"] == ("False", "Failed", expected)
@@ -95,31 +115,86 @@ def test_pod_failure_reads_init_containers_and_scheduling() -> None:
 
 def test_rollout_in_progress_and_unresolved_model() -> None:
     rolling = deployment_status(
-        SPEC, 2, MODEL, None, [], workload(2, replicas=3, updated=1, generation=2, observed=2), [],
-        OnlineDeploymentStatus(), T0,
-    )  # fmt: skip
+        spec=SPEC,
+        generation=2,
+        model=MODEL,
+        resolve_error=None,
+        validation_errors=[],
+        workload=workload(2, replicas=3, updated=1, generation=2, observed=2),
+        pods=[],
+        previous=OnlineDeploymentStatus(),
+        now=T0,
+    )
     assert conditions(rolling)["Progressing"] == ("True", "RollingOut", "1/2 pods updated")
     assert conditions(rolling)["Ready"][0] == "False"
     previous = OnlineDeploymentStatus(modelUri="models:/diabetes/2", resolvedModelVersion="2")
     unresolved = deployment_status(
-        SPEC, 2, None, "MLflow: no alias champion", [], workload(2), [], previous, T0
+        spec=SPEC,
+        generation=2,
+        model=None,
+        resolve_error="MLflow: no alias champion",
+        validation_errors=[],
+        workload=workload(2),
+        pods=[],
+        previous=previous,
+        now=T0,
     )
     assert conditions(unresolved)["ModelResolved"] == ("False", "ResolveFailed", "MLflow: no alias champion")
     assert unresolved.resolvedModelVersion == "2"  # the version still served
 
 
 def test_condition_times_move_only_on_change() -> None:
-    first = deployment_status(SPEC, 1, MODEL, None, [], workload(0), [], OnlineDeploymentStatus(), T0)
-    same = deployment_status(SPEC, 1, MODEL, None, [], workload(0), [], first, T1)
+    first = deployment_status(
+        spec=SPEC,
+        generation=1,
+        model=MODEL,
+        resolve_error=None,
+        validation_errors=[],
+        workload=workload(0),
+        pods=[],
+        previous=OnlineDeploymentStatus(),
+        now=T0,
+    )
+    same = deployment_status(
+        spec=SPEC,
+        generation=1,
+        model=MODEL,
+        resolve_error=None,
+        validation_errors=[],
+        workload=workload(0),
+        pods=[],
+        previous=first,
+        now=T1,
+    )
     assert same == first  # unchanged world, unchanged status: nothing to write
-    flipped = deployment_status(SPEC, 1, MODEL, None, [], workload(2), [], first, T1)
+    flipped = deployment_status(
+        spec=SPEC,
+        generation=1,
+        model=MODEL,
+        resolve_error=None,
+        validation_errors=[],
+        workload=workload(2),
+        pods=[],
+        previous=first,
+        now=T1,
+    )
     times = {c.type: c.lastTransitionTime for c in flipped.conditions}
     assert times["Ready"] == T1 and times["ModelResolved"] == T0
     assert merge_conditions([], [], T0) == []
 
 
 def ready_deployment() -> OnlineDeploymentStatus:
-    return deployment_status(SPEC, 1, MODEL, None, [], workload(2), [], OnlineDeploymentStatus(), T0)
+    return deployment_status(
+        spec=SPEC,
+        generation=1,
+        model=MODEL,
+        resolve_error=None,
+        validation_errors=[],
+        workload=workload(2),
+        pods=[],
+        previous=OnlineDeploymentStatus(),
+        now=T0,
+    )
 
 
 ROUTER_UP = {"spec": {"replicas": 2}, "status": {"readyReplicas": 2}}
@@ -127,9 +202,16 @@ ROUTER_UP = {"spec": {"replicas": 2}, "status": {"readyReplicas": 2}}
 
 def test_endpoint_ready_when_router_and_live_deployments_are() -> None:
     status = endpoint_status(
-        "diabetes", "ml", 3, Routing({"blue": 100}, {}), {"blue": ready_deployment()}, ROUTER_UP,
-        OnlineEndpointStatus(), False, T0,
-    )  # fmt: skip
+        name="diabetes",
+        namespace="ml",
+        generation=3,
+        routing=Routing({"blue": 100}, {}),
+        deployments={"blue": ready_deployment()},
+        router=ROUTER_UP,
+        previous=OnlineEndpointStatus(),
+        deleting=False,
+        now=T0,
+    )
     assert status.scoringUri == "http://diabetes.ml.svc.cluster.local/score"
     assert status.openapiUri == "http://diabetes.ml.svc.cluster.local/swagger.json"
     assert status.provisioningState == "Succeeded"
@@ -143,23 +225,58 @@ def test_endpoint_ready_when_router_and_live_deployments_are() -> None:
 
 def test_endpoint_states() -> None:
     waiting = endpoint_status(
-        "diabetes", "ml", 1, Routing({"blue": 100}, {}), {}, None, OnlineEndpointStatus(), False, T0
+        name="diabetes",
+        namespace="ml",
+        generation=1,
+        routing=Routing({"blue": 100}, {}),
+        deployments={},
+        router=None,
+        previous=OnlineEndpointStatus(),
+        deleting=False,
+        now=T0,
     )
     assert waiting.provisioningState == "Creating"
     assert conditions(waiting)["Ready"] == (
         "False", "NotReady", "deployment blue is not ready; no router pod is ready",
     )  # fmt: skip
     invalid = Routing({}, {}, ["spec.traffic: percentages sum to 110, must be 0 or 100"])
-    refused = endpoint_status("diabetes", "ml", 2, invalid, {}, ROUTER_UP, waiting, False, T0)
+    refused = endpoint_status(
+        name="diabetes",
+        namespace="ml",
+        generation=2,
+        routing=invalid,
+        deployments={},
+        router=ROUTER_UP,
+        previous=waiting,
+        deleting=False,
+        now=T0,
+    )
     assert refused.provisioningState == "Failed"
     assert conditions(refused)["TrafficValid"] == (
         "False", "Invalid", "spec.traffic: percentages sum to 110, must be 0 or 100",
     )  # fmt: skip
     succeeded = OnlineEndpointStatus(provisioningState="Succeeded")
     updating = endpoint_status(
-        "diabetes", "ml", 4, Routing({"blue": 100}, {}), {"blue": OnlineDeploymentStatus()}, ROUTER_UP,
-        succeeded, False, T0,
-    )  # fmt: skip
+        name="diabetes",
+        namespace="ml",
+        generation=4,
+        routing=Routing({"blue": 100}, {}),
+        deployments={"blue": OnlineDeploymentStatus()},
+        router=ROUTER_UP,
+        previous=succeeded,
+        deleting=False,
+        now=T0,
+    )
     assert updating.provisioningState == "Updating"
-    deleting = endpoint_status("diabetes", "ml", 4, Routing({}, {}), {}, ROUTER_UP, succeeded, True, T0)
+    deleting = endpoint_status(
+        name="diabetes",
+        namespace="ml",
+        generation=4,
+        routing=Routing({}, {}),
+        deployments={},
+        router=ROUTER_UP,
+        previous=succeeded,
+        deleting=True,
+        now=T0,
+    )
     assert deleting.provisioningState == "Deleting"

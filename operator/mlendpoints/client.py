@@ -1,4 +1,10 @@
-"""The cluster as the CLI sees it: kubeconfig, namespace, the custom resources, keys and the scoring route."""
+"""The cluster as a client sees it: kubeconfig, namespace, the custom resources, keys, the route to an
+endpoint's router and scoring through it.
+
+One client for the `mlendpoints` CLI and the MLflow deployments plugin (as KServe keeps
+its client SDK apart from its server). Synchronous, on the official Kubernetes client;
+the operator has its own async client (`mlendpoints.operator.kube`).
+"""
 
 from __future__ import annotations
 
@@ -19,9 +25,12 @@ from kubernetes.config.config_exception import ConfigException
 
 from mlendpoints.api.common import API_GROUP, API_VERSION
 from mlendpoints.api.kinds import ONLINE_DEPLOYMENT, ONLINE_ENDPOINT, Kind
-from mlendpoints.cli.errors import UserError
+from mlendpoints.errors import UserError
 from mlendpoints.render.common import router_name
 from mlendpoints_serving.contract import (
+    COMPONENT_ROUTER,
+    HEADER_DEPLOYMENT,
+    HEADER_SERVED_BY,
     LABEL_COMPONENT,
     LABEL_DEPLOYMENT,
     LABEL_ENDPOINT,
@@ -33,6 +42,7 @@ from mlendpoints_serving.contract import (
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 KEY_FIELDS = {"primary": SECRET_PRIMARY_KEY, "secondary": SECRET_SECONDARY_KEY}
+SCORE_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -97,11 +107,15 @@ class Cluster:
             )
         return dict(obj)
 
-    def create(self, kind: Kind, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    def create(
+        self, kind: Kind, name: str | None, spec: dict[str, Any], generate_name: str | None = None
+    ) -> dict[str, Any]:
+        """Create the resource; with no `name`, the API server names it `generate_name` + a suffix."""
+        metadata = {"name": name} if name else {"generateName": generate_name}
         body = {
             "apiVersion": f"{API_GROUP}/{API_VERSION}",
             "kind": kind.kind,
-            "metadata": {"name": name, "namespace": self.namespace},
+            "metadata": {**metadata, "namespace": self.namespace},
             "spec": spec,
         }
         created: Any = self.custom.create_namespaced_custom_object(
@@ -187,7 +201,7 @@ class Cluster:
     def _port_forward(self, endpoint: str) -> Iterator[socket.socket]:
         from kubernetes.stream import portforward
 
-        ready = [p for p in self.pods(endpoint, None, "router") if _pod_ready(p)]
+        ready = [p for p in self.pods(endpoint, None, COMPONENT_ROUTER) if _pod_ready(p)]
         if not ready:
             raise UserError(
                 f"endpoint {endpoint} has no ready router pod ({router_name(endpoint)})",
@@ -203,6 +217,31 @@ class Cluster:
             yield forward.socket(ROUTER_PORT)
         finally:
             forward.close()
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: str
+    served_by: str | None  # the deployment that answered (the router's header)
+
+
+def score(
+    route: Route, key: str | None, body: bytes, deployment: str | None, timeout: float = SCORE_TIMEOUT_S
+) -> Answer:
+    """POST a JSON body to the router's /score, with the endpoint key; `deployment` pins the request."""
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    if deployment:
+        headers[HEADER_DEPLOYMENT] = deployment
+    conn = route.connection(timeout)
+    try:
+        conn.request("POST", "/score", body=body, headers=headers)
+        resp = conn.getresponse()
+        return Answer(resp.status, resp.read().decode(errors="replace"), resp.getheader(HEADER_SERVED_BY))
+    finally:
+        conn.close()
 
 
 @contextlib.contextmanager

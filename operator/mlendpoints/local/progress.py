@@ -1,4 +1,4 @@
-"""Measures for progress reports of long steps (model downloads, wheel downloads)."""
+"""Measures for progress reports of long steps on this machine (model downloads, wheel downloads)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""User-facing errors: one clear line plus a hint, never a bare traceback."""
+"""The package's error types, and every error as one clear line plus a hint, never a bare traceback.
+
+At the bottom of the control plane: the CLI, `local/` and the MLflow plugin all raise
+`UserError` and describe any other error with `explain`; the CLI prints them as
+`error: ...` / `hint: ...`, the plugin as an MlflowException.
+"""
 
 from __future__ import annotations
 

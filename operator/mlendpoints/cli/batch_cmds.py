@@ -28,15 +28,21 @@ from rich.console import Console
 from rich.markup import escape
 
 from mlendpoints.api.batch import BatchDeploymentSpec, BatchJobSpec, JobOverrides
-from mlendpoints.api.common import API_GROUP, API_VERSION
 from mlendpoints.api.kinds import BATCH_DEPLOYMENT, BATCH_ENDPOINT, BATCH_JOB
 from mlendpoints.cli.app_state import cluster_options
 from mlendpoints.cli.cluster_cmds import cluster_of
-from mlendpoints.cli.errors import UserError
-from mlendpoints.cli.kube import Cluster
-from mlendpoints.cli.progress import directory_bytes
+from mlendpoints.client import Cluster
+from mlendpoints.errors import UserError
+from mlendpoints.local.progress import directory_bytes
 from mlendpoints.render.batch import LABEL_BATCH_JOB, PVC_SCHEME, JobSettings, settings_args
-from mlendpoints_serving.contract import BATCH_ERRORS_FILE, ENV_TERMINATION_LOG, BatchStatus
+from mlendpoints_serving.contract import (
+    BATCH_DRIVER,
+    BATCH_ERRORS_FILE,
+    ENV_TERMINATION_LOG,
+    BatchFailure,
+    BatchStatus,
+    parse_failure,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,14 +50,13 @@ console = Console(soft_wrap=True)  # progress lines stay whole in logs and pipes
 POLL_S = 1.0
 FINISHED = ("Succeeded", "Failed")
 LOCAL_ENDPOINT = "local"  # `batch run` has no endpoint, but the API models it is checked by name one
-DRIVER = "mlendpoints-batch"
-DRIVER_FAILED = f"{DRIVER} failed: "
 # What to do about a failure of the driver, by its reason (docs/contract.md, batch driver).
 FAILURE_HINTS = {
-    "OutputExists": "the output folder holds another job's results: pass a new --output folder",
-    "InputNotFound": "check --input (and --input-type uriFile for a single file)",
-    "InvalidSettings": "fix the setting named above",
-    "WorkerInitFailed": "the model (or the scoring script's init()) failed to load: see the log above",
+    BatchFailure.OutputExists: "the output folder holds another job's results: pass a new --output folder",
+    BatchFailure.InputNotFound: "check --input (and --input-type uriFile for a single file)",
+    BatchFailure.InvalidSettings: "fix the setting named above",
+    BatchFailure.WorkerInitFailed: "the model (or the scoring script's init()) failed to load: "
+    "see the log above",
 }
 INPUT_TYPES = click.Choice(["uriFolder", "uriFile"])
 
@@ -150,31 +155,17 @@ def local_model(uri: str) -> Path:
             )
         return path
     # Imported here: resolving and the local cache are only needed for a URI.
-    from mlendpoints.local.mapping import ContainerPlan
-    from mlendpoints.local.rendering import resolve_model
-    from mlendpoints.local.runner import run_to_completion
-    from mlendpoints.local.state import LocalSettings, Store
+    from mlendpoints.local.models import fetch_model, pin
 
-    resolved = resolve_model(uri)  # registry aliases pinned, as the operator does
-    dest = Store(LocalSettings().home).model_dir(resolved.uri)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    plan = ContainerPlan(
-        pod="batch-run",
-        name="fetch-model",
-        argv=[tool("mlendpoints-fetch"), "--model-uri", resolved.uri, "--dest", str(dest)],
-        env={ENV_TERMINATION_LOG: str(dest.with_name(f"{dest.name}.termination-log"))},
-        cwd=None,
-        ports={},
-        readiness_url=None,
-        log=dest.with_name(f"{dest.name}.fetch.log"),
-        termination_log=dest.with_name(f"{dest.name}.termination-log"),
-    )
-    label = f"fetching {resolved.uri}"
+    pinned = pin(uri)
+    label = f"fetching {pinned}"
     with console.status(label) as status:
-        run_to_completion(
-            plan, on_wait=lambda: status.update(f"{label} ({directory_bytes(dest) / 1e6:.1f} MB)")
+        dest = fetch_model(
+            pinned,
+            tool("mlendpoints-fetch"),
+            on_wait=lambda dest: status.update(f"{label} ({directory_bytes(dest) / 1e6:.1f} MB)"),
         )
-    console.print(f"model {resolved.uri} in {dest}", style="dim")
+    console.print(f"model {pinned} in {dest}", style="dim")
     return dest
 
 
@@ -188,7 +179,7 @@ def run_argv(
 ) -> list[str]:
     """The driver's command line: one instance that scores and merges (`--phase all`)."""
     argv = [
-        tool(DRIVER), "--model-dir", str(model_dir),
+        tool(BATCH_DRIVER), "--model-dir", str(model_dir),
         "--input", input_uri, "--input-type", input_type, "--output", output_uri,
         *settings_args(settings), "--phase", "all",
     ]  # fmt: skip
@@ -199,15 +190,13 @@ def run_argv(
 
 def driver_failure(message: str, output_uri: str, code: int) -> UserError:
     """The driver's `mlendpoints-batch failed: <Reason>: <message>` as one error line and a hint."""
-    message = message.strip()
-    if not message.startswith(DRIVER_FAILED):
-        return UserError(f"{DRIVER} exited with code {code}", "its log above says why")
-    detail = message[len(DRIVER_FAILED) :]
-    reason = detail.split(":", 1)[0]
-    hint = FAILURE_HINTS.get(reason)
-    if reason == "ErrorThresholdExceeded":
+    failure = parse_failure(message)
+    if failure is None:
+        return UserError(f"{BATCH_DRIVER} exited with code {code}", "its log above says why")
+    hint = FAILURE_HINTS.get(failure.reason)
+    if failure.reason is BatchFailure.ErrorThresholdExceeded:
         hint = f"every failed item and why: {output_uri.rstrip('/')}/{BATCH_ERRORS_FILE}"
-    return UserError(f"the batch job failed: {detail}", hint)
+    return UserError(f"the batch job failed: {failure.detail}", hint)
 
 
 def outcome_line(items: dict[str, Any], mini_batches: dict[str, Any]) -> str:
@@ -368,15 +357,8 @@ def invoke(
     cluster = cluster_of(ctx)
     ns = cluster.namespace
     target = _target_deployment(cluster, endpoint, deployment)
-    body = {
-        "apiVersion": f"{API_GROUP}/{API_VERSION}",
-        "kind": BATCH_JOB.kind,
-        "metadata": {"name": name} if name else {"generateName": f"{endpoint}-"},
-        "spec": spec.model_dump(exclude_none=True),
-    }
-    created: Any = cluster.custom.create_namespaced_custom_object(
-        API_GROUP, API_VERSION, ns, "batchjobs", body
-    )
+    spec_body = spec.model_dump(exclude_none=True)
+    created = cluster.create(BATCH_JOB, name, spec_body, generate_name=f"{endpoint}-")
     job = created["metadata"]["name"]
     console.print(f"batchjob [bold]{job}[/] created in namespace {ns} (deployment {target})", highlight=False)
     watch = f"kubectl -n {ns} get batchjob {job} -w"
