@@ -67,6 +67,16 @@ def assert_error(resp: Any, status: int, *fragments: str) -> None:
         assert fragment in err["message"], err["message"]
 
 
+def assert_v2_error(resp: Any, status: int, *fragments: str) -> None:
+    """The Open Inference Protocol's error form: {"error": <message string>} (and our code)."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == "application/json"
+    body = resp.json()
+    assert set(body) == {"error", "code"} and isinstance(body["error"], str) and body["code"], body
+    for fragment in fragments:
+        assert fragment in body["error"], body["error"]
+
+
 # -- /score -----------------------------------------------------------------------------------------
 def test_score_split_dataframe(servers: dict[str, Server], pyfuncs: dict[str, Any]) -> None:
     resp = post(
@@ -153,7 +163,7 @@ def test_v2_infer_tensor_model(servers: dict[str, Server]) -> None:
     assert out["outputs"][0]["data"] == [20.0, 8.0]
     meta = servers["tensor"].client().get("/v2/models/summer").json()
     assert meta["inputs"] == [{"name": "tensor0", "datatype": "FP64", "shape": [-1, 4]}]
-    assert_error(
+    assert_v2_error(
         post(
             servers["tensor"],
             "/v2/models/summer/infer",
@@ -176,8 +186,8 @@ def test_swagger_is_openapi3_from_the_signature(servers: dict[str, Server]) -> N
     assert doc["openapi"].startswith("3.")
     score = doc["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]
     assert score["example"]["input_data"]["columns"] == DIABETES_COLS
-    columns = score["schema"]["properties"]["input_data"]["properties"]["columns"]["items"]["enum"]
-    assert columns == DIABETES_COLS
+    split = score["schema"]["properties"]["input_data"]["anyOf"][0]
+    assert split["properties"]["columns"]["items"]["enum"] == DIABETES_COLS
     assert "/invocations" in doc["paths"]
 
 

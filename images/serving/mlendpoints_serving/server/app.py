@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from mlendpoints_serving.model import InputError, ModelError
+from mlendpoints_serving.model import InputError, ModelError, ModelInput, ServedModel
 from mlendpoints_serving.model.core import dumps
-from mlendpoints_serving.server import openapi
-from mlendpoints_serving.server.codecs import AzureCodec, ClientError, MlflowCodec, V2Codec, v2_datatype
+from mlendpoints_serving.server import openapi, v2
+from mlendpoints_serving.server.codecs import AzureCodec, ClientError, MlflowCodec
 from mlendpoints_serving.server.dataplane import DataPlane
 from mlendpoints_serving.server.metrics import Metrics
 from mlendpoints_serving.server.settings import ServeSettings
@@ -31,26 +31,34 @@ log = logging.getLogger("mlendpoints.serve")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-Response = tuple[int, bytes, bytes]  # status, content type, body
+Headers = tuple[tuple[bytes, bytes], ...]
+Response = tuple[int, bytes, bytes, Headers]  # status, content type, body, more headers
 
 JSON_TYPE = b"application/json"
+NO_ROWS = "the input has no rows; send at least one"
 
 
-def error(status: int, code: str, message: str) -> Response:
-    return status, JSON_TYPE, orjson.dumps({"error": {"code": code, "message": message}})
+def error(status: int, code: str, message: str, headers: Headers = ()) -> Response:
+    return status, JSON_TYPE, orjson.dumps({"error": {"code": code, "message": message}}), headers
+
+
+def v2_error(status: int, code: str, message: str, headers: Headers = ()) -> Response:
+    """The Open Inference Protocol's error form, on /v2 routes."""
+    return status, JSON_TYPE, v2.error_body(code, message), headers
 
 
 def ok(obj: Any) -> Response:
-    return 200, JSON_TYPE, orjson.dumps(obj)
+    return 200, JSON_TYPE, orjson.dumps(obj), ()
 
 
 class Request:
-    __slots__ = ("body", "content_type", "method", "path")
+    __slots__ = ("body", "content_type", "headers", "method", "path")
 
     def __init__(self, scope: Scope, body: bytes) -> None:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.body = body
+        self.headers: list[tuple[bytes, bytes]] = scope["headers"]
         self.content_type: str | None = None
         for name, value in scope["headers"]:
             if name == b"content-type":
@@ -71,18 +79,18 @@ class ServerApp:
         self.dataplane = DataPlane(settings, metrics, workers_loaded, on_stuck)
         self._on_load_failed = on_load_failed
         self._timeout_s = settings.request_timeout_ms / 1000.0
-        self._azure, self._mlflow, self._v2 = AzureCodec(), MlflowCodec(), V2Codec(settings.model_name)
+        self._azure, self._mlflow, self._v2 = AzureCodec(), MlflowCodec(), v2.V2Codec(settings.model_name)
         self._swagger: bytes | None = None
         self._counters: dict[tuple[str, int], Any] = {}
         self._histograms: dict[str, Any] = {}
-        v2 = f"/v2/models/{settings.model_name}"
+        model_path = f"/v2/models/{settings.model_name}"
         self.routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
             ("POST", "/score"): self.score,
             ("POST", "/invocations"): self.invocations,
-            ("POST", f"{v2}/infer"): self.v2_infer,
-            ("GET", v2): self.v2_metadata,
-            ("GET", f"{v2}/ready"): self.health,
-            ("GET", "/v2/health/ready"): self.health,
+            ("POST", f"{model_path}/infer"): self.v2_infer,
+            ("GET", model_path): self.v2_metadata,
+            ("GET", f"{model_path}/ready"): self.v2_model_ready,
+            ("GET", "/v2/health/ready"): self.v2_ready,
             ("GET", "/v2/health/live"): self.live,
             ("GET", "/v2"): self.v2_server,
             ("GET", "/"): self.live,
@@ -91,7 +99,11 @@ class ServerApp:
             ("GET", "/swagger.json"): self.swagger,
             ("GET", "/metrics"): self.prometheus,
         }
-        self._paths = {path for _, path in self.routes}
+        # RFC 9110: a 405 names the methods the resource has.
+        self._allow: dict[str, bytes] = {}
+        for method, path in sorted(self.routes):
+            known = self._allow.get(path)
+            self._allow[path] = method.encode() if known is None else known + b", " + method.encode()
 
     # -- ASGI ---------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -127,36 +139,48 @@ class ServerApp:
         status = 500
         try:
             if handler is None:
-                status, ctype, body = (
-                    error(405, "method_not_allowed", f"{scope['method']} {path} is not allowed")
-                    if path in self._paths
-                    else error(404, "not_found", f"no route {path}")
-                )
+                status, ctype, body, extra = self._no_route(scope["method"], path)
             else:
                 try:
                     async with asyncio.timeout(self._timeout_s):
                         request = Request(scope, await self._read_body(scope, receive))
-                        status, ctype, body = await handler(request)
+                        status, ctype, body, extra = await handler(request)
                 except TimeoutError:
-                    status, ctype, body = error(
+                    status, ctype, body, extra = _error_for(path)(
                         408, "request_timeout", f"no response within {self.settings.request_timeout_ms} ms"
                     )
                 except ClientError as exc:
-                    status, ctype, body = error(exc.status, exc.code, exc.message)
+                    status, ctype, body, extra = _error_for(path)(exc.status, exc.code, exc.message)
                 except Exception as exc:  # a bug of ours: still a JSON error, with the trace in the log
                     log.exception("unhandled error on %s", path)
-                    status, ctype, body = error(500, "internal_error", f"{type(exc).__name__}: {exc}")
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())],
-                }
-            )
+                    status, ctype, body, extra = _error_for(path)(
+                        500, "internal_error", f"{type(exc).__name__}: {exc}"
+                    )
+            headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
+            if extra:
+                headers.extend(extra)
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         finally:
             self.metrics.in_flight.dec()
             self._observe(route, status, time.perf_counter() - started)
+
+    def _no_route(self, method: str, path: str) -> Response:
+        allow = self._allow.get(path)
+        if allow is not None:
+            return _error_for(path)(
+                405,
+                "method_not_allowed",
+                f"{method} {path} is not allowed; allowed: {allow.decode()}",
+                ((b"allow", allow),),
+            )
+        if path.startswith("/v2/models/"):
+            return v2_error(
+                404,
+                "not_found",
+                f"no route {path}; this server serves the model '{self.settings.model_name}'",
+            )
+        return _error_for(path)(404, "not_found", f"no route {path}")
 
     def _observe(self, route: str, status: int, seconds: float) -> None:
         counter = self._counters.get((route, status))
@@ -185,7 +209,7 @@ class ServerApp:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     # -- scoring ------------------------------------------------------------------------------------
-    async def _predict(self, request: Request, codec: AzureCodec | MlflowCodec | V2Codec) -> Response:
+    async def _predict(self, request: Request, codec: AzureCodec | MlflowCodec) -> Response:
         model = self.dataplane.model
         if model is None:
             if self.dataplane.script is not None:
@@ -193,15 +217,29 @@ class ServerApp:
             return self._not_ready()
         try:
             inp, context = codec.decode(model, request.body, request.content_type)
+            if inp.rows == 0:
+                return error(400, "invalid_input", NO_ROWS)
             predictions = await self.dataplane.infer(inp)
-            return 200, JSON_TYPE, codec.encode(predictions, context)
+            return 200, JSON_TYPE, codec.encode(predictions, context), ()
         except ClientError as exc:
             return error(exc.status, exc.code, exc.message)
         except InputError as exc:
             return error(400, exc.code, exc.message)
         except ModelError as exc:
-            log.error("model raised %s", exc, exc_info=exc.__cause__)
-            return error(500, "model_error", f"{exc.type}: {exc.message}")
+            return self._model_error(model, inp, exc, error)
+
+    def _model_error(
+        self, model: ServedModel, inp: ModelInput, exc: ModelError, form: Callable[..., Response]
+    ) -> Response:
+        """The model raised: a 400 when the input is what it could not take, else a 500."""
+        fault = model.input_fault(inp)
+        if fault is not None:
+            log.info("model refused the input (%s): %s", fault, exc)
+            return form(
+                400, "invalid_input", f"{fault}, which the model cannot take: {exc.type}: {exc.message}"
+            )
+        log.error("model raised %s", exc, exc_info=exc.__cause__)
+        return form(500, "model_error", f"{exc.type}: {exc.message}")
 
     def _not_ready(self) -> Response:
         reason = self.dataplane.load_error or "the model is still loading"
@@ -216,9 +254,36 @@ class ServerApp:
         return await self._predict(request, self._mlflow)
 
     async def v2_infer(self, request: Request) -> Response:
-        return await self._predict(request, self._v2)
+        model = self.dataplane.model
+        if model is None:
+            return self._v2_no_model()
+        try:
+            inp, requested = self._v2.decode(model, request.body, request.content_type, request.headers)
+            if inp.rows == 0:
+                return v2_error(400, "invalid_input", NO_ROWS)
+            predictions = await self.dataplane.infer(inp)
+            ctype, body, header_length = self._v2.encode(model, predictions, requested)
+        except ClientError as exc:
+            return v2_error(exc.status, exc.code, exc.message)
+        except InputError as exc:
+            return v2_error(400, exc.code, exc.message)
+        except ModelError as exc:
+            return self._model_error(model, inp, exc, v2_error)
+        if header_length is None:
+            return 200, ctype, body, ()
+        return 200, ctype, body, ((b"inference-header-content-length", str(header_length).encode()),)
+
+    def _v2_no_model(self) -> Response:
+        if self.dataplane.script is not None:
+            return v2_error(
+                404, "not_found", "this deployment runs a scoring script: it has no V2 model; use POST /score"
+            )
+        reason = self.dataplane.load_error or "the model is still loading"
+        return v2_error(503, "not_ready", reason)
 
     async def _run_script(self, request: Request) -> Response:
+        if not request.body:
+            return error(400, "invalid_request", "the request has no body; run() is given the body")
         try:
             raw = request.body.decode("utf-8")
         except UnicodeDecodeError:
@@ -229,7 +294,7 @@ class ServerApp:
             log.exception("scoring script run() raised")
             return error(500, "script_error", f"{type(exc).__name__}: {exc}")
         try:
-            return 200, JSON_TYPE, dumps(result)
+            return 200, JSON_TYPE, dumps(result), ()
         except TypeError as exc:
             return error(500, "script_error", f"run() returned a value that is not JSON: {exc}")
 
@@ -241,56 +306,41 @@ class ServerApp:
         return ok({"status": "ready"}) if self.dataplane.ready else self._not_ready()
 
     async def v2_server(self, request: Request) -> Response:
-        return ok({"name": "mlendpoints", "version": "1", "extensions": []})
+        return ok({"name": "mlendpoints", "version": "1", "extensions": v2.EXTENSIONS})
 
     async def v2_metadata(self, request: Request) -> Response:
         model = self.dataplane.model
         if model is None:
-            return self._not_ready()
-        # MLflow's schema objects: the first use may import MLflow, so off the event loop.
-        inputs, outputs = await asyncio.to_thread(
-            lambda: (_v2_tensors(model.input_schema), _v2_tensors(model.output_schema))
-        )
-        return ok(
-            {
-                "name": self.settings.model_name,
-                "versions": [],
-                "platform": "mlflow",
-                "inputs": inputs,
-                "outputs": outputs,
-            }
-        )
+            return self._v2_no_model()
+        return ok(self._v2.metadata(model))
+
+    async def v2_ready(self, request: Request) -> Response:
+        if self.dataplane.ready:
+            return ok({"ready": True})
+        return v2_error(503, "not_ready", self.dataplane.load_error or "the model is still loading")
+
+    async def v2_model_ready(self, request: Request) -> Response:
+        if self.dataplane.script is not None or not self.dataplane.ready:
+            return self._v2_no_model()
+        return ok({"name": self.settings.model_name, "ready": True})
 
     async def swagger(self, request: Request) -> Response:
         if self._swagger is None:
             if not self.dataplane.ready:
                 return self._not_ready()
             spec = await asyncio.to_thread(
-                openapi.build, self.dataplane.model, f"{self.settings.model_name} scoring"
+                openapi.build,
+                self.dataplane.model,
+                f"{self.settings.model_name} scoring",
+                self.dataplane.script,
             )
             self._swagger = orjson.dumps(spec)
-        return 200, JSON_TYPE, self._swagger
+        return 200, JSON_TYPE, self._swagger, ()
 
     async def prometheus(self, request: Request) -> Response:
-        return 200, b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
+        return 200, b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render(), ()
 
 
-def _v2_tensors(schema: Any) -> list[dict[str, Any]]:
-    if schema is None:
-        return []
-    import numpy as np
-
-    out = []
-    for i, spec in enumerate(schema.inputs):
-        if schema.is_tensor_spec():
-            out.append(
-                {
-                    "name": spec.name or f"tensor{i}",
-                    "datatype": v2_datatype(np.dtype(spec.type)),
-                    "shape": list(spec.shape),
-                }
-            )
-        else:
-            dtype = spec.type.to_numpy() if hasattr(spec.type, "to_numpy") else np.dtype(object)
-            out.append({"name": spec.name or f"column{i}", "datatype": v2_datatype(dtype), "shape": [-1]})
-    return out
+def _error_for(path: str) -> Callable[..., Response]:
+    """The error form of a route: the Open Inference Protocol's on /v2, ours elsewhere."""
+    return v2_error if path.startswith("/v2") else error

@@ -1,12 +1,35 @@
-"""OpenAPI 3 for /score and /invocations, generated from the model signature, with its input example."""
+"""OpenAPI 3 of what this deployment serves, generated from the model signature (or the scoring script).
+
+The document is the contract: a request it calls valid is one the server accepts, and
+one it calls invalid is refused with a 4xx (tests/integration/test_server_openapi.py
+holds the server to it with schemathesis). So the schemas are as exact as the signature
+allows:
+
+- columns: every accepted shape of `input_data` (split DataFrame, rows, records, named
+  columns) as an `anyOf`, each column typed, at least one row (no rows: a 400);
+- tensors: nested arrays, fixed dimensions sized, at least one row;
+- CSV: a header naming the signature's columns in order, then rows of values.
+
+Where JSON Schema cannot say what the server checks (columns of mixed types in a
+reordered split frame, ragged `-1` dimensions, a model that cannot take null), the
+document says it in the description. A scoring-script deployment serves only
+`/score`: its document comes from the script's inference-schema decorators when
+present, else it takes any JSON.
+"""
 
 from __future__ import annotations
 
+import logging
+from types import ModuleType
 from typing import Any
 
 from mlendpoints_serving.model import ServedModel
+from mlendpoints_serving.model.schema import ColumnSpec, TensorDecoder
 
-_JSON_TYPES = {
+log = logging.getLogger("mlendpoints.serve")
+
+_INT_RANGES = {"long": (-(2**63), 2**63 - 1), "integer": (-(2**31), 2**31 - 1)}
+_PARAM_TYPES = {
     "double": "number",
     "float": "number",
     "long": "integer",
@@ -23,103 +46,169 @@ def _error_response(description: str) -> dict[str, Any]:
     }
 
 
-def _input_schema(model: ServedModel) -> dict[str, Any]:
-    if model.columns is not None:
-        cols = model.columns.columns
-        row = {"type": "array", "items": {}, "minItems": len(cols), "maxItems": len(cols)}
-        return {
-            "type": "object",
-            "description": "split-orient DataFrame: " + model.columns.describe(),
-            "required": ["data"],
-            "properties": {
-                "columns": {"type": "array", "items": {"type": "string", "enum": [c.name for c in cols]}},
-                "index": {"type": "array"},
-                "data": {"type": "array", "items": row},
-            },
-        }
-    if model.tensors:
-        return {
-            "description": "tensor(s): "
-            + ", ".join(f"{n or 'input'}: {t.describe()}" for n, t in model.tensors.items())
-        }
-    return {"description": "any input the model accepts (no signature)"}
+def _value(spec: ColumnSpec) -> dict[str, Any]:
+    if spec.type in ("double", "float"):
+        return {"type": "number"}
+    if spec.type in _INT_RANGES:
+        low, high = _INT_RANGES[spec.type]
+        return {"type": "integer", "minimum": low, "maximum": high}
+    return {"type": "boolean" if spec.type == "boolean" else "string"}
 
 
-def build(model: ServedModel | None, title: str) -> dict[str, Any]:
-    example = model.input_example if model is not None else None
-    input_schema = _input_schema(model) if model is not None else {}
-    score_example: dict[str, Any] | None = None
-    if isinstance(example, dict):
-        value = next((v for k, v in example.items() if k != "params"), None)
-        score_example = {
-            "input_data": value,
-            **({"params": example["params"]} if "params" in example else {}),
+def _column_schemas(model: ServedModel) -> dict[str, dict[str, Any]]:
+    """The shapes a column signature's input takes, by name."""
+    assert model.columns is not None
+    cols = model.columns.columns
+    names = [c.name for c in cols]
+    n = len(cols)
+    uniform = len({c.type for c in cols}) == 1
+    if uniform:
+        row_items: dict[str, Any] = _value(cols[0])
+        # any order of the signature's columns: a row's values are all of one type
+        columns: dict[str, Any] = {
+            "type": "array",
+            "items": {"type": "string", "enum": names},
+            "minItems": n,
+            "maxItems": n,
+            "uniqueItems": True,
         }
-    params_schema: dict[str, Any] = {"type": "object"}
-    if model is not None and model.params_schema is not None:
-        params_schema["properties"] = {
-            p.name: {"type": _JSON_TYPES.get(p.dtype.name, "string"), "default": p.default}
-            for p in model.params_schema.params
-        }
-    responses = {
-        "200": {"description": "predictions", "content": {"application/json": {"schema": {}}}},
-        "400": _error_response("input does not fit the signature, or malformed JSON"),
-        "408": _error_response("request timeout"),
-        "413": _error_response("body too large"),
-        "415": _error_response("unsupported content type"),
-        "500": _error_response("the model raised"),
-        "503": _error_response("model not loaded yet"),
-    }
-
-    def body(schema: dict[str, Any], ex: Any) -> dict[str, Any]:
-        media: dict[str, Any] = {"schema": schema}
-        if ex is not None:
-            media["example"] = ex
-        return {"required": True, "content": {"application/json": media}}
-
-    score_schema = {
+    else:
+        row_items = {"anyOf": [_value(c) for c in cols]}
+        columns = {"type": "array", "items": {"type": "string"}, "enum": [names]}
+    row = {"type": "array", "items": row_items, "minItems": n, "maxItems": n}
+    typed = {c.name: _value(c) for c in cols}
+    described = model.columns.describe()
+    split = {
         "type": "object",
-        "required": ["input_data"],
-        "properties": {"input_data": input_schema, "params": params_schema},
-    }
-    invocations_schema = {
-        "type": "object",
+        "description": f"a split DataFrame: `columns` (none: signature order) and rows [{described}]",
+        "required": ["data"],
         "properties": {
-            "dataframe_split": input_schema,
-            "dataframe_records": {"type": "array"},
-            "instances": {"type": "array"},
-            "inputs": {},
-            "params": params_schema,
+            "columns": {**columns, "nullable": True},
+            "index": {"description": "ignored"},
+            "data": {"type": "array", "items": row, "minItems": 1},
         },
     }
-    invocations_body = body(invocations_schema, example)
-    invocations_body["content"]["text/csv"] = {"schema": {"type": "string"}}
+    rows = {
+        "type": "array",
+        "description": f"rows in signature order [{described}]",
+        "items": row,
+        "minItems": 1,
+    }
+    records = {
+        "type": "array",
+        "description": "records: one object per row; other keys are ignored",
+        "items": {"type": "object", "required": names, "properties": typed},
+        "minItems": 1,
+    }
+    named = {
+        "type": "object",
+        "description": "named columns: a value or a one-value list per column; other keys are ignored",
+        "required": names,
+        "properties": {
+            c.name: {
+                "anyOf": [_value(c), {"type": "array", "items": _value(c), "minItems": 1, "maxItems": 1}]
+            }
+            for c in cols
+        },
+    }
+    return {"split": split, "rows": rows, "records": records, "named": named}
+
+
+def _tensor(spec: TensorDecoder) -> dict[str, Any]:
+    kind = spec.dtype.kind
+    leaf: dict[str, Any] = (
+        {"type": "number"}
+        if kind == "f"
+        else {"type": "integer"}
+        if kind in "iu"
+        else {"type": "boolean"}
+        if kind == "b"
+        else {"type": "string"}
+    )
+    schema = leaf
+    for depth, size in reversed(list(enumerate(spec.shape))):
+        schema = {"type": "array", "items": schema}
+        if size >= 0:
+            schema["minItems"] = schema["maxItems"] = size
+        elif depth == 0:
+            schema["minItems"] = 1
+    schema["description"] = f"{spec.label}: {spec.describe()}; -1 dimensions are any size, not ragged"
+    return schema
+
+
+def _csv(model: ServedModel) -> dict[str, Any]:
+    """A CSV body as a pattern: the header in signature order, then rows of numbers (numeric columns)."""
+    cols = model.columns.columns if model.columns is not None else []
+    if not cols or any(c.type not in ("double", "float") for c in cols):
+        return {"type": "string", "minLength": 1, "description": "CSV with a header row naming the columns"}
+    number = r"-?(0|[1-9][0-9]{0,8})(\.[0-9]{1,8})?"
+    row = ",".join([number] * len(cols))
+    header = ",".join(c.name for c in cols)
+    return {
+        "type": "string",
+        "description": "CSV: a header row naming the signature's columns, then at least one row",
+        "pattern": f"^{header}(\\n{row})+\\n?$",
+    }
+
+
+def _params(model: ServedModel) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "nullable": True}
+    if model.params_schema is not None:
+        schema["properties"] = {
+            p.name: {"type": _PARAM_TYPES.get(p.dtype.name, "string"), "default": p.default}
+            for p in model.params_schema.params
+        }
+        schema["description"] = "MLflow params (the signature's params schema)"
+    else:
+        schema["description"] = "MLflow params; this model has no params schema, so they are ignored"
+    return schema
+
+
+def _body(schema: dict[str, Any], example: Any) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"required": True, "content": {"application/json": media}}
+
+
+def _responses(ok: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "200": {"description": "predictions", "content": {"application/json": {"schema": ok}}}
+    }
+    out.update({status: _error_response(text) for status, text in errors.items()})
+    return out
+
+
+_SCORING_ERRORS = {
+    "400": "input does not fit the signature, malformed JSON, or input the model cannot take",
+    "408": "request timeout",
+    "413": "body too large",
+    "415": "unsupported content type",
+    "500": "the model raised",
+    "503": "model not loaded yet",
+}
+
+
+def build(model: ServedModel | None, title: str, script: ModuleType | None = None) -> dict[str, Any]:
+    if script is not None:
+        paths = {"/score": {"post": _script_operation(script)}}
+    elif model is not None:
+        paths = _model_paths(model)
+    else:
+        paths = {}
     return {
         "openapi": "3.0.3",
         "info": {"title": title, "version": "1"},
-        "paths": {
-            "/score": {
-                "post": {
-                    "summary": "Score (Azure ML contract)",
-                    "requestBody": body(score_schema, score_example),
-                    "responses": responses,
-                }
-            },
-            "/invocations": {
-                "post": {
-                    "summary": "Score (mlflow models serve contract)",
-                    "requestBody": invocations_body,
-                    "responses": responses,
-                }
-            },
-        },
+        "paths": paths,
         "components": {
             "schemas": {
                 "Error": {
                     "type": "object",
+                    "required": ["error"],
                     "properties": {
                         "error": {
                             "type": "object",
+                            "required": ["code", "message"],
                             "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
                         }
                     },
@@ -127,3 +216,111 @@ def build(model: ServedModel | None, title: str) -> dict[str, Any]:
             }
         },
     }
+
+
+def _model_paths(model: ServedModel) -> dict[str, Any]:
+    example = model.input_example
+    score_example: dict[str, Any] | None = None
+    if isinstance(example, dict):
+        value = next((v for k, v in example.items() if k != "params"), None)
+        score_example = {
+            "input_data": value,
+            **({"params": example["params"]} if "params" in example else {}),
+        }
+    params = _params(model)
+    frames: dict[str, Any]
+    if model.columns is not None:
+        shapes = _column_schemas(model)
+        score_input: dict[str, Any] = {
+            "anyOf": [shapes["split"], shapes["rows"], shapes["records"], shapes["named"]]
+        }
+        frames = {
+            "dataframe_split": dict(shapes["split"]),  # extra keys ignored here
+            "dataframe_records": shapes["records"],
+            "instances": {"anyOf": [shapes["rows"], shapes["records"], shapes["named"]]},
+            "inputs": {"anyOf": [shapes["rows"], shapes["records"], shapes["named"]]},
+        }
+        # /score: an object of only columns/index/data is a split frame, anything else named columns
+        shapes["split"]["additionalProperties"] = False
+    elif model.tensors:
+        if None in model.tensors:
+            tensor = _tensor(model.tensors[None])
+        else:
+            tensor = {
+                "type": "object",
+                "required": [n for n in model.tensors if n is not None],
+                "properties": {n: _tensor(t) for n, t in model.tensors.items() if n is not None},
+            }
+        score_input = tensor
+        frames = {"instances": tensor, "inputs": tensor}
+    else:
+        score_input = {"description": "any input the model accepts (no signature)"}
+        frames = {key: {} for key in ("dataframe_split", "dataframe_records", "instances", "inputs")}
+    score = {
+        "type": "object",
+        "required": ["input_data"],
+        "properties": {"input_data": score_input, "params": params},
+    }
+    invocations = {
+        "type": "object",
+        "description": "exactly one of " + ", ".join(frames),
+        "properties": {**frames, "params": params},
+        "oneOf": [{"required": [key]} for key in frames],
+    }
+    invocations_body = _body(invocations, example)
+    invocations_body["content"]["text/csv"] = {"schema": _csv(model)}
+    return {
+        "/score": {
+            "post": {
+                "summary": "Score (Azure ML contract)",
+                "requestBody": _body(score, score_example),
+                "responses": _responses({"type": "array"}, _SCORING_ERRORS),
+            }
+        },
+        "/invocations": {
+            "post": {
+                "summary": "Score (mlflow models serve contract)",
+                "requestBody": invocations_body,
+                "responses": _responses(
+                    {"type": "object", "required": ["predictions"], "properties": {"predictions": {}}},
+                    _SCORING_ERRORS,
+                ),
+            }
+        },
+    }
+
+
+def _script_operation(script: ModuleType) -> dict[str, Any]:
+    """POST /score of a scoring script: its inference-schema decorators' swagger, else any JSON."""
+    request, response = _decorated_schemas(script)
+    return {
+        "summary": "Score (the deployment's scoring script: run(raw_body))",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
+        "responses": _responses(
+            response,
+            {
+                "400": "no body, or the body is not UTF-8",
+                "408": "request timeout",
+                "413": "body too large",
+                "500": "the script's run() raised",
+                "503": "init() has not returned yet",
+            },
+        ),
+    }
+
+
+def _decorated_schemas(script: ModuleType) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:  # Azure's inference-schema package, when the image has it and run() is decorated
+        from inference_schema.schema_util import (  # type: ignore[import-not-found]
+            get_input_schema,
+            get_output_schema,
+            is_schema_decorated,
+        )
+    except ImportError:
+        return {}, {}
+    try:
+        if is_schema_decorated(script.run):
+            return get_input_schema(script.run) or {}, get_output_schema(script.run) or {}
+    except Exception:
+        log.warning("cannot read the scoring script's inference-schema decorators", exc_info=True)
+    return {}, {}
