@@ -1,0 +1,113 @@
+"""The V2 codec against tritonclient's own encoders and decoders, with real fixture models (no HTTP).
+
+The integration test drives the routes with the client; this one covers what the fixture
+models cannot show over HTTP: BYTES tensors both ways, DataFrame outputs (one output per
+column), every numeric datatype's binary layout, and malformed binary requests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
+
+from mlendpoints_serving.model import InputError, ServedModel, load
+from mlendpoints_serving.server.codecs import ClientError
+from mlendpoints_serving.server.v2 import DATATYPES, Requested, V2Codec, _from_binary, _to_binary
+
+HEADER = b"inference-header-content-length"
+
+
+@pytest.fixture(scope="module")
+def models(model_dirs: dict[str, Path]) -> dict[str, ServedModel]:
+    return {name: load(path) for name, path in model_dirs.items()}
+
+
+def request(inputs: list[triton.InferInput], **kwargs: Any) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The body and headers tritonclient sends for these inputs."""
+    body, json_size = triton.InferenceServerClient.generate_request_body(inputs, **kwargs)
+    return body, [] if json_size is None else [(HEADER, str(json_size).encode())]
+
+
+@pytest.mark.parametrize("datatype", sorted(set(DATATYPES) - {"BYTES"}))
+def test_numeric_binary_layout_is_tritons(datatype: str) -> None:
+    values = np.arange(6).reshape(2, 3).astype(DATATYPES[datatype])
+    tensor = triton.InferInput("x", [2, 3], datatype)
+    tensor.set_data_from_numpy(values, binary_data=True)
+    raw = tensor._get_binary_data()
+    assert _to_binary(values, datatype) == raw
+    np.testing.assert_array_equal(_from_binary(memoryview(raw), datatype, "x", 0), values.ravel())
+
+
+def test_bytes_tensors_both_ways() -> None:
+    values = np.array(["a", "ünï", "", "x" * 300], dtype=object)
+    raw = serialize_byte_tensor(values).item()
+    assert _from_binary(memoryview(raw), "BYTES", "s", 0) == list(values)
+    decoded = deserialize_bytes_tensor(_to_binary(values, "BYTES"))
+    assert [v.decode() for v in decoded] == list(values)
+    with pytest.raises(InputError, match="runs past the data"):
+        _from_binary(memoryview(raw[:-1]), "BYTES", "s", 0)
+    with pytest.raises(InputError, match="not UTF-8"):
+        _from_binary(memoryview(b"\x02\x00\x00\x00\xff\xfe"), "BYTES", "s", 0)
+
+
+def test_a_dataframe_output_is_one_output_per_column_readable_by_the_client(
+    models: dict[str, ServedModel],
+) -> None:
+    codec = V2Codec("model")
+    frame = pd.DataFrame({"label": ["setosa", "virginica"], "score": [0.9, 0.75]})
+    content_type, body, header_length = codec.encode(models["iris"], frame, Requested("r", None, True))
+    assert content_type == b"application/octet-stream" and header_length is not None
+    result = triton.InferResult.from_response_body(body, header_length=header_length)
+    assert [o["name"] for o in result.get_response()["outputs"]] == ["label", "score"]
+    assert [v.decode() for v in result.as_numpy("label")] == ["setosa", "virginica"]
+    np.testing.assert_array_equal(result.as_numpy("score"), [0.9, 0.75])
+    # Asked by name, in the order asked, one as JSON: only those, as asked.
+    _, body, header_length = codec.encode(
+        models["iris"], frame, Requested(None, [("score", False), ("label", True)], False)
+    )
+    result = triton.InferResult.from_response_body(body, header_length=header_length)
+    assert [o["name"] for o in result.get_response()["outputs"]] == ["score", "label"]
+    assert result.get_output("score")["data"] == [0.9, 0.75]
+    with pytest.raises(ClientError, match=r"produced no output \['proba'\]"):
+        codec.encode(models["iris"], frame, Requested(None, [("proba", False)], False))
+
+
+def test_binary_request_errors_name_the_problem(models: dict[str, ServedModel]) -> None:
+    codec = V2Codec("summer")
+    tensor = triton.InferInput("x", [1, 4], "FP64")
+    tensor.set_data_from_numpy(np.ones((1, 4)), binary_data=True)
+    body, headers = request([tensor])
+    inp, _ = codec.decode(models["tensor"], body, None, headers)
+    np.testing.assert_array_equal(inp.data, np.ones((1, 4)))
+    with pytest.raises(ClientError, match="runs past the body"):
+        codec.decode(models["tensor"], body[:-8], None, headers)
+    with pytest.raises(ClientError, match="no input's binary_data_size accounts for"):
+        codec.decode(models["tensor"], body + b"\x00" * 8, None, headers)
+    with pytest.raises(ClientError, match="must be the length of the JSON header"):
+        codec.decode(models["tensor"], body, None, [(HEADER, b"99999")])
+    header = json.loads(body[: int(headers[0][1])])
+    header["inputs"][0]["parameters"]["binary_data_size"] = 12
+    raw = json.dumps(header).encode()
+    with pytest.raises(InputError, match="not a whole number of 8-byte values"):
+        codec.decode(models["tensor"], raw + b"\x00" * 12, None, [(HEADER, str(len(raw)).encode())])
+
+
+def test_protocol_parameters_stay_out_of_model_params(models: dict[str, ServedModel]) -> None:
+    codec = V2Codec("model")
+    a, b = triton.InferInput("a", [1], "FP64"), triton.InferInput("b", [1], "FP64")
+    a.set_data_from_numpy(np.array([1.0]), binary_data=False)
+    b.set_data_from_numpy(np.array([2.0]), binary_data=False)
+    body, headers = request([a, b], priority=3, timeout=10, parameters={"scale": 2.0})
+    inp, requested = codec.decode(models["params"], body, None, headers)
+    assert inp.params == {"scale": 2.0, "offset": 0.0}  # MLflow's params schema filled the default
+    assert requested.binary and requested.outputs is None
+    body, headers = request([a, b], priority=3)
+    inp, _ = codec.decode(models["params"], body, None, headers)
+    assert inp.params == {"scale": 1.0, "offset": 0.0}
