@@ -23,7 +23,7 @@ from kubernetes.dynamic.exceptions import ConflictError
 
 from e2e.localcluster.fixture import KubeCluster
 from mlendpoints_serving.contract import LABEL_SERVICE_NAME, ROUTER_CONFIG_KEY
-from mlendpoints_serving.router.kube import KubeApi
+from mlendpoints_serving.router.watch import KubeApi
 from tests.fixtures.servers import free_port, running
 from tests.integration.router_support import REPO, ROUTER, Backends, until
 

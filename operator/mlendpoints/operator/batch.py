@@ -38,7 +38,7 @@ from mlendpoints.api.kinds import BATCH_DEPLOYMENT, BATCH_ENDPOINT
 from mlendpoints.api.kinds import BATCH_JOB as BATCH_JOB_KIND
 from mlendpoints.api.validation import schema_errors
 from mlendpoints.operator import models
-from mlendpoints.operator.kube import KubeApi, Object, Ref
+from mlendpoints.operator.kube import ApiServer, Object, Ref
 from mlendpoints.operator.scheduler import Key, Scheduler
 from mlendpoints.operator.settings import OperatorSettings
 from mlendpoints.operator.status import condition, merge_conditions, parse_status, pod_failure, utcnow
@@ -183,7 +183,7 @@ class NotStartable(Exception):
 
 class BatchReconciler:
     def __init__(
-        self, kube: KubeApi, settings: OperatorSettings, versions: ApiVersions, store: Store
+        self, kube: ApiServer, settings: OperatorSettings, versions: ApiVersions, store: Store
     ) -> None:
         self.kube = kube
         self.settings = settings

@@ -12,7 +12,7 @@ It is deliberately small and honest about what it is not:
   replaced); unlike server-side apply it never removes a field a previous apply set;
 - `metadata.generation` moves when `spec` changes, as the API server does;
 - no controllers run: a test sets what they would write with `set_status`.
-`ensure`/`ensure_absent` are the real client's (`KubeApi`), so convergence and the
+`ensure`/`ensure_absent` are the real client's (`ApiServer`), so convergence and the
 decision to write are the production code's. Every write is recorded in `writes`.
 """
 
@@ -23,7 +23,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from mlendpoints.operator.kube import KubeApi, Object, Ref, merge_patch
+from mlendpoints.operator.kube import ApiServer, Object, Ref, merge_patch
 
 _Key = tuple[str, str, str]  # (kind, namespace, name)
 
@@ -54,7 +54,7 @@ def _merge_patched(live: Any, patch: Any) -> Any:
     return out
 
 
-class MemoryKube(KubeApi):
+class MemoryKube(ApiServer):
     def __init__(self) -> None:
         self.objects: dict[_Key, Object] = {}
         self.writes: list[tuple[str, Ref]] = []  # (verb, object) of every write, in order
@@ -76,7 +76,7 @@ class MemoryKube(KubeApi):
         found = self.objects.get(_key(kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
-    # --- KubeApi -----------------------------------------------------------------------------------
+    # --- ApiServer -----------------------------------------------------------------------------------
     async def get(self, ref: Ref) -> Object | None:
         return self.peek(ref.kind, ref.namespace, ref.name)
 

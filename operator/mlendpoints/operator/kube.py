@@ -143,7 +143,7 @@ def load_configuration(kubeconfig: str | None = None) -> Configuration:
     return cfg
 
 
-class KubeApi(abc.ABC):
+class ApiServer(abc.ABC):
     """What the reconcilers ask of the API server: `Kube` over HTTP, or `MemoryKube` (fake_kube.py) for
     unit tests. `ensure` and `ensure_absent`, the only writes of children, are built on the others
     here once, so the fake converges exactly as the real client does."""
@@ -191,7 +191,7 @@ class KubeApi(abc.ABC):
         return True
 
 
-class Kube(KubeApi):
+class Kube(ApiServer):
     """Async access to the API server; one per process."""
 
     def __init__(self, cfg: Configuration, field_manager: str, concurrency: int = 16) -> None:

@@ -36,7 +36,7 @@ from mlendpoints.api.online import (
 )
 from mlendpoints.api.validation import parse_model_uri, schema_errors, validate_deployment
 from mlendpoints.operator import models
-from mlendpoints.operator.kube import KubeApi, Object, Ref
+from mlendpoints.operator.kube import ApiServer, Object, Ref
 from mlendpoints.operator.scheduler import Key, Scheduler
 from mlendpoints.operator.settings import OperatorSettings
 from mlendpoints.operator.status import deployment_status, endpoint_status, is_true, parse_status, utcnow
@@ -73,7 +73,7 @@ class Reconciler:
 
     def __init__(
         self,
-        kube: KubeApi,
+        kube: ApiServer,
         settings: OperatorSettings,
         versions: ApiVersions,
         store: Store,

@@ -16,7 +16,7 @@ from mlendpoints_serving.router.config import (
     load_keys_file,
     parse_config,
 )
-from mlendpoints_serving.router.kube import config_from_configmaps, keys_from_secrets, slices_by_service
+from mlendpoints_serving.router.watch import config_from_configmaps, keys_from_secrets, slices_by_service
 
 
 def test_bearer_primary_or_secondary_key_passes() -> None:

@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlendpoints_serving.contract import ENV_PREFIX_ROUTER, ROUTER_PORT, RouterConfig, keys_secret_name
-from mlendpoints_serving.router import kube
+from mlendpoints_serving.router import watch
 from mlendpoints_serving.router.auth import KeyChecker
 from mlendpoints_serving.router.config import ConfigError, load_config_file, load_keys_file, watch_file
 from mlendpoints_serving.router.metrics import RouterMetrics
@@ -124,20 +124,20 @@ class ClusterMode:
     """Watches the ConfigMap, the keys Secret and the EndpointSlices of the deployments' Services."""
 
     def __init__(self, settings: RouterSettings, loop: asyncio.AbstractEventLoop) -> None:
-        namespace = settings.namespace or kube.default_namespace()
+        namespace = settings.namespace or watch.default_namespace()
         if not namespace:
             raise StartupError("cluster mode needs --namespace (no service-account namespace file found)")
         assert settings.configmap is not None
         self.namespace = namespace
         self.configmap = settings.configmap
         try:
-            self.api = kube.KubeApi(kube.load_api_client(settings.kubeconfig))
+            self.api = watch.KubeApi(watch.load_api_client(settings.kubeconfig))
         except Exception as exc:  # kubeconfig missing or invalid, no in-cluster credentials
             raise StartupError(f"no Kubernetes credentials: {exc}") from exc
         self.loop = loop
         self.router: Router | None = None
         self._first_config: asyncio.Future[RouterConfig] = loop.create_future()
-        self._watchers: list[kube.Watcher] = []
+        self._watchers: list[watch.Watcher] = []
 
     async def start(self) -> Router:
         try:
@@ -147,13 +147,13 @@ class ClusterMode:
         log.info(
             "watching", extra={"fields": {"namespace": self.namespace, "endpointslice_version": version}}
         )
-        self._watch(kube.configmap_path(self.namespace), kube.by_name(self.configmap), self._on_configmaps)
+        self._watch(watch.configmap_path(self.namespace), watch.by_name(self.configmap), self._on_configmaps)
         config = await self._first_config
         router = self.router = build_router(config)
         secret = config.keysSecret or keys_secret_name(config.endpoint)
-        self._watch(kube.secret_path(self.namespace), kube.by_name(secret), self._secret_handler(secret))
+        self._watch(watch.secret_path(self.namespace), watch.by_name(secret), self._secret_handler(secret))
         self._watch(
-            kube.endpointslice_path(self.namespace, version), kube.SLICES_OF_SERVICES, self._on_slices
+            watch.endpointslice_path(self.namespace, version), watch.SLICES_OF_SERVICES, self._on_slices
         )
         return router
 
@@ -162,15 +162,15 @@ class ClusterMode:
             watcher.stop()
 
     def _watch(
-        self, path: str, query: list[tuple[str, object]], handler: Callable[[list[kube.KubeObject]], None]
+        self, path: str, query: list[tuple[str, object]], handler: Callable[[list[watch.KubeObject]], None]
     ) -> None:
-        watcher = kube.Watcher(self.api, path, query, self.loop, handler)
+        watcher = watch.Watcher(self.api, path, query, self.loop, handler)
         watcher.start()
         self._watchers.append(watcher)
 
-    def _on_configmaps(self, items: list[kube.KubeObject]) -> None:
+    def _on_configmaps(self, items: list[watch.KubeObject]) -> None:
         try:
-            config = kube.config_from_configmaps(items, self.configmap)
+            config = watch.config_from_configmaps(items, self.configmap)
         except ConfigError as exc:
             log.error("keeping the previous config: %s", exc)
             return
@@ -184,16 +184,16 @@ class ClusterMode:
         else:
             apply_config(self.router, config)
 
-    def _secret_handler(self, name: str) -> Callable[[list[kube.KubeObject]], None]:
-        def on_secrets(items: list[kube.KubeObject]) -> None:
+    def _secret_handler(self, name: str) -> Callable[[list[watch.KubeObject]], None]:
+        def on_secrets(items: list[watch.KubeObject]) -> None:
             assert self.router is not None
-            self.router.keys.set_keys(*kube.keys_from_secrets(items, name))
+            self.router.keys.set_keys(*watch.keys_from_secrets(items, name))
 
         return on_secrets
 
-    def _on_slices(self, items: list[kube.KubeObject]) -> None:
+    def _on_slices(self, items: list[watch.KubeObject]) -> None:
         assert self.router is not None
-        self.router.state.set_service_slices(kube.slices_by_service(items))
+        self.router.state.set_service_slices(watch.slices_by_service(items))
         _prune(self.router)
 
 
