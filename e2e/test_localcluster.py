@@ -85,6 +85,10 @@ def tiny_app(kube_cluster: KubeCluster, namespace: str, tiny_image: str) -> Iter
         lambda: (apps.read_namespaced_deployment(APP, namespace).status.ready_replicas or 0) == 2,
         timeout=90,
     )
+    if kube_cluster.local:
+        # Pods may use the Service as soon as this returns: wait until kube-proxy programs it.
+        cluster_ip = core.read_namespaced_service(APP, namespace).spec.cluster_ip
+        open_through_service(f"http://{cluster_ip}/ready", timeout=5).close()
     yield APP
 
 
@@ -161,7 +165,7 @@ def test_deleting_the_deployment_collects_its_children(
 
 JOB_SCRIPT = """
 import json, os, ssl, urllib.request
-# No cluster DNS: a Service is found through the environment variables kubelet sets.
+# A Service is found through the environment variables kubelet sets (DNS: see DNS_SCRIPT).
 url = "http://%s:%s/from-job" % (os.environ["TINY_SERVICE_HOST"], os.environ["TINY_SERVICE_PORT"])
 assert json.load(urllib.request.urlopen(url, timeout=5))["path"] == "/from-job"
 # The API server, through the `kubernetes` Service, with the pod's service-account token.
@@ -180,24 +184,23 @@ print("job ok")
 """
 
 
-def test_job_runs_to_completion(
-    kube_cluster: KubeCluster, namespace: str, tiny_app: str, tiny_image: str
-) -> None:
-    batch: Any = client.BatchV1Api(kube_cluster.api_client)
-    core: Any = client.CoreV1Api(kube_cluster.api_client)
+def run_job(cluster: KubeCluster, namespace: str, name: str, image: str, script: str) -> tuple[str, str]:
+    """Run `script` in a one-pod Job of `image`; its outcome ("succeeded"/"failed") and its log."""
+    batch: Any = client.BatchV1Api(cluster.api_client)
+    core: Any = client.CoreV1Api(cluster.api_client)
     batch.create_namespaced_job(
         namespace,
         {
             "apiVersion": "batch/v1",
             "kind": "Job",
-            "metadata": {"name": "reach"},
+            "metadata": {"name": name},
             "spec": {
                 "backoffLimit": 0,
                 "template": {
                     "spec": {
                         "restartPolicy": "Never",
                         "securityContext": NON_ROOT,
-                        "containers": [tiny_container(tiny_image, command=["python3", "-c", JOB_SCRIPT])],
+                        "containers": [tiny_container(image, command=["python3", "-c", script])],
                     },
                 },
             },
@@ -205,14 +208,41 @@ def test_job_runs_to_completion(
     )
 
     def finished() -> str | None:
-        status = batch.read_namespaced_job("reach", namespace).status
+        status = batch.read_namespaced_job(name, namespace).status
         return "succeeded" if status.succeeded else "failed" if status.failed else None
 
-    outcome = wait_for("Job finished", finished, timeout=90)
-    pod = core.list_namespaced_pod(namespace, label_selector="job-name=reach").items[0]
-    log = core.read_namespaced_pod_log(pod.metadata.name, namespace)  # through kubelet: logs work
+    outcome = wait_for(f"Job {name} finished", finished, timeout=90)
+    pod = core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items[0]
+    return outcome, core.read_namespaced_pod_log(pod.metadata.name, namespace)  # through kubelet
+
+
+def test_job_runs_to_completion(
+    kube_cluster: KubeCluster, namespace: str, tiny_app: str, tiny_image: str
+) -> None:
+    outcome, log = run_job(kube_cluster, namespace, "reach", tiny_image, JOB_SCRIPT)
     assert outcome == "succeeded", log
     assert log.strip() == "job ok"
+
+
+DNS_SCRIPT = """
+import json, socket, urllib.request
+namespace = open("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read()
+fqdn = "tiny.%s.svc.cluster.local" % namespace
+address = socket.gethostbyname(fqdn)
+# The full name, and the short one through the pod's DNS search path.
+for url in ("http://%s/by-fqdn" % fqdn, "http://tiny/by-short-name"):
+    assert json.load(urllib.request.urlopen(url, timeout=5))["path"].startswith("/by-"), url
+print(address)
+"""
+
+
+def test_a_pod_reaches_a_service_by_its_dns_name(
+    kube_cluster: KubeCluster, namespace: str, tiny_app: str, tiny_image: str
+) -> None:
+    outcome, log = run_job(kube_cluster, namespace, "dns", tiny_image, DNS_SCRIPT)
+    assert outcome == "succeeded", log
+    service = client.CoreV1Api(kube_cluster.api_client).read_namespaced_service(tiny_app, namespace)
+    assert log.strip() == service.spec.cluster_ip, "the name resolves to the Service's ClusterIP"
 
 
 def test_a_crashing_pod_is_restarted(kube_cluster: KubeCluster, namespace: str, tiny_image: str) -> None:

@@ -315,6 +315,26 @@ apply_cluster_objects() {
 EOF
 }
 
+# A ClusterIP that kube-proxy has not programmed yet must be refused, as on a
+# real cluster, not routed out: this sandbox answers unknown addresses with
+# HTTP 404. DNAT runs before the filter table, so programmed Services pass.
+SERVICE_CHAIN=MLENDPOINTS-UNSYNCED
+refuse_unprogrammed_services() {
+  iptables -N "$SERVICE_CHAIN" 2>/dev/null || iptables -F "$SERVICE_CHAIN"
+  iptables -A "$SERVICE_CHAIN" -d "$SERVICE_CIDR" -p tcp -j REJECT --reject-with tcp-reset
+  iptables -A "$SERVICE_CHAIN" -d "$SERVICE_CIDR" -p udp -j REJECT
+  local hook
+  for hook in OUTPUT FORWARD; do
+    iptables -C "$hook" -j "$SERVICE_CHAIN" 2>/dev/null || iptables -I "$hook" -j "$SERVICE_CHAIN"
+  done
+}
+
+drop_service_chain() {
+  local hook
+  for hook in OUTPUT FORWARD; do iptables -D "$hook" -j "$SERVICE_CHAIN" 2>/dev/null || true; done
+  iptables -F "$SERVICE_CHAIN" 2>/dev/null && iptables -X "$SERVICE_CHAIN" 2>/dev/null || true
+}
+
 start_coredns() {
   cat >"$STATE/Corefile" <<EOF
 .:53 {
@@ -409,6 +429,7 @@ start_control_plane() {
     --kubeconfig "$STATE/system_node_$NODE.kubeconfig" --config "$STATE/kubelet-config.yaml" \
     --hostname-override "$NODE" --node-ip "$GATEWAY" \
     --root-dir "$STATE/kubelet" --cert-dir "$STATE/kubelet/pki"
+  refuse_unprogrammed_services
   start kube-proxy "$K8S_BIN/kube-proxy" \
     --kubeconfig "$STATE/system_kube-proxy.kubeconfig" --hostname-override "$NODE" \
     --proxy-mode iptables --cluster-cidr "$POD_CIDR" \
@@ -451,6 +472,7 @@ cmd_down() {
   for c in coredns kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_pid "$c"; done
   if running_pid containerd >/dev/null; then remove_pods; fi
   [ -x "$K8S_BIN/kube-proxy" ] && "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  drop_service_chain
   stop_pid containerd
   # Shims outlive containerd; any still running belong to pods just removed.
   pkill -f -- "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null || true
