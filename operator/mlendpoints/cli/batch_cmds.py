@@ -41,6 +41,7 @@ from mlendpoints_serving.contract import (
     ENV_TERMINATION_LOG,
     BatchFailure,
     BatchStatus,
+    failure_line,
     parse_failure,
 )
 
@@ -192,6 +193,10 @@ def driver_failure(message: str, output_uri: str, code: int) -> UserError:
     """The driver's `mlendpoints-batch failed: <Reason>: <message>` as one error line and a hint."""
     failure = parse_failure(message)
     if failure is None:
+        # A newer driver's reason this CLI does not know: still its own words, with no hint.
+        prefix = failure_line(BATCH_DRIVER, "")
+        if message.strip().startswith(prefix):
+            return UserError(f"the batch job failed: {message.strip().removeprefix(prefix)}", None)
         return UserError(f"{BATCH_DRIVER} exited with code {code}", "its log above says why")
     hint = FAILURE_HINTS.get(failure.reason)
     if failure.reason is BatchFailure.ErrorThresholdExceeded:

@@ -138,6 +138,9 @@ def test_driver_failures_become_one_line_and_a_hint() -> None:
     assert error.hint and "new --output" in error.hint
     error = driver_failure("", "out", -9)
     assert error.message == "mlendpoints-batch exited with code -9"
+    # A reason of a newer driver: its words, no hint.
+    error = driver_failure("mlendpoints-batch failed: OutOfQuota: the bucket is full", "out", 1)
+    assert (error.message, error.hint) == ("the batch job failed: OutOfQuota: the bucket is full", None)
 
 
 @pytest.mark.parametrize(
