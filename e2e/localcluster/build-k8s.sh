@@ -6,8 +6,11 @@
 #   tools/etcd-<v>/     etcd (go.etcd.io/etcd/server/v3)
 #   tools/containerd-<v>/ containerd, containerd-shim-runc-v2, ctr
 #   tools/coredns-<v>/  coredns with the plugins a cluster DNS needs
+#   tools/helm-<v>/     helm (helm.sh/helm/v3), which installs the chart
 # runc and the CNI plugins come from Debian (scripts/setup.sh). Idempotent:
 # prints the cached paths and does nothing else when everything is built.
+# Arguments name components to build only those (k8s etcd containerd coredns
+# helm); none: all of them.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.sh
@@ -136,10 +139,32 @@ GO
   (cd "$dir" && "$GO_BIN" build -trimpath -ldflags "-s -w" -o "$COREDNS_BIN/coredns" .)
 }
 
+# Helm's own Makefile stamps its version, and the Kubernetes version it assumes
+# without a cluster (helm template/lint check the chart's kubeVersion against
+# it), from the client-go it is built with: v0.37.x -> 1.37.
+build_helm() {
+  [ -x "$HELM_BIN/helm" ] && return 0
+  log "helm $HELM_VERSION"
+  local dir=$SRC/helm-$HELM_VERSION p=helm.sh/helm/v3 moddir cg major minor ld
+  wrapper "$dir" "require $p $HELM_VERSION"
+  moddir=$(cd "$dir" && "$GO_BIN" mod download -json "$p@$HELM_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  cg=$(awk '$1 == "k8s.io/client-go" {print $2; exit}' "$moddir/go.mod")
+  cg=${cg#v}; major=$((${cg%%.*} + 1)); minor=$(echo "$cg" | cut -d. -f2)
+  ld="-s -w -X $p/internal/version.version=$HELM_VERSION -X $p/internal/version.gitTreeState=clean"
+  ld+=" -X $p/pkg/lint/rules.k8sVersionMajor=$major -X $p/pkg/lint/rules.k8sVersionMinor=$minor"
+  ld+=" -X $p/pkg/chartutil.k8sVersionMajor=$major -X $p/pkg/chartutil.k8sVersionMinor=$minor"
+  mkdir -p "$HELM_BIN.tmp"
+  (cd "$dir" && "$GO_BIN" build -trimpath -ldflags "$ld" -o "$HELM_BIN.tmp/helm" "$p/cmd/helm")
+  rm -rf "$HELM_BIN" && mv "$HELM_BIN.tmp" "$HELM_BIN"
+}
+
 t0=$SECONDS
-build_k8s
-build_etcd
-build_containerd
-build_coredns
+[ $# -gt 0 ] || set -- k8s etcd containerd coredns helm
+for c in "$@"; do
+  case $c in
+    k8s|etcd|containerd|coredns|helm) "build_$c" ;;
+    *) log "unknown component $c (k8s etcd containerd coredns helm)"; exit 2 ;;
+  esac
+done
 [ $((SECONDS - t0)) -gt 1 ] && log "built in $((SECONDS - t0))s"
-echo "K8S_BIN=$K8S_BIN ETCD_BIN=$ETCD_BIN CONTAINERD_BIN=$CONTAINERD_BIN COREDNS_BIN=$COREDNS_BIN"
+echo "K8S_BIN=$K8S_BIN ETCD_BIN=$ETCD_BIN CONTAINERD_BIN=$CONTAINERD_BIN COREDNS_BIN=$COREDNS_BIN HELM_BIN=$HELM_BIN"
