@@ -136,11 +136,15 @@ def _tensor(spec: TensorDecoder) -> dict[str, Any]:
     return schema
 
 
-def _csv(model: ServedModel) -> dict[str, Any]:
-    """A CSV body as a pattern: the header in signature order, then rows of numbers (numeric columns)."""
+def _csv(model: ServedModel) -> dict[str, Any] | None:
+    """A CSV body as a pattern: the header in signature order, then rows of numbers (numeric columns).
+
+    None where no pattern says which CSV the server takes (other signatures): the document then
+    leaves CSV out rather than promise what it cannot hold; the server still takes it.
+    """
     cols = model.columns.columns if model.columns is not None else []
     if not cols or any(c.type not in ("double", "float") for c in cols):
-        return {"type": "string", "minLength": 1, "description": "CSV with a header row naming the columns"}
+        return None
     number = r"-?(0|[1-9][0-9]{0,8})(\.[0-9]{1,8})?"
     row = ",".join([number] * len(cols))
     header = ",".join(c.name for c in cols)
@@ -261,14 +265,18 @@ def _model_paths(model: ServedModel) -> dict[str, Any]:
         "required": ["input_data"],
         "properties": {"input_data": score_input, "params": params},
     }
-    invocations = {
+    invocations: dict[str, Any] = {
         "type": "object",
         "description": "exactly one of " + ", ".join(frames),
         "properties": {**frames, "params": params},
         "oneOf": [{"required": [key]} for key in frames],
     }
     invocations_body = _body(invocations, example)
-    invocations_body["content"]["text/csv"] = {"schema": _csv(model)}
+    csv = _csv(model)
+    if csv is not None:
+        invocations_body["content"]["text/csv"] = {"schema": csv}
+    else:
+        invocations["description"] += "; or a text/csv body with a header row (not described here)"
     return {
         "/score": {
             "post": {
