@@ -90,6 +90,14 @@ def deploy_operator(kubectl: Kubectl, image: str, env: Mapping[str, str], timeou
         timeout=timeout + 10,
     )
     wait_for("the admission webhook registration", lambda: webhook_ready(kubectl), 60)
+    wait_for("the replaced operator pods to be gone", lambda: only_the_new_operator_runs(kubectl), 90)
+
+
+def only_the_new_operator_runs(kubectl: Kubectl) -> bool:
+    """`rollout status` returns while replaced pods still terminate, and a terminating operator
+    still handles events with its old settings: a test must not start before they are gone."""
+    pods = kubectl.json("-n", OPERATOR_NAMESPACE, "get", "pods", "-l", f"app.kubernetes.io/name={OPERATOR}")
+    return len(pods["items"]) == 1
 
 
 def webhook_ready(kubectl: Kubectl) -> bool:

@@ -210,9 +210,18 @@ def test_batch_job_with_two_instances_scores_every_row_exactly_once(
     assert status["items"] == {"total": 6, "succeeded": 5, "failed": 1}
     assert status["outputUri"] == f"pvc://{CLAIM}/out/run-1/predictions.csv"
     assert condition(job, "Complete")["status"] == "True"
-    jobs = {j["metadata"]["name"] for j in children(kubectl, namespace, "jobs", "run-1")}
-    score = {"run-1-score"} if kube_cluster.version >= (1, 22) else {"run-1-score-0", "run-1-score-1"}
-    assert jobs == score | {"run-1-merge"}
+    jobs = {j["metadata"]["name"]: j for j in children(kubectl, namespace, "jobs", "run-1")}
+    assert set(jobs) == {"run-1-score", "run-1-merge"}
+    # One Indexed Job: each instance is one completion index, and each index completed once.
+    score = jobs["run-1-score"]
+    assert (score["spec"]["completionMode"], score["spec"]["completions"]) == ("Indexed", 2)
+    assert score["status"]["completedIndexes"] == "0,1" and score["status"]["succeeded"] == 2
+    indexes = sorted(
+        p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+        for p in kubectl.json("-n", namespace, "get", "pods", "-l", "job-name=run-1-score")["items"]
+        if p["status"]["phase"] == "Succeeded"
+    )
+    assert indexes == ["0", "1"]
 
     out = data / "out" / "run-1"
     predictions = pd.read_csv(out / "predictions.csv")

@@ -268,7 +268,7 @@ class BatchReconciler:
             except models.ResolveError as exc:
                 await self._not_started(ref, body, status, "ModelNotResolved", str(exc), now)
                 return
-            jobs = render_score_jobs(job, deployment, model, self.versions, self.render_settings)
+            jobs = render_score_jobs(job, deployment, model, self.render_settings)
             await asyncio.gather(*(self.kube.create(j) for j in jobs))
             status.startTime = status.startTime or now
             status.phase = "Pending"

@@ -1,10 +1,8 @@
 """BatchJob (+ its BatchDeployment) -> batch/v1 Jobs running `mlendpoints-batch`. Pure.
 
-Scoring: one pod per instance, each knowing its index.
-- Servers with Indexed Jobs (1.22+, `ApiVersions.indexed_jobs`): one Job `<job>-score`,
-  `completionMode: Indexed`; the driver reads its index from `$JOB_COMPLETION_INDEX`.
-- Older servers (the 1.20 test cluster): one Job per instance, `<job>-score-<i>`, the index
-  passed as `--instance-index i`.
+Scoring: one Indexed Job `<job>-score` (`completionMode: Indexed`), one pod per
+instance; each driver reads its index from `$JOB_COMPLETION_INDEX`, and the Job records
+which indexes completed (`status.completedIndexes`).
 Merge: a second Job, `<job>-merge`, that the operator starts once every instance succeeded
 (or one stopped the job at its error threshold, to record the failed summary). It is a
 byte copy of the committed parts and reads no model, so it needs no fetch.
@@ -40,7 +38,6 @@ from mlendpoints.render.common import (
     pod_security_context,
 )
 from mlendpoints.render.deployment import ResolvedModel, mlflow_environment
-from mlendpoints.render.discovery import ApiVersions
 from mlendpoints_serving import contract
 
 LABEL_BATCH_JOB = "mlendpoints.io/batch-job"
@@ -84,10 +81,8 @@ class JobSettings:
         )
 
 
-def score_job_names(job: str, instance_count: int, versions: ApiVersions) -> list[str]:
-    if versions.indexed_jobs:
-        return [f"{job}-score"]
-    return [f"{job}-score-{i}" for i in range(instance_count)]
+def score_job_name(job: str) -> str:
+    return f"{job}-score"
 
 
 def merge_job_name(job: str) -> str:
@@ -238,47 +233,20 @@ def _job(
 
 
 def render_score_jobs(
-    job: BatchJob,
-    deployment: BatchDeployment,
-    model: ResolvedModel,
-    versions: ApiVersions,
-    settings: RenderSettings,
+    job: BatchJob, deployment: BatchDeployment, model: ResolvedModel, settings: RenderSettings
 ) -> list[Object]:
-    """The scoring Jobs: one Indexed Job, or one Job per instance where the server has no Indexed Jobs."""
+    """The scoring Job: one Indexed Job of `instanceCount` completions, all in parallel."""
     s = JobSettings.of(job.spec, deployment.spec)
     args = driver_args(job.spec, deployment.spec, s, "score")
-    annotations = {MODEL_URI_ANNOTATION: model.uri}
-    names = score_job_names(job.metadata["name"], s.instance_count, versions)
-    if versions.indexed_jobs:
-        spec = {
-            "completionMode": "Indexed",
-            "completions": s.instance_count,
-            "parallelism": s.instance_count,
-            "backoffLimit": s.max_retries * s.instance_count,
-        }
-        return [
-            _job(
-                job,
-                deployment,
-                names[0],
-                "score",
-                spec,
-                _pod_spec(job, deployment, model, args, settings),
-                annotations,
-            )
-        ]
-    return [
-        _job(
-            job,
-            deployment,
-            name,
-            "score",
-            {"completions": 1, "parallelism": 1, "backoffLimit": s.max_retries},
-            _pod_spec(job, deployment, model, [*args, "--instance-index", str(i)], settings),
-            annotations,
-        )
-        for i, name in enumerate(names)
-    ]
+    spec = {
+        "completionMode": "Indexed",
+        "completions": s.instance_count,
+        "parallelism": s.instance_count,
+        "backoffLimit": s.max_retries * s.instance_count,
+    }
+    pod = _pod_spec(job, deployment, model, args, settings)
+    name = score_job_name(job.metadata["name"])
+    return [_job(job, deployment, name, "score", spec, pod, {MODEL_URI_ANNOTATION: model.uri})]
 
 
 def render_merge_job(job: BatchJob, deployment: BatchDeployment, settings: RenderSettings) -> Object:

@@ -1,7 +1,9 @@
-"""Which API versions the cluster serves, chosen once from discovery and passed to every renderer.
+"""Which API versions the cluster serves, checked once from discovery and passed to every renderer.
 
-Kubernetes 1.20 serves autoscaling/v2beta2, policy/v1beta1 and discovery.k8s.io/v1beta1;
-1.24+ serve autoscaling/v2, policy/v1 and discovery.k8s.io/v1. The newest served one wins.
+The supported range (1.31 to 1.37, tested on 1.31 and 1.37) serves autoscaling/v2,
+policy/v1, discovery.k8s.io/v1 and Indexed Jobs; everything rendered or watched
+uses them. The older beta versions (Kubernetes 1.20) are no longer rendered: a
+cluster that lacks a stable version is refused at start-up, saying which.
 """
 
 from __future__ import annotations
@@ -9,48 +11,33 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
+# Indexed Jobs (batch scoring) are GA from 1.24; every stable version below is older.
+MIN_SERVER_VERSION = (1, 24)
+
 
 class UnsupportedCluster(Exception):
-    """The cluster serves none of the versions a kind needs."""
-
-
-def _pick(served: Collection[str], *preferred: str) -> str:
-    for group_version in preferred:
-        if group_version in served:
-            return group_version
-    raise UnsupportedCluster(f"the cluster serves none of {', '.join(preferred)}")
+    """The cluster is too old for a kind the operator renders."""
 
 
 @dataclass(frozen=True)
 class ApiVersions:
-    autoscaling: str  # HorizontalPodAutoscaler
-    policy: str  # PodDisruptionBudget
-    discovery: str  # EndpointSlice
-    indexed_jobs: bool  # batch/v1 Job completionMode: Indexed (1.22+ by default)
+    autoscaling: str = "autoscaling/v2"  # HorizontalPodAutoscaler
+    policy: str = "policy/v1"  # PodDisruptionBudget
+    discovery: str = "discovery.k8s.io/v1"  # EndpointSlice
 
     @classmethod
     def from_discovery(cls, served: Collection[str], server_version: tuple[int, int]) -> ApiVersions:
         """`served`: group/versions from /apis (e.g. "policy/v1"); `server_version`: (major, minor)."""
-        return cls(
-            autoscaling=_pick(served, "autoscaling/v2", "autoscaling/v2beta2"),
-            policy=_pick(served, "policy/v1", "policy/v1beta1"),
-            discovery=_pick(served, "discovery.k8s.io/v1", "discovery.k8s.io/v1beta1"),
-            indexed_jobs=server_version >= (1, 22),
-        )
+        versions = cls()
+        missing = [v for v in (versions.autoscaling, versions.policy, versions.discovery) if v not in served]
+        if missing or server_version < MIN_SERVER_VERSION:
+            found = f"{server_version[0]}.{server_version[1]}"
+            lacking = f", which lacks {', '.join(missing)}" if missing else ""
+            raise UnsupportedCluster(
+                f"Kubernetes {found}{lacking}: mlendpoints needs 1.24 or newer (tested on 1.31 to 1.37)"
+            )
+        return versions
 
 
-# The two version sets the project supports, for tests and for tools that run without a cluster.
-KUBERNETES_1_20 = ApiVersions.from_discovery(
-    {
-        "autoscaling/v1",
-        "autoscaling/v2beta1",
-        "autoscaling/v2beta2",
-        "policy/v1beta1",
-        "discovery.k8s.io/v1beta1",
-    },
-    (1, 20),
-)
-MODERN = ApiVersions.from_discovery(
-    {"autoscaling/v1", "autoscaling/v2", "policy/v1", "discovery.k8s.io/v1"},
-    (1, 30),
-)
+# What every supported cluster serves, for tests and for tools that run without a cluster.
+MODERN = ApiVersions()

@@ -1,17 +1,15 @@
-"""BatchJob -> Jobs: an Indexed Job where the server has them, one Job per instance on 1.20."""
+"""BatchJob -> Jobs: one Indexed Job that scores, one Job that merges."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from pydantic_settings import CliApp
 
 from mlendpoints.api.batch import BatchDeployment, BatchJob
 from mlendpoints.render.batch import JobSettings, render_merge_job, render_score_jobs
 from mlendpoints.render.common import RenderSettings
 from mlendpoints.render.deployment import ResolvedModel
-from mlendpoints.render.discovery import KUBERNETES_1_20, MODERN
 from mlendpoints_serving.batch.settings import BatchSettings
 
 SETTINGS = RenderSettings(
@@ -70,21 +68,8 @@ def _flags(job: dict[str, Any]) -> BatchSettings:
     return CliApp.run(BatchSettings, cli_args=_driver(job)["args"])
 
 
-def test_one_job_per_instance_without_indexed_jobs():
-    jobs = render_score_jobs(_job(), _deployment(), MODEL, KUBERNETES_1_20, SETTINGS)
-    assert [j["metadata"]["name"] for j in jobs] == ["nightly-score-0", "nightly-score-1"]
-    for i, job in enumerate(jobs):
-        spec = job["spec"]
-        assert "completionMode" not in spec
-        assert (spec["completions"], spec["parallelism"], spec["backoffLimit"]) == (1, 1, 4)
-        flags = _flags(job)
-        assert (flags.instance_index, flags.instance_count, flags.phase) == (i, 2, "score")
-        assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-job"
-        assert job["metadata"]["labels"]["mlendpoints.io/batch-job"] == "nightly"
-
-
-def test_one_indexed_job_where_the_server_has_them():
-    [job] = render_score_jobs(_job(), _deployment(), MODEL, MODERN, SETTINGS)
+def test_one_indexed_job_of_one_completion_per_instance():
+    [job] = render_score_jobs(_job(), _deployment(), MODEL, SETTINGS)
     spec = job["spec"]
     assert job["metadata"]["name"] == "nightly-score"
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
@@ -94,9 +79,8 @@ def test_one_indexed_job_where_the_server_has_them():
     assert (flags.instance_count, flags.phase) == (2, "score")
 
 
-@pytest.mark.parametrize("versions", [KUBERNETES_1_20, MODERN])
-def test_pod_fetches_the_model_and_mounts_claims(versions):
-    job = render_score_jobs(_job(), _deployment(), MODEL, versions, SETTINGS)[0]
+def test_pod_fetches_the_model_and_mounts_claims():
+    [job] = render_score_jobs(_job(), _deployment(), MODEL, SETTINGS)
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     [fetch] = pod["initContainers"]
@@ -138,9 +122,9 @@ def test_job_overrides_win_over_the_deployment_settings():
         5,
         4,
     )
-    jobs = render_score_jobs(job, dep, MODEL, KUBERNETES_1_20, SETTINGS)
-    assert len(jobs) == 3
-    flags = _flags(jobs[2])
+    [scoring] = render_score_jobs(job, dep, MODEL, SETTINGS)
+    assert scoring["spec"]["completions"] == 3
+    flags = _flags(scoring)
     assert (flags.input, flags.output, flags.mini_batch_size, flags.max_concurrency) == (
         "s3://bucket/in",
         "s3://bucket/out",
@@ -149,7 +133,7 @@ def test_job_overrides_win_over_the_deployment_settings():
     )
     assert (flags.output_action, flags.retry_timeout, flags.error_threshold) == ("summaryOnly", 5.0, 0)
     assert flags.scoring_script == "/var/mlendpoints/code/score.py"
-    pod = jobs[0]["spec"]["template"]["spec"]
+    pod = scoring["spec"]["template"]["spec"]
     assert not [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
     assert {"name": "code", "configMap": {"name": "code"}} in pod["volumes"]
 

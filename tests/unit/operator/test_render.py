@@ -1,4 +1,4 @@
-"""Pure renderers: resources -> child objects, for both the 1.20 and the modern API versions."""
+"""Pure renderers: resources -> child objects, with the API versions of the supported clusters."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from mlendpoints.api.online import OnlineDeployment, OnlineDeploymentSpec, OnlineEndpoint, OnlineEndpointSpec
 from mlendpoints.render.common import CONFIG_HASH_ANNOTATION, RenderSettings
 from mlendpoints.render.deployment import ResolvedModel, render_deployment
-from mlendpoints.render.discovery import KUBERNETES_1_20, MODERN, ApiVersions, UnsupportedCluster
+from mlendpoints.render.discovery import MODERN, ApiVersions, UnsupportedCluster
 from mlendpoints.render.endpoint import effective_routing, render_endpoint, render_keys_secret, router_config
 from mlendpoints_serving import contract
 
@@ -19,7 +19,7 @@ SETTINGS = RenderSettings(
     mlflow_tracking_uri="http://172.17.0.1:5000",
     mlflow_credentials_secret="mlflow-credentials",
 )
-BOTH = pytest.mark.parametrize("versions", [KUBERNETES_1_20, MODERN], ids=["k8s-1.20", "modern"])
+BOTH = pytest.mark.parametrize("versions", [MODERN], ids=["stable"])
 
 
 def endpoint(**spec: Any) -> OnlineEndpoint:
@@ -50,26 +50,25 @@ def by_kind(children: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def test_discovery_picks_the_newest_served_version() -> None:
-    assert (KUBERNETES_1_20.autoscaling, KUBERNETES_1_20.policy, KUBERNETES_1_20.discovery) == (
-        "autoscaling/v2beta2",
-        "policy/v1beta1",
-        "discovery.k8s.io/v1beta1",
-    )
+def test_discovery_needs_the_stable_versions() -> None:
+    served = {"autoscaling/v1", "autoscaling/v2", "policy/v1", "discovery.k8s.io/v1", "batch/v1"}
+    versions = ApiVersions.from_discovery(served, (1, 31))
+    assert versions == MODERN
     assert (MODERN.autoscaling, MODERN.policy, MODERN.discovery) == (
         "autoscaling/v2",
         "policy/v1",
         "discovery.k8s.io/v1",
     )
-    assert not KUBERNETES_1_20.indexed_jobs and MODERN.indexed_jobs
-    # A transition release serving both: the GA version wins.
-    both = ApiVersions.from_discovery(
-        {"autoscaling/v2", "autoscaling/v2beta2", "policy/v1", "policy/v1beta1", "discovery.k8s.io/v1"},
-        (1, 23),
-    )
-    assert (both.autoscaling, both.policy) == ("autoscaling/v2", "policy/v1")
-    with pytest.raises(UnsupportedCluster, match="policy/v1, policy/v1beta1"):
-        ApiVersions.from_discovery({"autoscaling/v2", "discovery.k8s.io/v1"}, (1, 30))
+    with pytest.raises(
+        UnsupportedCluster, match=r"Kubernetes 1\.30, which lacks policy/v1: .*1\.24 or newer"
+    ):
+        ApiVersions.from_discovery(served - {"policy/v1"}, (1, 30))
+    # Kubernetes 1.20 serves only the betas (and no Indexed Jobs).
+    betas = {"autoscaling/v2beta2", "policy/v1beta1", "discovery.k8s.io/v1beta1"}
+    with pytest.raises(UnsupportedCluster, match=r"Kubernetes 1\.20, which lacks autoscaling/v2, policy/v1"):
+        ApiVersions.from_discovery(betas, (1, 20))
+    with pytest.raises(UnsupportedCluster, match=r"Kubernetes 1\.23: .*1\.24 or newer"):
+        ApiVersions.from_discovery(served, (1, 23))
 
 
 def routed(ep: OnlineEndpoint, *deps: OnlineDeployment) -> contract.RouterConfig:
