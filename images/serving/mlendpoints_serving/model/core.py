@@ -298,38 +298,6 @@ class ServedModel:
             return f"tensor(s) {nulls} have null/NaN values" if nulls else None
         return None
 
-    def input_fault(self, inp: ModelInput) -> str | None:
-        """What in this input the model most likely raised on (no rows, null/NaN values), or None.
-
-        Asked only after predict() raised: the signature let the input through, the model
-        refused it. Such a failure is the client's to fix (a 400 naming the problem, as
-        `mlflow models serve` answers 400), not a broken model (500).
-        """
-        data = inp.data
-        if inp.generic:
-            fmt, data = data
-            if fmt is not Format.FRAME:
-                return None  # the protocol payload: MLflow's parser made the frame; not kept
-        if hasattr(data, "__len__") and not isinstance(data, dict) and len(data) == 0:
-            return "the input has no rows"
-        if isinstance(data, pd.DataFrame):
-            nulls = [str(c) for c in data.columns[data.isna().to_numpy().any(axis=0)]]
-            return f"column(s) {nulls} have null/NaN values" if nulls else None
-        if isinstance(data, np.ndarray) and data.dtype.kind in "fc" and np.isnan(data).any():
-            if self.columns is not None and data.ndim == 2:
-                bad = np.atleast_1d(np.isnan(data).any(axis=0)).tolist()
-                nulls = [n for n, b in zip(self.columns.names, bad, strict=True) if b]
-                return f"column(s) {nulls} have null/NaN values"
-            return "the tensor has null/NaN values"
-        if isinstance(data, dict):
-            nulls = [
-                str(n)
-                for n, v in data.items()
-                if isinstance(v, np.ndarray) and v.dtype.kind in "fc" and np.isnan(v).any()
-            ]
-            return f"tensor(s) {nulls} have null/NaN values" if nulls else None
-        return None
-
     def frame(self, inp: ModelInput) -> Any:
         """The input as the flavor's predict receives it (a DataFrame for column signatures)."""
         if self.columns is not None and isinstance(inp.data, np.ndarray):
