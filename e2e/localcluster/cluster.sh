@@ -488,7 +488,12 @@ cmd_down() {
 
 cmd_up() {
   local t0=$SECONDS
-  if healthy; then log "already running ($STATE/kubeconfig)"; return 0; fi
+  if healthy; then
+    local running
+    running=$(api /version | jq -r .gitVersion)
+    [ "$running" = "v$K8S_FULL" ] && { log "already running ($STATE/kubeconfig)"; return 0; }
+    log "running $running, asked for v$K8S_FULL: restarting"
+  fi
   if any_running; then log "partly running; restarting cleanly"; cmd_down; fi
   mkdir -p "$STATE" "$LOGS" "$RUN"
   bash "$HERE/build-k8s.sh" >&2

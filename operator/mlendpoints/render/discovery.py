@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-# Indexed Jobs (batch scoring) are GA from 1.24; every stable version below is older.
-MIN_SERVER_VERSION = (1, 24)
+# The oldest minor tested; the CRDs' CEL rules (messageExpression, format()) need 1.30 or so anyway.
+MIN_SERVER_VERSION = (1, 31)
 
 
 class UnsupportedCluster(Exception):
@@ -34,7 +34,7 @@ class ApiVersions:
             found = f"{server_version[0]}.{server_version[1]}"
             lacking = f", which lacks {', '.join(missing)}" if missing else ""
             raise UnsupportedCluster(
-                f"Kubernetes {found}{lacking}: mlendpoints needs 1.24 or newer (tested on 1.31 to 1.37)"
+                f"Kubernetes {found}{lacking}: mlendpoints needs 1.31 or newer (tested on 1.31 to 1.37)"
             )
         return versions
 

@@ -60,15 +60,15 @@ def test_discovery_needs_the_stable_versions() -> None:
         "discovery.k8s.io/v1",
     )
     with pytest.raises(
-        UnsupportedCluster, match=r"Kubernetes 1\.30, which lacks policy/v1: .*1\.24 or newer"
+        UnsupportedCluster, match=r"Kubernetes 1\.30, which lacks policy/v1: .*1\.31 or newer"
     ):
         ApiVersions.from_discovery(served - {"policy/v1"}, (1, 30))
     # Kubernetes 1.20 serves only the betas (and no Indexed Jobs).
     betas = {"autoscaling/v2beta2", "policy/v1beta1", "discovery.k8s.io/v1beta1"}
     with pytest.raises(UnsupportedCluster, match=r"Kubernetes 1\.20, which lacks autoscaling/v2, policy/v1"):
         ApiVersions.from_discovery(betas, (1, 20))
-    with pytest.raises(UnsupportedCluster, match=r"Kubernetes 1\.23: .*1\.24 or newer"):
-        ApiVersions.from_discovery(served, (1, 23))
+    with pytest.raises(UnsupportedCluster, match=r"Kubernetes 1\.30: .*1\.31 or newer"):
+        ApiVersions.from_discovery(served, (1, 30))
 
 
 def routed(ep: OnlineEndpoint, *deps: OnlineDeployment) -> contract.RouterConfig:
