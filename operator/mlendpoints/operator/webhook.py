@@ -105,12 +105,16 @@ class ServiceWebhookServer(kopf.WebhookServer):
     """kopf's HTTPS server, registered by Service reference instead of by URL."""
 
     def __init__(self, service: str, namespace: str, port: int, cert_dir: str) -> None:
+        # A certificate signed by a CA (cert-manager's, or a user's Secret) comes with its ca.crt: that is
+        # what the API server must trust. Without one, the certificate itself is the caBundle (self-signed).
+        ca = Path(cert_dir) / "ca.crt"
         super().__init__(
             addr="0.0.0.0",
             port=port,
             host=f"{service}.{namespace}.svc",
             certfile=f"{cert_dir}/tls.crt",
             pkeyfile=f"{cert_dir}/tls.key",
+            cafile=ca if ca.is_file() else None,
         )
         self.service = service
         self.namespace = namespace
