@@ -155,10 +155,16 @@ def test_apply_creates_children_and_becomes_ready_then_traffic_moves(
 
 def test_invalid_resources_are_refused_with_the_field_named(kubectl: Kubectl, blue_green: str) -> None:
     ns = blue_green
+    # One object alone: the CRD's CEL rule, in the API server.
     bad = endpoint("diabetes", {"blue": 90, "green": 20})
     proc = kubectl.try_run("-n", ns, "apply", "-f", "-", stdin=json.dumps(bad))
     assert proc.returncode != 0
-    assert "spec.traffic: percentages sum to 110, must be 0 or 100" in proc.stderr
+    assert "spec.traffic: Invalid value: percentages sum to 110, must be 0 or 100" in proc.stderr
+    # Other objects: the webhook.
+    missing = endpoint("diabetes", {"blue": 50, "purple": 50})
+    proc = kubectl.try_run("-n", ns, "apply", "-f", "-", stdin=json.dumps(missing))
+    assert proc.returncode != 0
+    assert "spec.traffic.purple: no OnlineDeployment 'purple' of this endpoint" in proc.stderr
     proc = kubectl.try_run(
         "-n", ns, "apply", "-f", "-", stdin=json.dumps(deployment("red", "diabetes", "models:/diabetes"))
     )
@@ -194,6 +200,9 @@ def test_hand_deleted_children_come_back_and_restart_writes_nothing(
         time.sleep(5)
         return first if snapshot(kubectl, ns) == first else None
 
+    # Earlier tests' namespaces still being deleted are not at rest either: the operator sees their
+    # resources go (and writes nothing for them: their namespace is terminating).
+    wait_for("earlier tests' namespaces gone", lambda: not terminating_namespaces(kubectl), 180)
     before = wait_for("the namespace at rest", unchanged_for_5s, 120, interval=0)
     old_pod = operator_pod(kubectl)
     kubectl.run("-n", "mlendpoints-system", "delete", "pod", old_pod)
@@ -207,6 +216,11 @@ def test_hand_deleted_children_come_back_and_restart_writes_nothing(
     writes = operator_samples(kubectl, new_pod, "mlendpoints_operator_api_writes_total")
     assert sum(writes.values()) == 0, writes
     assert snapshot(kubectl, ns) == before
+
+
+def terminating_namespaces(kubectl: Kubectl) -> list[str]:
+    items = kubectl.json("get", "namespaces")["items"]
+    return [n["metadata"]["name"] for n in items if n["status"].get("phase") == "Terminating"]
 
 
 def snapshot(kubectl: Kubectl, namespace: str) -> dict[str, str]:

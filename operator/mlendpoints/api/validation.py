@@ -44,9 +44,7 @@ def validate_model_uri(uri: str, field: str = "spec.model") -> list[str]:
             return [f"{field}: {uri!r} is not a registry URI; {uris.MODELS_URI_HINT}"]
         return []
     if uri.startswith("runs:"):
-        return (
-            [] if _RUNS_URI.match(uri) else [f"{field}: {uri!r} is not a run URI; {uris.RUNS_URI_HINT}"]
-        )
+        return [] if _RUNS_URI.match(uri) else [f"{field}: {uri!r} is not a run URI; {uris.RUNS_URI_HINT}"]
     if _REMOTE_URI.match(uri) or _LOCAL_URI.match(uri):
         return []
     return [f"{field}: {uri!r} is not a model URI; {uris.ANY_URI_HINT}"]
@@ -62,17 +60,18 @@ def validate_name(name: str, field: str = "metadata.name") -> list[str]:
 
 def validate_endpoint(spec: OnlineEndpointSpec, deployments: Collection[str] | None = None) -> list[str]:
     """Traffic and mirror rules; given `deployments` (names), also that the named ones exist."""
+    errors = endpoint_rule_errors(spec)
+    if deployments is not None:
+        errors += endpoint_reference_errors(spec, deployments)
+    return errors
+
+
+def endpoint_rule_errors(spec: OnlineEndpointSpec) -> list[str]:
+    """What the endpoint alone decides (the CRD's CEL rules say the same)."""
     errors = []
     total = sum(spec.traffic.values())
     if total not in (0, 100):
         errors.append(f"spec.traffic: percentages sum to {total}, must be 0 or 100")
-    if deployments is not None:
-        for name in sorted(spec.traffic):
-            if name not in deployments:
-                errors.append(f"spec.traffic.{name}: no OnlineDeployment {name!r} of this endpoint")
-        for name in sorted(spec.mirrorTraffic):
-            if name not in deployments:
-                errors.append(f"spec.mirrorTraffic.{name}: no OnlineDeployment {name!r} of this endpoint")
     if len(spec.mirrorTraffic) > 1:
         errors.append(f"spec.mirrorTraffic: {len(spec.mirrorTraffic)} entries, at most 1 allowed")
     for name, percent in sorted(spec.mirrorTraffic.items()):
@@ -83,6 +82,18 @@ def validate_endpoint(spec: OnlineEndpointSpec, deployments: Collection[str] | N
                 f"spec.mirrorTraffic.{name}: mirrors to a deployment with "
                 f"{spec.traffic[name]}% live traffic, must have 0"
             )
+    return errors
+
+
+def endpoint_reference_errors(spec: OnlineEndpointSpec, deployments: Collection[str]) -> list[str]:
+    """Traffic and mirror entries naming no OnlineDeployment of the endpoint (needs other objects)."""
+    errors = []
+    for name in sorted(spec.traffic):
+        if name not in deployments:
+            errors.append(f"spec.traffic.{name}: no OnlineDeployment {name!r} of this endpoint")
+    for name in sorted(spec.mirrorTraffic):
+        if name not in deployments:
+            errors.append(f"spec.mirrorTraffic.{name}: no OnlineDeployment {name!r} of this endpoint")
     return errors
 
 

@@ -53,6 +53,10 @@ class KubeError(Exception):
         self.status = status
 
 
+class NamespaceTerminating(KubeError):
+    """The namespace is being deleted: nothing can be created in it, and nothing needs to be."""
+
+
 @dataclass(frozen=True)
 class Ref:
     api_version: str
@@ -238,9 +242,13 @@ class Kube(ApiServer):
             payload = await resp.read()
             if resp.status >= 400:
                 try:
-                    message = orjson.loads(payload).get("message", payload.decode())
+                    status = orjson.loads(payload)
+                    message = status.get("message", payload.decode())
+                    causes = (status.get("details") or {}).get("causes") or []
                 except (orjson.JSONDecodeError, AttributeError):
-                    message = payload.decode(errors="replace")
+                    message, causes = payload.decode(errors="replace"), []
+                if any(c.get("reason") == "NamespaceTerminating" for c in causes):
+                    raise NamespaceTerminating(resp.status, message)
                 raise KubeError(resp.status, message)
             return orjson.loads(payload) if payload else None
 

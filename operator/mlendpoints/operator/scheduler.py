@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from mlendpoints.operator import metrics
+from mlendpoints.operator.kube import NamespaceTerminating
 
 log = logging.getLogger("mlendpoints.operator")
 
@@ -67,6 +68,10 @@ class Scheduler:
         try:
             await self._work(key)
             self._failures.pop(key, None)
+        except NamespaceTerminating:
+            # Its resources go with it; retrying would only fail (and write) again until they are gone.
+            self._failures.pop(key, None)
+            log.info("%s %s/%s: its namespace is being deleted; not reconciled", *key)
         except Exception:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             delay = min(MAX_BACKOFF_S, 2.0 ** (failures - 1))

@@ -1,4 +1,8 @@
-"""The validating admission webhook: the rules a structural schema cannot express, before anything is stored.
+"""The validating admission webhook: the rules that need other objects, before anything is stored.
+
+Rules about one object alone are the CRDs' CEL rules (api/cel.py), which the API server checks
+even where this webhook is not installed. What is left here: an endpoint's traffic naming a
+deployment that does not exist (on update), and deleting a deployment that still has traffic.
 
 Served by kopf with a certificate shared by all replicas (self-signed once into a Secret, or mounted) and
 registered by kopf in a ValidatingWebhookConfiguration named `mlendpoints.io`.
@@ -24,18 +28,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mlendpoints.api.batch import BatchDeploymentSpec
 from mlendpoints.api.common import API_GROUP, API_VERSION
 from mlendpoints.api.kinds import ONLINE_DEPLOYMENT, ONLINE_ENDPOINT
-from mlendpoints.api.online import OnlineDeploymentSpec, OnlineEndpointSpec
-from mlendpoints.api.validation import (
-    parse_spec,
-    validate_deployment,
-    validate_deployment_delete,
-    validate_endpoint,
-    validate_model_uri,
-    validate_name,
-)
+from mlendpoints.api.online import OnlineEndpointSpec
+from mlendpoints.api.validation import endpoint_reference_errors, parse_spec, validate_deployment_delete
 from mlendpoints.operator.kube import Kube, Ref
 from mlendpoints.operator.settings import OperatorSettings
 from mlendpoints.operator.store import Store
@@ -133,30 +129,20 @@ def _reject(errors: list[str]) -> None:
 
 
 def register(registry: kopf.OperatorRegistry, store: Store) -> None:
-    """Validation handlers for the online kinds (and the model URI of batch deployments)."""
+    """Validation that needs other objects; the CRDs' CEL rules check each object alone (api/cel.py)."""
 
     @kopf.on.validate(
-        API_GROUP, API_VERSION, "onlineendpoints", operations=["CREATE", "UPDATE"],
+        API_GROUP, API_VERSION, "onlineendpoints", operations=["UPDATE"],
         ignore_failures=True, persistent=True, registry=registry, id="validate-onlineendpoint",
     )  # fmt: skip
-    def endpoint(spec: kopf.Spec, name: str, namespace: str | None, **kwargs: Any) -> None:
+    def endpoint(spec: kopf.Spec, name: str, namespace: str | None, **_: Any) -> None:
+        # Only on update: on create, the traffic may name deployments created right after it (one
+        # `kubectl apply` of a folder); until they exist the reconciler routes nothing and says so
+        # in TrafficValid.
         parsed, errors = parse_spec(OnlineEndpointSpec, spec)
-        errors = validate_name(name) + errors
         if parsed is not None:
-            # On create, the traffic may name deployments created right after it (one `kubectl apply` of a
-            # folder); until they exist the reconciler routes nothing and says so in TrafficValid.
             known = set(store.attached_to(ONLINE_DEPLOYMENT.kind, namespace or "", name))
-            errors += validate_endpoint(parsed, known if kwargs.get("operation") == "UPDATE" else None)
-        _reject(errors)
-
-    @kopf.on.validate(
-        API_GROUP, API_VERSION, "onlinedeployments", operations=["CREATE", "UPDATE"],
-        ignore_failures=True, persistent=True, registry=registry, id="validate-onlinedeployment",
-    )  # fmt: skip
-    def deployment(spec: kopf.Spec, name: str, **_: Any) -> None:
-        parsed, errors = parse_spec(OnlineDeploymentSpec, spec)
-        if parsed is not None:
-            errors += validate_deployment(name, parsed)
+            errors += endpoint_reference_errors(parsed, known)
         _reject(errors)
 
     @kopf.on.validate(
@@ -175,16 +161,6 @@ def register(registry: kopf.OperatorRegistry, store: Store) -> None:
             return  # the endpoint goes too (or never existed): nothing routes here any more
         parsed, _errors = parse_spec(OnlineEndpointSpec, endpoint.get("spec"))
         _reject(validate_deployment_delete(name, parsed))
-
-    @kopf.on.validate(
-        API_GROUP, API_VERSION, "batchdeployments", operations=["CREATE", "UPDATE"],
-        ignore_failures=True, persistent=True, registry=registry, id="validate-batchdeployment",
-    )  # fmt: skip
-    def batch_deployment(spec: kopf.Spec, **_: Any) -> None:
-        parsed, errors = parse_spec(BatchDeploymentSpec, spec)
-        if parsed is not None:
-            errors += validate_model_uri(parsed.model)
-        _reject(errors)
 
 
 def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings, cert_dir: str) -> None:

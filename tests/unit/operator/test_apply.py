@@ -9,7 +9,7 @@ import yaml
 
 from mlendpoints.api.online import OnlineDeployment, OnlineEndpoint
 from mlendpoints.api.validation import validate_deployment, validate_endpoint
-from mlendpoints.operator.kube import is_subset, merge_patch, resource_of, resource_path
+from mlendpoints.operator.kube import NamespaceTerminating, is_subset, merge_patch, resource_of, resource_path
 from mlendpoints.operator.scheduler import Scheduler
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -80,6 +80,25 @@ def test_scheduler_coalesces_triggers_and_retries_failures() -> None:
     runs = asyncio.run(scenario())
     assert runs.count("slow") == 2
     assert runs.count("flaky") == 2
+
+
+def test_scheduler_does_not_retry_in_a_namespace_being_deleted() -> None:
+    async def scenario() -> int:
+        runs = 0
+
+        async def work(key: tuple[str, str, str]) -> None:
+            nonlocal runs
+            runs += 1
+            raise NamespaceTerminating(403, "unable to create new content in namespace ns: being terminated")
+
+        scheduler = Scheduler(work)
+        scheduler.trigger(("OnlineEndpoint", "ns", "gone"))
+        await scheduler.idle()
+        await asyncio.sleep(1.2)  # a retry would come after 1 s
+        await scheduler.idle()
+        return runs
+
+    assert asyncio.run(scenario()) == 1
 
 
 def test_example_manifests_are_valid() -> None:
