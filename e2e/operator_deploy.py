@@ -1,4 +1,4 @@
-"""Runs the operator in the cluster from its image, deployed by the plain manifests (crds/, deploy/).
+"""Runs the operator in the cluster from its image, installed with the Helm chart (charts/mlendpoints).
 
 Shared by the end-to-end suites that need the operator (online and batch) and by bench/operator.py.
 """
@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +18,13 @@ from typing import Any
 from e2e.localcluster.fixture import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts" / "mlendpoints"
+CRDS = CHART / "crds"
+RELEASE = "mlendpoints"
 OPERATOR_NAMESPACE = "mlendpoints-system"
 OPERATOR = "mlendpoints-operator"
+# The chart's operator pod labels.
+OPERATOR_PODS = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
 
 
 @dataclass(frozen=True)
@@ -63,23 +70,70 @@ class Kubectl:
         self.run(*(["-n", namespace] if namespace else []), "apply", "-f", "-", stdin=text)
 
 
-def deploy_operator(kubectl: Kubectl, image: str, env: Mapping[str, str], timeout: float = 180) -> None:
-    """Install the CRDs and the operator (deploy/) from `image`, and wait until the operator pod is ready."""
-    kubectl.run("apply", "-f", str(ROOT / "crds"))
-    kubectl.run("wait", "--for", "condition=established", "--timeout=60s", "-f", str(ROOT / "crds"))
-    kubectl.run("apply", "-f", str(ROOT / "deploy"))
-    kubectl.run("-n", OPERATOR_NAMESPACE, "set", "image", f"deployment/{OPERATOR}", f"operator={image}")
-    # A rebuilt image keeps its tag: restart so the pod runs the image just built.
-    kubectl.run("-n", OPERATOR_NAMESPACE, "rollout", "restart", f"deployment/{OPERATOR}")
-    if env:
-        kubectl.run(
-            "-n",
-            OPERATOR_NAMESPACE,
-            "set",
-            "env",
-            f"deployment/{OPERATOR}",
-            *(f"{k}={v}" for k, v in env.items()),
-        )
+def helm(kubectl: Kubectl, *args: str, timeout: float = 600) -> str:
+    """The project's Helm (scripts/helm.sh builds it from its Go module on first use) on this cluster."""
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "helm.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "KUBECONFIG": kubectl.kubeconfig},
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"helm {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def operator_values(image: str, env: Mapping[str, str], **values: Any) -> dict[str, Any]:
+    """Chart values running the operator from `image` (a local tag) with `env` added to its own."""
+    repository, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
+    return {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+        # A rebuilt image keeps its tag: a new annotation rolls the pod onto the image just built.
+        "podAnnotations": {"mlendpoints.io/deployed-at": str(time.time_ns())},
+        "extraEnv": [{"name": k, "value": v} for k, v in env.items()],
+        **values,
+    }
+
+
+def remove_pre_chart_install(kubectl: Kubectl) -> None:
+    """A cluster where the operator was applied from the old plain manifests (deploy/) holds objects of
+    the chart's names that Helm refuses to adopt, and a Deployment whose selector cannot change."""
+    deployment = kubectl.get("deployment", OPERATOR, OPERATOR_NAMESPACE)
+    if deployment is None or "meta.helm.sh/release-name" in deployment["metadata"].get("annotations", {}):
+        return
+    kubectl.run(
+        "-n", OPERATOR_NAMESPACE, "delete", "--ignore-not-found", "--cascade=foreground", "--wait",
+        f"deployment/{OPERATOR}", f"service/{OPERATOR}", f"serviceaccount/{OPERATOR}",
+    )  # fmt: skip
+    kubectl.run(
+        "delete", "--ignore-not-found", f"clusterrole/{OPERATOR}", f"clusterrolebinding/{OPERATOR}",
+        f"clusterkopfpeering/{RELEASE}",
+    )  # fmt: skip
+
+
+def deploy_operator(
+    kubectl: Kubectl,
+    image: str,
+    env: Mapping[str, str],
+    timeout: float = 180,
+    values: Mapping[str, Any] | None = None,
+) -> None:
+    """Install (or upgrade) the chart with the operator from `image`, and wait until it is ready.
+
+    The CRDs are applied first, as a user upgrading does: Helm installs a chart's CRDs only once.
+    """
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+    kubectl.run("wait", "--for", "condition=established", "--timeout=60s", "-f", str(CRDS))
+    remove_pre_chart_install(kubectl)
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(operator_values(image, env, **(values or {})), f)
+        f.flush()
+        helm(
+            kubectl, "upgrade", "--install", RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE,
+            "--create-namespace", "--values", f.name, "--wait", f"--timeout={int(timeout)}s",
+            timeout=timeout + 30,
+        )  # fmt: skip
     kubectl.run(
         "-n",
         OPERATOR_NAMESPACE,
@@ -89,14 +143,15 @@ def deploy_operator(kubectl: Kubectl, image: str, env: Mapping[str, str], timeou
         f"--timeout={int(timeout)}s",
         timeout=timeout + 10,
     )
-    wait_for("the admission webhook registration", lambda: webhook_ready(kubectl), 60)
+    if (values or {}).get("webhook", {}).get("enabled", True):
+        wait_for("the admission webhook registration", lambda: webhook_ready(kubectl), 60)
     wait_for("the replaced operator pods to be gone", lambda: only_the_new_operator_runs(kubectl), 90)
 
 
 def only_the_new_operator_runs(kubectl: Kubectl) -> bool:
     """`rollout status` returns while replaced pods still terminate, and a terminating operator
     still handles events with its old settings: a test must not start before they are gone."""
-    pods = kubectl.json("-n", OPERATOR_NAMESPACE, "get", "pods", "-l", f"app.kubernetes.io/name={OPERATOR}")
+    pods = kubectl.json("-n", OPERATOR_NAMESPACE, "get", "pods", "-l", OPERATOR_PODS)
     return len(pods["items"]) == 1
 
 
@@ -109,7 +164,7 @@ def webhook_ready(kubectl: Kubectl) -> bool:
 
 
 def operator_pod(kubectl: Kubectl) -> str:
-    pods = kubectl.json("-n", OPERATOR_NAMESPACE, "get", "pods", "-l", f"app.kubernetes.io/name={OPERATOR}")
+    pods = kubectl.json("-n", OPERATOR_NAMESPACE, "get", "pods", "-l", OPERATOR_PODS)
     running = [
         p["metadata"]["name"]
         for p in pods["items"]
