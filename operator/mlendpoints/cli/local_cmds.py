@@ -70,7 +70,8 @@ def local() -> None:
     multiple=True,
     required=True,
     type=click.Path(path_type=Path),
-    help="YAML file or directory (repeatable): one OnlineEndpoint and its OnlineDeployments.",
+    help="YAML file or directory (repeatable): one OnlineEndpoint and its OnlineDeployments "
+    "(or their Azure ML CLI v2 YAML).",
 )
 @click.option(
     "--port", type=int, default=None, help="Loopback port of the scoring URI (default 8080, or the current)."
@@ -93,7 +94,10 @@ def up(files: tuple[Path, ...], port: int | None, detach: bool, timeout: float) 
       mlendpoints local up -f endpoint.yaml -f blue.yaml --detach
     """
     store = _store()
-    name = manifests.select_endpoint(manifests.load(list(files))).name
+    loaded = manifests.load(list(files))
+    for finding in (finding for manifest in loaded for finding in manifest.findings):
+        console.print(f"[yellow]warning:[/] {escape(finding.line())}", highlight=False, soft_wrap=True)
+    name = manifests.select_endpoint(loaded).name
     previous = store.load(name)
     started_here = previous is None or not previous.running()
     _stop_on_signals()

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from mlendpoints import azureml
 from mlendpoints.api.common import GROUP_VERSION
 from mlendpoints.api.online import OnlineDeployment, OnlineDeploymentSpec, OnlineEndpoint, OnlineEndpointSpec
 from mlendpoints.api.validation import parse_spec, validate_deployment, validate_endpoint, validate_name
@@ -22,6 +23,7 @@ SUPPORTING_KINDS = ("ConfigMap", "Secret")  # what a deployment's pods may refer
 class Manifest:
     source: Path
     body: dict[str, Any]
+    findings: tuple[azureml.Finding, ...] = ()  # imported from Azure YAML: the fields not carried over
 
     @property
     def kind(self) -> str:
@@ -76,9 +78,17 @@ def load(paths: Iterable[Path]) -> list[Manifest]:
         for doc in docs:
             if doc is None:
                 continue
+            if azureml.is_azure_document(doc):
+                # Azure ML CLI v2 YAML runs as it is: imported as `mlendpoints import azureml` would.
+                imported = azureml.import_document(file, doc)
+                *supporting, resource = imported.objects
+                manifests += [Manifest(file, obj) for obj in supporting]
+                manifests.append(Manifest(file, resource, imported.findings))
+                continue
             if not isinstance(doc, dict) or "kind" not in doc:
                 raise UserError(
-                    f"{file}: a document is not a Kubernetes object (no kind)", "each document needs kind"
+                    f"{file}: a document is not a Kubernetes object (no kind) nor Azure ML YAML",
+                    "each document needs kind, or Azure's $schema",
                 )
             manifests.append(Manifest(file, doc))
     return manifests

@@ -1,0 +1,87 @@
+"""What one Azure file's import builds up: the resource, the objects beside it, and the findings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from mlendpoints.errors import UserError
+
+
+class AzureKind(StrEnum):
+    """Azure ML CLI v2 YAML kinds, named as their `$schema` files are."""
+
+    MANAGED_ONLINE_ENDPOINT = "managedOnlineEndpoint"
+    KUBERNETES_ONLINE_ENDPOINT = "kubernetesOnlineEndpoint"
+    MANAGED_ONLINE_DEPLOYMENT = "managedOnlineDeployment"
+    KUBERNETES_ONLINE_DEPLOYMENT = "kubernetesOnlineDeployment"
+    BATCH_ENDPOINT = "batchEndpoint"
+    MODEL_BATCH_DEPLOYMENT = "modelBatchDeployment"
+    COMMAND_JOB = "commandJob"
+
+
+ONLINE_ENDPOINTS = frozenset({AzureKind.MANAGED_ONLINE_ENDPOINT, AzureKind.KUBERNETES_ONLINE_ENDPOINT})
+ONLINE_DEPLOYMENTS = frozenset({AzureKind.MANAGED_ONLINE_DEPLOYMENT, AzureKind.KUBERNETES_ONLINE_DEPLOYMENT})
+ENDPOINTS = ONLINE_ENDPOINTS | {AzureKind.BATCH_ENDPOINT}
+DEPLOYMENTS = ONLINE_DEPLOYMENTS | {AzureKind.MODEL_BATCH_DEPLOYMENT}
+ALL_KINDS = ENDPOINTS | DEPLOYMENTS
+
+# What each Azure kind becomes.
+TARGET_KIND = {
+    AzureKind.MANAGED_ONLINE_ENDPOINT: "OnlineEndpoint",
+    AzureKind.KUBERNETES_ONLINE_ENDPOINT: "OnlineEndpoint",
+    AzureKind.MANAGED_ONLINE_DEPLOYMENT: "OnlineDeployment",
+    AzureKind.KUBERNETES_ONLINE_DEPLOYMENT: "OnlineDeployment",
+    AzureKind.BATCH_ENDPOINT: "BatchEndpoint",
+    AzureKind.MODEL_BATCH_DEPLOYMENT: "BatchDeployment",
+}
+
+
+class ImportRefused(UserError):
+    """An Azure file that cannot be imported as it is; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """An Azure field that was not carried over as it is, and what to do instead."""
+
+    source: Path
+    field: str
+    message: str
+
+    def line(self) -> str:
+        return f"{self.source}: {self.field}: {self.message}"
+
+
+@dataclass
+class Context:
+    """One Azure document being imported."""
+
+    source: Path
+    kind: AzureKind
+    name: str
+    spec: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    objects: list[dict[str, Any]] = field(default_factory=list)  # ConfigMaps the resource refers to
+    findings: list[Finding] = field(default_factory=list)
+
+    def set(self, path: str, value: Any) -> None:
+        """Set `spec` field `path` (dotted, camelCase as in the CRD)."""
+        *parents, last = path.split(".")
+        node = self.spec
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+
+    def warn(self, azure_field: str, message: str) -> None:
+        self.findings.append(Finding(self.source, azure_field, message))
+
+    def refuse(self, azure_field: str, message: str, hint: str) -> ImportRefused:
+        return ImportRefused(f"{self.source}: {azure_field}: {message}", hint)
+
+    def local_path(self, value: str) -> Path:
+        """A path in the file, as Azure reads it: relative to the file's folder."""
+        return (self.source.parent / value).resolve()

@@ -1,0 +1,673 @@
+"""The mapping from Azure ML CLI v2 YAML to mlendpoints resources: one row per Azure field.
+
+This is the one place the mapping lives: `importer.py` walks a file's fields
+through `ROWS` and lists every field without a row as unsupported, so nothing
+is dropped silently; docs/azureml.md documents each row (a unit test holds it
+to this table). A row either sets a `spec` field, or records a finding (the
+field was not carried over, and what to do instead), or refuses the file.
+
+Model URIs: an Azure registry reference becomes the MLflow registry's URI of
+the same name and version, so the model must be registered in MLflow's
+registry under that name (`azureml:diabetes:3` -> `models:/diabetes/3`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlendpoints.azureml.context import (
+    ALL_KINDS,
+    DEPLOYMENTS,
+    ENDPOINTS,
+    ONLINE_DEPLOYMENTS,
+    ONLINE_ENDPOINTS,
+    AzureKind,
+    Context,
+)
+
+Apply = Callable[[Context, str, Any], None]
+
+ANNOTATION_DESCRIPTION = "mlendpoints.io/description"
+ANNOTATION_TAGS = "mlendpoints.io/azureml-tags"
+ANNOTATION_PROPERTIES = "mlendpoints.io/azureml-properties"
+CONFIGMAP_MAX_BYTES = 1024 * 1024  # what the API server stores in one ConfigMap
+CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+# Kubernetes label syntax: an optional DNS prefix, a name of at most 63 characters, a value likewise.
+LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+AZURE_BASE_IMAGES = "mcr.microsoft.com/azureml/"
+IMAGE_HINT = (
+    "the deployment runs on the mlendpoints serving image (envManager local: the image's packages); "
+    "if the model needs other packages, set spec.envManager: virtualenv (installs the model's "
+    "requirements.txt) or spec.image to an image built FROM mlendpoints/serving"
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    kinds: frozenset[AzureKind]
+    azure: str  # the Azure field, dotted when nested
+    target: str  # what it becomes, for people: a spec field, "warning" or "error"
+    apply: Apply
+
+
+def _nothing(ctx: Context, field: str, value: Any) -> None:
+    """Fields the importer reads itself ($schema, name, type)."""
+
+
+# --- value checks: a wrong type is refused naming the Azure field ---------------------------
+
+
+def _integer(ctx: Context, field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ctx.refuse(field, f"{value!r} is not an integer", "write a whole number")
+    return value
+
+
+def _string(ctx: Context, field: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ctx.refuse(field, f"{value!r} is not a non-empty string", "write a string")
+    return value
+
+
+def _mapping(ctx: Context, field: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ctx.refuse(field, f"expected a mapping, got {type(value).__name__}", "write key: value pairs")
+    return value
+
+
+def _to(target: str, check: Callable[[Context, str, Any], Any] = _integer) -> Apply:
+    def apply(ctx: Context, field: str, value: Any) -> None:
+        ctx.set(target, check(ctx, field, value))
+
+    return apply
+
+
+def _warn(message: str) -> Apply:
+    def apply(ctx: Context, field: str, value: Any) -> None:
+        ctx.warn(field, message.format(value=value))
+
+    return apply
+
+
+# --- metadata --------------------------------------------------------------------------------
+
+
+def _description(ctx: Context, field: str, value: Any) -> None:
+    text = _string(ctx, field, value)
+    if ctx.kind in ENDPOINTS:
+        ctx.set("description", text)
+    else:  # deployments have no description field
+        ctx.annotations[ANNOTATION_DESCRIPTION] = text
+
+
+def _tags(ctx: Context, field: str, value: Any) -> None:
+    """Tags that are valid Kubernetes labels become labels; the others one JSON annotation."""
+    rest: dict[str, str] = {}
+    for key, tag in _mapping(ctx, field, value).items():
+        text = "" if tag is None else str(tag)
+        if LABEL_KEY.match(str(key)) and LABEL_VALUE.match(text):
+            ctx.labels[str(key)] = text
+        else:
+            rest[str(key)] = text
+    if rest:
+        ctx.annotations[ANNOTATION_TAGS] = json.dumps(rest, sort_keys=True)
+        ctx.warn(
+            field,
+            f"{sorted(rest)} are not valid Kubernetes label keys/values: kept in the annotation "
+            f"{ANNOTATION_TAGS} instead of as labels",
+        )
+
+
+def _properties(ctx: Context, field: str, value: Any) -> None:
+    ctx.annotations[ANNOTATION_PROPERTIES] = json.dumps(_mapping(ctx, field, value), sort_keys=True)
+
+
+# --- endpoints -------------------------------------------------------------------------------
+
+
+def _online_auth_mode(ctx: Context, field: str, value: Any) -> None:
+    if value == "key":
+        ctx.set("authMode", "key")
+        return
+    if value in ("aml_token", "aad_token"):
+        raise ctx.refuse(
+            field,
+            f"{value!r}: token authentication does not exist in mlendpoints yet",
+            "use auth_mode: key (the endpoint's <endpoint>-keys Secret holds the keys)",
+        )
+    raise ctx.refuse(field, f"{value!r} is not an Azure auth mode", "use key")
+
+
+def _traffic(target: str) -> Apply:
+    def apply(ctx: Context, field: str, value: Any) -> None:
+        shares = {str(k): _integer(ctx, f"{field}.{k}", v) for k, v in _mapping(ctx, field, value).items()}
+        if target == "mirrorTraffic":
+            # Azure accepts a 0% mirror (no copies); here a mirror entry means 1-50%.
+            for name in [k for k, v in shares.items() if v == 0]:
+                del shares[name]
+                ctx.warn(f"{field}.{name}", "0% mirrors nothing: left out (mlendpoints' range is 1-50)")
+        if shares:
+            ctx.set(target, shares)
+
+    return apply
+
+
+def _public_network_access(ctx: Context, field: str, value: Any) -> None:
+    if value == "enabled":
+        ctx.warn(
+            field,
+            "the endpoint's Service is ClusterIP (in-cluster only); for an address outside the cluster "
+            "set spec.service.type: LoadBalancer (or NodePort), or route an Ingress to it",
+        )
+    elif value != "disabled":
+        raise ctx.refuse(field, f"{value!r} is not enabled or disabled", "write enabled or disabled")
+
+
+def _defaults(ctx: Context, field: str, value: Any) -> None:
+    for key, item in _mapping(ctx, field, value).items():
+        if key == "deployment_name":
+            ctx.set("defaultDeployment", _string(ctx, f"{field}.{key}", item))
+        else:
+            ctx.warn(f"{field}.{key}", "not an Azure batch endpoint default: ignored")
+
+
+# --- deployments: model, code, environment ---------------------------------------------------
+
+_AZURE_NAME_VERSION = re.compile(r"^azureml:(?P<name>[^:@/]+):(?P<version>[0-9]+)$")
+_AZURE_NAME_LABEL = re.compile(r"^azureml:(?P<name>[^:@/]+)@(?P<label>[A-Za-z0-9_-]+)$")
+_AZURE_ASSET_ID = re.compile(
+    r"^azureml://(?:registries/[^/]+|subscriptions/[^/]+/resourceGroups/[^/]+/workspaces/[^/]+)"
+    r"/models/(?P<name>[^/]+)/(?:versions/(?P<version>[0-9]+)|labels/(?P<label>[A-Za-z0-9_-]+))$",
+    re.IGNORECASE,
+)
+_REMOTE_PATH = re.compile(r"^(s3|gs|abfss|wasbs|https?)://")
+
+
+def _registry_uri(ctx: Context, field: str, name: str, version: str | None, label: str | None) -> str:
+    if version is not None:
+        return f"models:/{name}/{version}"
+    if label == "latest":
+        return f"models:/{name}/latest"
+    ctx.warn(
+        field,
+        f"Azure label {label!r} is read as the MLflow alias of that name (models:/{name}@{label}); "
+        "set that alias in the MLflow registry",
+    )
+    return f"models:/{name}@{label}"
+
+
+def _model_reference(ctx: Context, field: str, value: str) -> str:
+    for pattern in (_AZURE_NAME_VERSION, _AZURE_NAME_LABEL, _AZURE_ASSET_ID):
+        if match := pattern.match(value):
+            groups = match.groupdict()
+            if pattern is _AZURE_ASSET_ID and value.lower().startswith("azureml://registries/"):
+                ctx.warn(field, "an Azure registry's model: served from the MLflow registry by the same name")
+            return _registry_uri(ctx, field, groups["name"], groups.get("version"), groups.get("label"))
+    raise ctx.refuse(
+        field,
+        f"{value!r} is not an Azure model reference",
+        "write azureml:NAME:VERSION, azureml:NAME@latest, or model: {path: ./folder}",
+    )
+
+
+def _model_path(ctx: Context, field: str, value: Any) -> str:
+    path = _string(ctx, field, value)
+    if _REMOTE_PATH.match(path):
+        return path
+    if path.startswith("azureml:"):
+        raise ctx.refuse(
+            field,
+            f"{path!r} is in Azure ML storage, which mlendpoints cannot read",
+            "copy the model folder to s3://, gs://, abfss:// or https:// (or a local path); point path there",
+        )
+    if "://" in path:
+        raise ctx.refuse(field, f"{path!r}: unsupported scheme", "use s3://, gs://, abfss://, https://")
+    local = ctx.local_path(path)
+    if not local.exists():
+        raise ctx.refuse(field, f"{path!r} ({local}) does not exist", "the path is relative to the YAML file")
+    ctx.warn(
+        field,
+        f"a local folder: spec.model is its absolute path {local}, which `mlendpoints local up` reads; "
+        "pods on a cluster cannot: upload the folder (s3://, gs://, abfss://) or register it in MLflow",
+    )
+    return str(local)
+
+
+def _model(ctx: Context, field: str, value: Any) -> None:
+    if isinstance(value, str):
+        ctx.set("model", _model_reference(ctx, field, value))
+        return
+    spec = _mapping(ctx, field, value)
+    model_type = spec.get("type", "mlflow_model")
+    if model_type == "custom_model":
+        ctx.warn(
+            f"{field}.type",
+            "custom_model: mlendpoints serves MLflow models; the folder must hold an MLmodel file "
+            "(save it with mlflow.<flavor>.save_model), even with a scoring script",
+        )
+    elif model_type != "mlflow_model":
+        raise ctx.refuse(f"{field}.type", f"{model_type!r} is not supported", "use an MLflow model")
+    if "path" in spec:
+        ctx.set("model", _model_path(ctx, f"{field}.path", spec["path"]))
+        for key in sorted(set(spec) - {"path", "type"}):
+            ctx.warn(
+                f"{field}.{key}",
+                "registration metadata, not used: the model is served from its path (register it in "
+                "MLflow and write azureml:NAME:VERSION to serve a registered version)",
+            )
+        return
+    if "name" in spec and "version" in spec:
+        name, version = str(spec["name"]), str(spec["version"])
+        ctx.set("model", _registry_uri(ctx, field, name, version if version.isdigit() else None, version))
+        for key in sorted(set(spec) - {"name", "version", "type"}):
+            ctx.warn(f"{field}.{key}", "registration metadata, not used")
+        return
+    raise ctx.refuse(field, "neither a path nor a name and version", "write model: {path: ./folder}")
+
+
+def _code_files(ctx: Context, field: str, folder: Path) -> dict[str, bytes]:
+    if folder.is_file():
+        return {folder.name: folder.read_bytes()}
+    if not folder.is_dir():
+        raise ctx.refuse(field, f"{folder} does not exist", "the path is relative to the YAML file")
+    files: dict[str, bytes] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name == "__pycache__":
+            continue  # compiled files, made again on import
+        if path.is_dir():
+            ctx.warn(
+                f"{field}/{path.name}",
+                "a subfolder is not carried: the code ConfigMap holds one folder level; put helper modules "
+                "next to the scoring script, or install them into an image built FROM mlendpoints/serving",
+            )
+        elif not CONFIGMAP_KEY.match(path.name):
+            raise ctx.refuse(field, f"{path.name!r} is not a valid ConfigMap key", "rename the file")
+        else:
+            files[path.name] = path.read_bytes()
+    return files
+
+
+def _code_configuration(ctx: Context, field: str, value: Any) -> None:
+    spec = _mapping(ctx, field, value)
+    code = _string(ctx, f"{field}.code", spec.get("code"))
+    script = _string(ctx, f"{field}.scoring_script", spec.get("scoring_script"))
+    if code.startswith("azureml:"):
+        raise ctx.refuse(f"{field}.code", f"{code!r} is an Azure code asset", "point code at a local folder")
+    if "/" in script.strip("./") or "\\" in script:
+        raise ctx.refuse(
+            f"{field}.scoring_script",
+            f"{script!r} is in a subfolder of code: the code ConfigMap holds one folder level",
+            "point code at the folder holding the script",
+        )
+    for key in sorted(set(spec) - {"code", "scoring_script"}):
+        ctx.warn(f"{field}.{key}", "not an Azure code_configuration field: ignored")
+    files = _code_files(ctx, f"{field}.code", ctx.local_path(code))
+    script_name = Path(script).name
+    if script_name not in files:
+        raise ctx.refuse(
+            f"{field}.scoring_script", f"{script!r} is not in {ctx.local_path(code)}", "check the names"
+        )
+    size = sum(len(k) + len(v) for k, v in files.items())
+    if size > CONFIGMAP_MAX_BYTES:
+        raise ctx.refuse(
+            f"{field}.code",
+            f"{size} bytes of code, more than a ConfigMap holds ({CONFIGMAP_MAX_BYTES})",
+            "keep only the scoring script and its helpers there, or build an image FROM mlendpoints/serving",
+        )
+    data: dict[str, str] = {}
+    binary: dict[str, str] = {}
+    for name, content in files.items():
+        try:
+            data[name] = content.decode()
+        except UnicodeDecodeError:
+            binary[name] = base64.b64encode(content).decode()
+    config_map: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{ctx.name}-code"},
+        "data": data,
+    }
+    if binary:
+        config_map["binaryData"] = binary
+    ctx.objects.append(config_map)
+    ctx.set("codeConfiguration", {"configMap": f"{ctx.name}-code", "scoringScript": script_name})
+
+
+def _environment(ctx: Context, field: str, value: Any) -> None:
+    if isinstance(value, str):
+        ctx.warn(field, f"Azure ML environment {value!r} is not an image: ignored; {IMAGE_HINT}")
+        return
+    spec = _mapping(ctx, field, value)
+    image = spec.get("image")
+    if isinstance(image, str) and not image.startswith(AZURE_BASE_IMAGES):
+        ctx.set("image", image)
+        ctx.warn(
+            f"{field}.image",
+            f"spec.image is {image!r}: it must contain mlendpoints' entry points "
+            "(mlendpoints-serve, mlendpoints-fetch); build it FROM mlendpoints/serving",
+        )
+    elif image is not None:
+        ctx.warn(
+            f"{field}.image", f"{image!r} is an Azure base image, not a serving image: ignored; {IMAGE_HINT}"
+        )
+    for key in sorted(set(spec) - {"image"}):
+        what = {
+            "conda_file": "conda dependencies are not installed",
+            "build": "a Docker build context is not built",
+            "inference_config": "custom container routes are not supported (the server's routes are fixed)",
+        }.get(key, "Azure environment metadata")
+        ctx.warn(f"{field}.{key}", f"{what}: ignored; {IMAGE_HINT}")
+
+
+def _environment_variables(ctx: Context, field: str, value: Any) -> None:
+    env = []
+    for name, item in _mapping(ctx, field, value).items():
+        if isinstance(item, dict | list):
+            raise ctx.refuse(f"{field}.{name}", "not a scalar value", "write a string")
+        env.append({"name": str(name), "value": "" if item is None else str(item)})
+    if env:
+        ctx.set("env", env)
+
+
+def _instance_type(ctx: Context, field: str, value: Any) -> None:
+    ctx.warn(
+        field,
+        f"{value!r}: mlendpoints has no instance types; to run on such nodes set spec.nodeSelector, e.g. "
+        f"{{node.kubernetes.io/instance-type: {value}}}, and spec.resources",
+    )
+
+
+def _scale_type(ctx: Context, field: str, value: Any) -> None:
+    types = {"default": "default", "target_utilization": "targetUtilization"}
+    if value not in types:
+        raise ctx.refuse(field, f"{value!r} is not default or target_utilization", "use one of those")
+    ctx.set("scaleSettings.type", types[value])
+
+
+def _quantities(target: str) -> Apply:
+    def apply(ctx: Context, field: str, value: Any) -> None:
+        quantities = {}
+        for name, quantity in _mapping(ctx, field, value).items():
+            if isinstance(quantity, bool) or not isinstance(quantity, int | float | str):
+                raise ctx.refuse(
+                    f"{field}.{name}", f"{quantity!r} is not a quantity", "write e.g. 500m or 2Gi"
+                )
+            quantities[str(name)] = quantity if isinstance(quantity, int | str) else str(quantity)
+        ctx.set(target, quantities)
+
+    return apply
+
+
+def _batch_type(ctx: Context, field: str, value: Any) -> None:
+    if value != "model":
+        raise ctx.refuse(
+            field,
+            f"{value!r}: only model batch deployments are supported (not pipeline component deployments)",
+            "write the pipeline's scoring step as a model deployment with a scoring script",
+        )
+
+
+def _enum(target: str, values: dict[str, str]) -> Apply:
+    def apply(ctx: Context, field: str, value: Any) -> None:
+        if value not in values:
+            raise ctx.refuse(field, f"{value!r} is not one of {sorted(values)}", "use one of those")
+        ctx.set(target, values[value])
+
+    return apply
+
+
+def _string_to(target: str) -> Apply:
+    return _to(target, _string)
+
+
+# --- the table -------------------------------------------------------------------------------
+
+ONLINE_DEPLOYMENT_PROBE_FIELDS = {
+    "initial_delay": "initialDelay",
+    "period": "period",
+    "timeout": "timeout",
+    "success_threshold": "successThreshold",
+    "failure_threshold": "failureThreshold",
+}
+BATCH_SETTINGS = {
+    "max_concurrency_per_instance": "maxConcurrencyPerInstance",
+    "mini_batch_size": "miniBatchSize",
+    "error_threshold": "errorThreshold",
+    "retry_settings.max_retries": "retrySettings.maxRetries",
+    "retry_settings.timeout": "retrySettings.timeout",
+}
+OUTPUT_ACTIONS = {"append_row": "appendRow", "summary_only": "summaryOnly"}
+LOGGING_LEVELS = {level: level for level in ("debug", "info", "warning", "error")} | {"warn": "warning"}
+
+_ONLINE_DEP = ONLINE_DEPLOYMENTS
+_BATCH_DEP = frozenset({AzureKind.MODEL_BATCH_DEPLOYMENT})
+_BATCH_EP = frozenset({AzureKind.BATCH_ENDPOINT})
+
+
+def _batch_settings_rows(prefix: str) -> list[Row]:
+    """Batch settings: under `settings.` (modelBatchDeployment), or at the top (the older batchDeployment)."""
+    rows = [
+        Row(_BATCH_DEP, prefix + azure, f"spec.settings.{ours}", _to(f"settings.{ours}"))
+        for azure, ours in BATCH_SETTINGS.items()
+    ]
+    rows += [
+        Row(
+            _BATCH_DEP,
+            prefix + "output_action",
+            "spec.settings.outputAction",
+            _enum("settings.outputAction", OUTPUT_ACTIONS),
+        ),
+        Row(
+            _BATCH_DEP,
+            prefix + "output_file_name",
+            "spec.settings.outputFileName",
+            _string_to("settings.outputFileName"),
+        ),
+        Row(
+            _BATCH_DEP,
+            prefix + "logging_level",
+            "spec.settings.loggingLevel",
+            _enum("settings.loggingLevel", LOGGING_LEVELS),
+        ),
+        Row(_BATCH_DEP, prefix + "environment_variables", "spec.env", _environment_variables),
+    ]
+    return rows
+
+
+ROWS: tuple[Row, ...] = (
+    # Every kind.
+    Row(ALL_KINDS, "$schema", "(the kind)", _nothing),
+    Row(ALL_KINDS, "name", "metadata.name", _nothing),
+    Row(
+        ALL_KINDS,
+        "description",
+        "spec.description (endpoints), annotation mlendpoints.io/description",
+        _description,
+    ),
+    Row(
+        ALL_KINDS,
+        "tags",
+        "metadata.labels (annotation mlendpoints.io/azureml-tags if not label syntax)",
+        _tags,
+    ),
+    Row(ALL_KINDS, "properties", "annotation mlendpoints.io/azureml-properties", _properties),
+    # Online endpoints.
+    Row(ONLINE_ENDPOINTS, "auth_mode", "spec.authMode (key; tokens: error)", _online_auth_mode),
+    Row(ONLINE_ENDPOINTS, "traffic", "spec.traffic", _traffic("traffic")),
+    Row(
+        ONLINE_ENDPOINTS,
+        "mirror_traffic",
+        "spec.mirrorTraffic (0% entries: warning)",
+        _traffic("mirrorTraffic"),
+    ),
+    Row(
+        ONLINE_ENDPOINTS,
+        "public_network_access",
+        "warning (enabled): spec.service.type",
+        _public_network_access,
+    ),
+    Row(
+        ENDPOINTS | DEPLOYMENTS,
+        "identity",
+        "warning",
+        _warn(
+            "Azure managed identities do not exist here: give the pods a ServiceAccount "
+            "(spec.serviceAccountName) with your cloud's workload identity, or credentials in a Secret"
+        ),
+    ),
+    Row(
+        frozenset({AzureKind.KUBERNETES_ONLINE_ENDPOINT}),
+        "compute",
+        "warning",
+        _warn("{value!r}: the cluster you apply the resources to is the compute; nothing to set"),
+    ),
+    # Batch endpoints.
+    Row(
+        _BATCH_EP,
+        "auth_mode",
+        "warning",
+        _warn(
+            "{value!r}: batch jobs are BatchJob resources created through the Kubernetes API; who may create "
+            "them is Kubernetes RBAC"
+        ),
+    ),
+    Row(_BATCH_EP, "defaults", "spec.defaultDeployment (defaults.deployment_name)", _defaults),
+    # Deployments, online and batch.
+    Row(DEPLOYMENTS, "endpoint_name", "spec.endpointName", _string_to("endpointName")),
+    Row(
+        DEPLOYMENTS,
+        "model",
+        "spec.model (azureml:N:V -> models:/N/V, @latest -> /latest, path -> path)",
+        _model,
+    ),
+    Row(
+        DEPLOYMENTS,
+        "code_configuration",
+        "ConfigMap <name>-code + spec.codeConfiguration",
+        _code_configuration,
+    ),
+    Row(DEPLOYMENTS, "environment", "spec.image (a non-Azure image), else warning", _environment),
+    # Online deployments.
+    Row(_ONLINE_DEP, "type", "(the kind: managed or kubernetes)", _nothing),
+    Row(_ONLINE_DEP, "instance_count", "spec.instanceCount", _to("instanceCount")),
+    Row(_ONLINE_DEP, "instance_type", "warning: spec.nodeSelector", _instance_type),
+    Row(_ONLINE_DEP, "environment_variables", "spec.env", _environment_variables),
+    Row(
+        _ONLINE_DEP,
+        "request_settings.request_timeout_ms",
+        "spec.requestSettings.requestTimeoutMs",
+        _to("requestSettings.requestTimeoutMs"),
+    ),
+    Row(
+        _ONLINE_DEP,
+        "request_settings.max_concurrent_requests_per_instance",
+        "spec.requestSettings.maxConcurrentRequestsPerInstance",
+        _to("requestSettings.maxConcurrentRequestsPerInstance"),
+    ),
+    Row(
+        _ONLINE_DEP,
+        "request_settings.max_queue_wait_ms",
+        "spec.requestSettings.maxQueueWaitMs (deprecated, ignored, as in Azure)",
+        _to("requestSettings.maxQueueWaitMs"),
+    ),
+    *(
+        Row(_ONLINE_DEP, f"{probe}_probe.{azure}", f"spec.{probe}Probe.{ours}", _to(f"{probe}Probe.{ours}"))
+        for probe in ("liveness", "readiness")
+        for azure, ours in ONLINE_DEPLOYMENT_PROBE_FIELDS.items()
+    ),
+    Row(
+        _ONLINE_DEP,
+        "scale_settings.type",
+        "spec.scaleSettings.type (target_utilization -> targetUtilization)",
+        _scale_type,
+    ),
+    Row(
+        _ONLINE_DEP,
+        "scale_settings.min_instances",
+        "spec.scaleSettings.minInstances",
+        _to("scaleSettings.minInstances"),
+    ),
+    Row(
+        _ONLINE_DEP,
+        "scale_settings.max_instances",
+        "spec.scaleSettings.maxInstances",
+        _to("scaleSettings.maxInstances"),
+    ),
+    Row(
+        _ONLINE_DEP,
+        "scale_settings.polling_interval",
+        "spec.scaleSettings.pollingInterval",
+        _to("scaleSettings.pollingInterval"),
+    ),
+    Row(
+        _ONLINE_DEP,
+        "scale_settings.target_utilization_percentage",
+        "spec.scaleSettings.targetUtilizationPercentage",
+        _to("scaleSettings.targetUtilizationPercentage"),
+    ),
+    Row(
+        _ONLINE_DEP,
+        "resources.requests",
+        "spec.resources.requests (cpu, memory, nvidia.com/gpu)",
+        _quantities("resources.requests"),
+    ),
+    Row(
+        _ONLINE_DEP,
+        "resources.limits",
+        "spec.resources.limits (cpu, memory, nvidia.com/gpu)",
+        _quantities("resources.limits"),
+    ),
+    Row(
+        _ONLINE_DEP,
+        "data_collector",
+        "warning",
+        _warn(
+            "data collection is not yet supported in mlendpoints: requests and responses are not collected; "
+            "the router's access log (accessLog) records each request's metadata"
+        ),
+    ),
+    Row(
+        _ONLINE_DEP,
+        "app_insights_enabled",
+        "warning",
+        _warn(
+            "Application Insights is Azure's: scrape the server's and router's /metrics (Prometheus) instead"
+        ),
+    ),
+    Row(
+        _ONLINE_DEP,
+        "egress_public_network_access",
+        "warning",
+        _warn("{value!r}: restrict the pods' egress with a Kubernetes NetworkPolicy instead"),
+    ),
+    # Batch deployments.
+    Row(_BATCH_DEP, "type", "(the kind: model; pipeline: error)", _batch_type),
+    Row(
+        _BATCH_DEP,
+        "compute",
+        "warning: spec.nodeSelector",
+        _warn(
+            "{value!r}: jobs run as pods of the cluster you apply to; "
+            "to pin them to nodes set spec.nodeSelector"
+        ),
+    ),
+    Row(
+        _BATCH_DEP, "resources.instance_count", "spec.resources.instanceCount", _to("resources.instanceCount")
+    ),
+    Row(_BATCH_DEP, "resources.instance_type", "warning: spec.nodeSelector", _instance_type),
+    *_batch_settings_rows("settings."),
+    *_batch_settings_rows(""),
+)
+
+
+def rows_for(kind: AzureKind) -> dict[str, Row]:
+    return {row.azure: row for row in ROWS if kind in row.kinds}

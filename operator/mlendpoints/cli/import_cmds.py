@@ -1,0 +1,70 @@
+"""`mlendpoints import azureml FILE...`: Azure ML CLI v2 YAML in, mlendpoints YAML out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from mlendpoints.azureml import Imported, import_files, to_yaml
+from mlendpoints.errors import UserError
+
+stderr = Console(stderr=True)
+
+
+@click.group(name="import")
+def import_group() -> None:
+    """Turn other platforms' endpoint files into mlendpoints resources."""
+
+
+def report_findings(imported: list[Imported]) -> None:
+    """Every Azure field not carried over as it is, on stderr: the import never drops one silently."""
+    for item in imported:
+        for finding in item.findings:
+            stderr.print(f"[yellow]warning:[/] {escape(finding.line())}", highlight=False, soft_wrap=True)
+
+
+@import_group.command()
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False)
+)
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write one FILE.yaml per Azure file here (default: all to stdout).",
+)
+def azureml(files: tuple[Path, ...], output_dir: Path | None) -> None:
+    """Import Azure ML CLI v2 endpoint and deployment YAML.
+
+    Reads managed and Kubernetes online endpoints and deployments, batch
+    endpoints and model batch deployments (`$schema` says which; without it the
+    fields do), and writes the OnlineEndpoint, OnlineDeployment, BatchEndpoint
+    and BatchDeployment resources, with a ConfigMap for each code_configuration.
+    Fields with no equivalent are listed on stderr with what to do instead.
+    The mapping: docs/azureml.md.
+
+    \b
+    Examples:
+      mlendpoints import azureml endpoint.yml blue-deployment.yml | kubectl apply -f -
+      mlendpoints import azureml endpoint.yml blue-deployment.yml -o k8s/
+    """
+    imported = import_files(files)
+    report_findings(imported)
+    if output_dir is None:
+        click.echo(to_yaml(imported), nl=False)
+        return
+    sources = list(dict.fromkeys(files))
+    stems = [source.stem for source in sources]
+    if clash := sorted({stem for stem in stems if stems.count(stem) > 1}):
+        raise UserError(
+            f"-o: several files are named {clash[0]}.*, and each would be written to {clash[0]}.yaml",
+            "import them into different folders, or to stdout",
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        target = output_dir / f"{source.stem}.yaml"
+        target.write_text(to_yaml(item for item in imported if item.source == source))
+        stderr.print(f"wrote {escape(str(target))}", highlight=False)
