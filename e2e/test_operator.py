@@ -168,7 +168,8 @@ def test_invalid_resources_are_refused_with_the_field_named(kubectl: Kubectl, bl
     proc = kubectl.try_run(
         "-n", ns, "apply", "-f", "-", stdin=json.dumps(deployment("red", "diabetes", "models:/diabetes"))
     )
-    assert proc.returncode != 0 and "spec.model: 'models:/diabetes' is not a registry URI" in proc.stderr
+    assert proc.returncode != 0 and "spec.model: Invalid value" in proc.stderr
+    assert "'models:/diabetes' is not a registry URI" in proc.stderr
     proc = kubectl.try_run("-n", ns, "delete", "onlinedeployment", "blue", "--wait=false")
     assert (
         proc.returncode != 0 and "spec.traffic.blue: the endpoint sends 100% of live traffic" in proc.stderr
