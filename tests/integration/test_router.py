@@ -78,6 +78,10 @@ def start_router(tmp_path: Path) -> Iterator[Callable[..., RouterProcess]]:
 
 def served_by(response: httpx.Response) -> str:
     assert response.json()["backend"] == response.headers["x-mlendpoints-served-by"]
+    # Azure ML's clients read the deployment from azureml-model-deployment: the same name, once.
+    assert response.headers.get_list("azureml-model-deployment") == [
+        response.headers["x-mlendpoints-served-by"]
+    ]
     return response.headers["x-mlendpoints-served-by"]
 
 
@@ -263,6 +267,7 @@ def test_upstream_errors_pass_through_with_served_by(
         assert response.json()["body"] == "abc"  # the backend's own body, unchanged
         assert response.headers["x-backend"] == "blue"
         assert response.headers["x-mlendpoints-served-by"] == "blue"
+        assert response.headers["azureml-model-deployment"] == "blue"
 
 
 # --- limits -------------------------------------------------------------------------

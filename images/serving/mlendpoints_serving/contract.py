@@ -38,6 +38,8 @@ HEADER_DEPLOYMENT = "x-mlendpoints-deployment"  # pin a request to a deployment
 HEADER_DEPLOYMENT_AZURE = "azureml-model-deployment"  # accepted alias, as Azure ML
 HEADER_REQUEST_ID = "x-request-id"
 HEADER_SERVED_BY = "x-mlendpoints-served-by"  # the deployment that answered
+# The same, under the name Azure ML's clients read on a response (also its request pin, above).
+HEADER_SERVED_BY_AZURE = HEADER_DEPLOYMENT_AZURE
 HEADER_REROUTED = "x-mlendpoints-rerouted"  # set when a share was moved off a deployment with no ready pod
 
 # --- environment variables ---------------------------------------------------

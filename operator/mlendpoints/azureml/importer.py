@@ -29,7 +29,7 @@ from mlendpoints.api.validation import (
     validate_name,
 )
 from mlendpoints.azureml.context import TARGET_KIND, AzureKind, Context, Finding, ImportRefused
-from mlendpoints.azureml.table import Row, rows_for
+from mlendpoints.azureml.table import ROWS, Row, rows_for
 from mlendpoints.errors import UserError
 
 _SCHEMA_NAME = re.compile(r"/(?P<name>[A-Za-z]+)\.schema\.json$")
@@ -39,6 +39,18 @@ _SCHEMA_KINDS = {kind.value: kind for kind in AzureKind} | {
 }
 _BATCH_DEPLOYMENT_KEYS = {"settings", "compute", "mini_batch_size", "output_action", "retry_settings"}
 _ONLINE_ENDPOINT_KEYS = {"traffic", "mirror_traffic", "public_network_access"}
+# Top-level Azure fields no other YAML a user passes (Kubernetes objects, conda files) has at the top.
+_AZURE_ONLY_KEYS = {row.azure for row in ROWS if "." not in row.azure} - {
+    "name",
+    "description",
+    "tags",
+    "properties",
+    "type",
+    "model",
+    "environment",
+    "identity",
+    "resources",
+}
 _SPEC_MODELS: dict[str, type[BaseModel]] = {
     "OnlineEndpoint": OnlineEndpointSpec,
     "OnlineDeployment": OnlineDeploymentSpec,
@@ -67,7 +79,10 @@ def is_azure_document(doc: Any) -> bool:
         return False
     if "azureml" in str(doc.get("$schema", "")):
         return True
-    return any(isinstance(key, str) and re.fullmatch(r"[a-z]+(_[a-z]+)+", key) for key in doc)
+    return any(
+        isinstance(key, str) and (key in _AZURE_ONLY_KEYS or re.fullmatch(r"[a-z]+(_[a-z]+)+", key))
+        for key in doc
+    )
 
 
 def azure_kind(source: Path, doc: dict[str, Any]) -> AzureKind:

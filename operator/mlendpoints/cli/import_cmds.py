@@ -16,7 +16,12 @@ stderr = Console(stderr=True)
 
 @click.group(name="import")
 def import_group() -> None:
-    """Turn other platforms' endpoint files into mlendpoints resources."""
+    """Turn other platforms' endpoint files into mlendpoints resources.
+
+    \b
+    Example:
+      mlendpoints import azureml endpoint.yml blue-deployment.yml -o k8s/
+    """
 
 
 def report_findings(imported: list[Imported]) -> None:

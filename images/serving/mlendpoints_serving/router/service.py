@@ -19,6 +19,7 @@ from mlendpoints_serving.contract import (
     HEADER_REQUEST_ID,
     HEADER_REROUTED,
     HEADER_SERVED_BY,
+    HEADER_SERVED_BY_AZURE,
 )
 from mlendpoints_serving.router.auth import KeyChecker
 from mlendpoints_serving.router.metrics import NO_DEPLOYMENT, RouterMetrics
@@ -45,6 +46,7 @@ log = logging.getLogger("mlendpoints.router")
 
 _REQUEST_ID = HEADER_REQUEST_ID.encode()
 _SERVED_BY = HEADER_SERVED_BY.encode()
+_SERVED_BY_AZURE = HEADER_SERVED_BY_AZURE.encode()
 _REROUTED = HEADER_REROUTED.encode()
 _JSON = (b"content-type", b"application/json")
 
@@ -141,7 +143,9 @@ class Router:
         label = deployment.name if deployment else NO_DEPLOYMENT
         response.headers.append((_REQUEST_ID, request_id))
         if deployment is not None:
-            response.headers.append((_SERVED_BY, deployment.name.encode()))
+            name = deployment.name.encode()
+            response.headers.append((_SERVED_BY, name))
+            response.headers.append((_SERVED_BY_AZURE, name))
         if rerouted_from is not None:
             response.headers.append((_REROUTED, rerouted_from.encode()))
         elapsed = time.perf_counter() - started
