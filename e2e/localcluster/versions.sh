@@ -11,7 +11,7 @@ case $K8S_VERSION in
   1.34) K8S_FULL=1.34.4 ;;
   1.33) K8S_FULL=1.33.13 ;;
   1.32) K8S_FULL=1.32.13 ;;
-  1.31) K8S_FULL=1.31.14 ;;
+  1.31) K8S_FULL=1.31.0 ;;  # the one 1.31 patch whose staging modules (kube-proxy, ...) the proxy serves
   *) echo "K8S_VERSION=$K8S_VERSION: choose a minor from 1.31 to 1.37" >&2; exit 2 ;;
 esac
 K8S_MINOR=${K8S_FULL%.*}
