@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -58,6 +58,19 @@ ENV_PREFIX_BATCH = "MLENDPOINTS_BATCH_"
 # sets them to loopback.
 ENV_SERVE_HOST = f"{ENV_PREFIX_SERVE}HOST"
 ENV_ROUTER_HOST = f"{ENV_PREFIX_ROUTER}HOST"
+
+# --- model inputs for any pod (the operator's mutating webhook, docs/contract.md) ------------------
+# A pod opts in with this label set to "true"; the webhook's objectSelector matches only it, so
+# unlabelled pods never reach the webhook.
+LABEL_INJECT_MODELS = "mlendpoints.io/inject-models"
+ANNOTATION_MODELS = "mlendpoints.io/models"  # JSON {input name: model URI}, written by the user
+ANNOTATION_RESOLVED_MODELS = "mlendpoints.io/resolved-models"  # JSON {input name: pinned URI}, by the webhook
+INPUTS_ROOT = "/var/mlendpoints/inputs"  # each input is mounted read-only at INPUTS_ROOT/<name>
+ENV_PREFIX_INPUT = "MLENDPOINTS_INPUT_"  # + the input's name upper-cased, '-' -> '_': its directory
+# mlendpoints-fetch --mode: `model` (default) needs an MLflow model (archives unpacked, a pickled
+# estimator wrapped); `input` puts whatever the URI names in DIR as is, a single file as DIR/<filename>.
+FETCH_MODE_MODEL: Final = "model"
+FETCH_MODE_INPUT: Final = "input"
 
 # --- keys --------------------------------------------------------------------
 SECRET_PRIMARY_KEY = "primaryKey"

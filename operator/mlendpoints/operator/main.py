@@ -52,6 +52,7 @@ def build_registry(
     batch.register(registry, batch_reconciler)
     if webhook_cert_dir is not None:
         webhook.register(registry, online_reconciler.store)
+        webhook.register_model_inputs(registry, online_reconciler.settings)
     return registry
 
 

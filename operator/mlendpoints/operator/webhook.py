@@ -11,14 +11,21 @@ failure policy is Ignore: the reconciler runs the same checks and reports them
 in conditions, so an operator outage never blocks deletes or garbage collection.
 The handlers are persistent: a replica that exits (a rolling update) leaves the
 registration in place for the one taking over.
+
+The mutating webhook (`register_model_inputs`, in the MutatingWebhookConfiguration of the same
+name) injects model inputs into Pods labelled `mlendpoints.io/inject-models: "true"`
+(render/model_inputs.py). kopf turns the handler's label filter into the webhook's objectSelector,
+so the API server never calls it for other pods; for labelled ones the failure policy is Fail: a
+pod admitted without its inputs would run without its model.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +39,19 @@ from mlendpoints.api.common import API_GROUP, API_VERSION
 from mlendpoints.api.kinds import ONLINE_DEPLOYMENT, ONLINE_ENDPOINT
 from mlendpoints.api.online import OnlineEndpointSpec
 from mlendpoints.api.validation import endpoint_reference_errors, parse_spec, validate_deployment_delete
+from mlendpoints.operator import models
 from mlendpoints.operator.kube import Kube, Ref
 from mlendpoints.operator.settings import OperatorSettings
 from mlendpoints.operator.store import Store
+from mlendpoints.render.deployment import ResolvedModel
+from mlendpoints.render.model_inputs import ModelInputError, inject_model_inputs, parse_model_inputs
+from mlendpoints_serving import contract
 
 CONFIGURATION_NAME = "mlendpoints.io"
+# The API server waits at most 30 s for a webhook (kopf registers timeoutSeconds 30); resolving the
+# inputs' aliases must answer, or refuse, well within that.
+RESOLVE_TIMEOUT_S = 20.0
+Resolver = Callable[[str, str | None], Awaitable[ResolvedModel]]  # (model URI, tracking URI) -> pinned
 
 
 def self_signed_certificate(hostnames: list[str]) -> tuple[bytes, bytes]:
@@ -161,6 +176,53 @@ def register(registry: kopf.OperatorRegistry, store: Store) -> None:
             return  # the endpoint goes too (or never existed): nothing routes here any more
         parsed, _errors = parse_spec(OnlineEndpointSpec, endpoint.get("spec"))
         _reject(validate_deployment_delete(name, parsed))
+
+
+def register_model_inputs(
+    registry: kopf.OperatorRegistry, settings: OperatorSettings, resolve: Resolver = models.resolve
+) -> None:
+    """The mutating webhook: model inputs for opted-in Pods, registry URIs pinned at admission."""
+    render_settings = settings.render_settings()
+
+    @kopf.on.mutate(
+        "v1", "pods", operations=["CREATE"], labels={contract.LABEL_INJECT_MODELS: "true"},
+        ignore_failures=False, persistent=True, registry=registry, id="inject-model-inputs",
+    )  # fmt: skip
+    async def inject(body: kopf.Body, annotations: kopf.Annotations, patch: kopf.Patch, **_: Any) -> None:
+        try:
+            inputs = parse_model_inputs(annotations)
+        except ModelInputError as exc:
+            raise kopf.AdmissionError(str(exc), code=422) from None
+        results = await asyncio.gather(
+            *(
+                _resolve_input(name, uri, settings.mlflow_tracking_uri, resolve)
+                for name, uri in inputs.items()
+            )
+        )
+        errors = [error for _, error in results if error]
+        if errors:
+            raise kopf.AdmissionError("; ".join(errors), code=422)
+        resolved = {name: uri for name, (uri, _) in zip(inputs, results, strict=True)}
+        mutated = inject_model_inputs(dict(body), resolved, render_settings)
+
+        def apply(target: Any) -> None:  # kopf diffs the result against the pod into a JSON patch
+            target["metadata"], target["spec"] = mutated["metadata"], mutated["spec"]
+
+        patch.fns.append(apply)
+
+
+async def _resolve_input(name: str, uri: str, tracking_uri: str | None, resolve: Resolver) -> tuple[str, str]:
+    """(the URI to fetch, "") or ("", the reason the input is refused, naming it)."""
+    where = f"annotation {contract.ANNOTATION_MODELS}, input {name!r}"
+    if models.needs_registry(uri) and not tracking_uri:
+        no_registry = "the operator has no MLflow tracking URI (the chart's mlflow.trackingUri)"
+        return "", f"{where}: {uri} needs the MLflow registry, and {no_registry}"
+    try:
+        return (await asyncio.wait_for(resolve(uri, tracking_uri), RESOLVE_TIMEOUT_S)).uri, ""
+    except models.ResolveError as exc:
+        return "", f"{where}: cannot resolve {exc}"
+    except TimeoutError:
+        return "", f"{where}: the MLflow registry did not resolve {uri} within {RESOLVE_TIMEOUT_S:.0f} s"
 
 
 def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings, cert_dir: str) -> None:

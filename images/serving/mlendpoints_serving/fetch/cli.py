@@ -4,6 +4,8 @@ MLflow URIs (models:/, runs:/) go through MLflow's artifact download (and the us
 MLFLOW_* auth env vars); everything else (s3://, gs://, abfss://, wasbs://, https://,
 local or PVC paths) through fsspec. A tar.gz/zip is unpacked; a single pickled
 estimator is wrapped as an MLflow sklearn model. The result must be an MLflow model.
+With `--mode input` (a model input of any pod) nothing is unpacked, wrapped or required: a
+folder arrives as is and a single file as DIR/<filename>, so the input is always a directory.
 A record (resolved URI, registry version, checksum) is written next to it; a second
 run that downloads the same content leaves the destination untouched.
 """
@@ -21,14 +23,14 @@ import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import orjson
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from mlendpoints_serving import runtime
-from mlendpoints_serving.contract import ENV_PREFIX_FETCH
+from mlendpoints_serving.contract import ENV_PREFIX_FETCH, FETCH_MODE_INPUT, FETCH_MODE_MODEL
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -50,6 +52,11 @@ class FetchSettings(BaseSettings):
         "abfss://, wasbs://, https://, or a local path"
     )
     dest: Path = Field(description="directory the MLflow model is written to")
+    mode: Literal["model", "input"] = Field(
+        default=FETCH_MODE_MODEL,
+        description="model: an MLflow model is required (archives unpacked, a pickle wrapped); "
+        "input: whatever the URI names, as is, a single file as DEST/<filename>",
+    )
     log_level: str = "info"
 
 
@@ -240,6 +247,18 @@ def wrap_estimator(path: Path, dest: Path) -> Path:
     return dest
 
 
+def as_input_dir(fetched: Path, work: Path) -> Path:
+    """A model input: a folder as is; a single file inside a folder of its own, under its own name.
+
+    Azure ML hands a single-file model input over as the file itself, and code that opens the
+    input as a folder fails; here an input is always a directory.
+    """
+    if fetched.is_dir():
+        return fetched
+    folder = Path(tempfile.mkdtemp(dir=work))  # a fresh name: the file may be called anything
+    return Path(shutil.move(str(fetched), folder / fetched.name)).parent
+
+
 def checksum(model_dir: Path) -> str:
     digest = hashlib.sha256()
     for file in sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name != RECORD_NAME):
@@ -260,6 +279,9 @@ def read_record(dest: Path) -> Record | None:
 def install(model_dir: Path, dest: Path, record: Record) -> None:
     """Replace dest's content with the model (dest itself may be a mount point, so it is kept)."""
     dest.mkdir(parents=True, exist_ok=True)
+    # The record goes first and comes back last: an install cut short leaves no record claiming
+    # the half-moved content, so the next run fetches again instead of keeping it.
+    (dest / RECORD_NAME).unlink(missing_ok=True)
     for old in dest.iterdir():
         if old.name.startswith(".mlendpoints-fetch"):
             continue
@@ -269,8 +291,11 @@ def install(model_dir: Path, dest: Path, record: Record) -> None:
     (dest / RECORD_NAME).write_bytes(orjson.dumps(asdict(record), option=orjson.OPT_INDENT_2))
 
 
-def fetch(uri: str, dest: Path) -> tuple[Record, bool]:
-    """Fetch `uri` into `dest`; returns the record and whether dest changed."""
+def fetch(uri: str, dest: Path, mode: str = FETCH_MODE_MODEL) -> tuple[Record, bool]:
+    """Fetch `uri` into `dest`; returns the record and whether dest changed.
+
+    `mode` FETCH_MODE_MODEL: the result must be an MLflow model; FETCH_MODE_INPUT: anything, as is.
+    """
     # Fail fast on an unreachable tracking server instead of MLflow's long default retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
@@ -297,12 +322,13 @@ def fetch(uri: str, dest: Path) -> tuple[Record, bool]:
             raise
         except Exception as exc:
             raise classify(exc, uri) from exc
-        model_dir = as_model_dir(fetched, work)
+        model_dir = as_input_dir(fetched, work) if mode == FETCH_MODE_INPUT else as_model_dir(fetched, work)
         record = Record(
             model_uri=uri, resolved_uri=resolved, registry_version=version, checksum=checksum(model_dir)
         )
         previous = read_record(dest)
-        if previous is not None and previous.checksum == record.checksum and (dest / "MLmodel").is_file():
+        in_place = mode == FETCH_MODE_INPUT or (dest / "MLmodel").is_file()
+        if previous is not None and previous.checksum == record.checksum and in_place:
             return previous, False
         install(model_dir, dest, record)
         return record, True
@@ -315,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         runtime.fatal(COMPONENT, f"invalid arguments: {exc}", code=2)
     runtime.setup_logging(settings.log_level)
     try:
-        record, changed = fetch(settings.model_uri, settings.dest)
+        record, changed = fetch(settings.model_uri, settings.dest, settings.mode)
     except FetchError as exc:
         runtime.fatal(COMPONENT, str(exc))
     log.info(
