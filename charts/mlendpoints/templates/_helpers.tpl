@@ -136,7 +136,8 @@ other admission webhook configuration.
   verbs: [get, patch]
 {{- end }}
 {{- if .Values.webhook.enabled }}
-# kopf registers the webhook (it also manages the mutating configuration, empty here).
+# kopf registers the webhooks: the validating configuration and the mutating one (model inputs of
+# labelled pods). Pods themselves are never written: a mutating webhook only answers with a patch.
 - apiGroups: [admissionregistration.k8s.io]
   resources: [validatingwebhookconfigurations, mutatingwebhookconfigurations]
   verbs: [create]
