@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from typing import Any
+from typing import Any, cast
 
 import jsonpatch
 import kopf
 import pytest
-from kopf._cogs.structs import references
+from kopf._cogs.structs import ids, references
 from kopf._core.engines import admission, indexing
 from kopf._core.reactor import inventory, observation
 
@@ -342,18 +342,19 @@ def admit(p: dict[str, Any], settings: OperatorSettings | None = None) -> dict[s
             "object": p,
         },
     }
-    return asyncio.run(
+    response = asyncio.run(
         admission.serve_admission_request(
             request,  # type: ignore[arg-type]
-            webhook="inject-model-inputs",
+            webhook=ids.HandlerId("inject-model-inputs"),  # the path kopf registered for the handler
             settings=kopf.OperatorSettings(),
             memories=inventory.ResourceMemories(),
-            memobase=kopf.Memo(),
+            memobase=cast(Any, kopf.Memo()),
             registry=registry,
             insights=insights,
             indices=indexing.OperatorIndexers().indices,
         )
-    )["response"]
+    )
+    return dict(response["response"])
 
 
 def test_kopf_registers_a_failing_webhook_for_labelled_pod_creations_only() -> None:
