@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from pathlib import Path
 from typing import Any, cast
 
 import jsonpatch
@@ -441,3 +442,19 @@ def test_a_registry_uri_without_a_tracking_server_is_refused_by_name() -> None:
         pod({"model": "models:/diabetes/3", "data": "s3://b/d"}), operator_settings(mlflow_tracking_uri=None)
     )
     assert response["allowed"] is True
+
+
+def test_the_example_job_opts_in_and_its_command_names_a_variable_the_mutation_sets() -> None:
+    import yaml
+
+    example = Path(__file__).resolve().parents[3] / "examples" / "model-input-job.yaml"
+    template = yaml.safe_load(example.read_text())["spec"]["template"]
+    assert template["metadata"]["labels"][contract.LABEL_INJECT_MODELS] == "true"
+    inputs = parse_model_inputs(template["metadata"]["annotations"])
+    assert inputs == {"model": "models:/diabetes@champion"}
+    out = inject_model_inputs(
+        {"metadata": template["metadata"], "spec": template["spec"]}, {"model": CHAMPION}, SETTINGS
+    )
+    [container] = out["spec"]["containers"]
+    assert container["command"][-1] == "$(MLENDPOINTS_INPUT_MODEL)"
+    assert env_of(container)["MLENDPOINTS_INPUT_MODEL"] == "/var/mlendpoints/inputs/model"
