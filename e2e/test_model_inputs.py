@@ -272,8 +272,12 @@ def test_with_the_webhook_down_unlabelled_pods_are_admitted_and_labelled_ones_re
     the operator and starts it again."""
     operator.run("-n", OPERATOR_NAMESPACE, "scale", f"deployment/{OPERATOR}", "--replicas=0")
     try:
-        operator.run("-n", OPERATOR_NAMESPACE, "wait", "--for=delete", "pods", "-l", OPERATOR_PODS,
-                     "--timeout=120s", timeout=150)  # fmt: skip
+        # `kubectl wait --for=delete -l` fails once nothing matches; poll instead.
+        wait_for(
+            "the operator pods to be gone",
+            lambda: not operator.json("-n", OPERATOR_NAMESPACE, "get", "pods", "-l", OPERATOR_PODS)["items"],
+            120,
+        )
         assert mutating_webhook_ready(operator)  # still registered
         name = f"plain-{uuid.uuid4().hex[:6]}"
         operator.apply([bare_pod(name, images.serving, {"model": "s3://b/m"}, labelled=False)], namespace)
