@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from e2e.operator_deploy import Kubectl, deploy_operator
+from e2e.operator_deploy import ROOT, Kubectl, deploy_operator
 
 
 @pytest.fixture(scope="module")
@@ -22,3 +22,11 @@ def kubectl(kube_cluster: Any, images: Any, mlflow_server: Any) -> Kubectl:
         },
     )
     return k
+
+
+@pytest.fixture(scope="module")
+def crds(kube_cluster: Any) -> None:
+    """Only the CRDs (no operator, no webhook): what the API server alone checks."""
+    k = Kubectl(str(kube_cluster.kubeconfig))
+    k.run("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    k.run("wait", "--for", "condition=established", "--timeout=60s", "-f", str(ROOT / "crds"))

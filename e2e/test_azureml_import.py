@@ -18,13 +18,11 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from e2e.localcluster.fixture import KubeCluster
-from e2e.operator_deploy import Kubectl
 from mlendpoints.api.common import API_GROUP, API_VERSION
 from mlendpoints.azureml import import_file
 from tests.fixtures.azureml import copy_corpus, corpus_files
 
 pytestmark = [pytest.mark.cluster]
-CRDS = Path(__file__).resolve().parent.parent / "crds"
 PLURALS = {
     "OnlineEndpoint": "onlineendpoints",
     "OnlineDeployment": "onlinedeployments",
@@ -32,13 +30,6 @@ PLURALS = {
     "BatchDeployment": "batchdeployments",
 }
 IMPORTABLE = [str(p) for p in corpus_files() if not str(p).startswith("jobs/")]
-
-
-@pytest.fixture(scope="module")
-def crds(kube_cluster: KubeCluster) -> None:
-    kubectl = Kubectl(str(kube_cluster.kubeconfig))
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-    kubectl.run("wait", "--for", "condition=established", "--timeout=60s", "-f", str(CRDS))
 
 
 def dry_run_create(cluster: KubeCluster, namespace: str, obj: dict[str, Any]) -> str | None:

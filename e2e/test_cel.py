@@ -11,7 +11,6 @@ dry run: nothing is stored.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,6 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from e2e.localcluster.fixture import KubeCluster
-from e2e.operator_deploy import Kubectl
 from mlendpoints.api.common import API_GROUP, API_VERSION
 from mlendpoints.api.online import OnlineDeploymentSpec, OnlineEndpointSpec
 from mlendpoints.api.validation import (
@@ -30,19 +28,11 @@ from mlendpoints.api.validation import (
 )
 
 pytestmark = [pytest.mark.cluster]
-CRDS = Path(__file__).resolve().parent.parent / "crds"
 PLURALS = {
     "OnlineEndpoint": "onlineendpoints",
     "OnlineDeployment": "onlinedeployments",
     "BatchDeployment": "batchdeployments",
 }
-
-
-@pytest.fixture(scope="module")
-def crds(kube_cluster: KubeCluster) -> None:
-    kubectl = Kubectl(str(kube_cluster.kubeconfig))
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-    kubectl.run("wait", "--for", "condition=established", "--timeout=60s", "-f", str(CRDS))
 
 
 def dry_run_create(

@@ -494,7 +494,9 @@ cmd_up() {
     [ "$running" = "v$K8S_FULL" ] && { log "already running ($STATE/kubeconfig)"; return 0; }
     log "running $running, asked for v$K8S_FULL: restarting"
   fi
-  if any_running; then log "partly running; restarting cleanly"; cmd_down; fi
+  # Processes of an earlier run killed from outside (a session's end) leave etcd's data, pod
+  # sandboxes and mounts behind: start from a clean state rather than resume half of one.
+  if any_running || [ -d "$STATE/etcd" ]; then log "leftovers of an earlier run: cleaning up first"; cmd_down; fi
   mkdir -p "$STATE" "$LOGS" "$RUN"
   bash "$HERE/build-k8s.sh" >&2
   UP_IN_PROGRESS=1
