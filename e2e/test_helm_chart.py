@@ -6,19 +6,26 @@ The `kubectl` fixture (e2e/conftest.py) installs the operator through `deploy_op
 
 from __future__ import annotations
 
+import collections
 import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from e2e.localcluster.fixture import open_through_service
 from e2e.operator_deploy import (
     OPERATOR,
     OPERATOR_NAMESPACE,
     RELEASE,
     Kubectl,
-    deploy_operator,
     helm,
     operator_pod,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow]
@@ -39,7 +46,7 @@ def test_helm_install_gives_a_ready_operator_in_the_restricted_profile(kubectl: 
 
 
 def test_helm_uninstall_keeps_crds_and_users_resources(
-    kubectl: Kubectl, namespace: str, images: Any, mlflow_server: Any
+    kubectl: Kubectl, namespace: str, redeploy_operator: Callable[..., None]
 ) -> None:
     endpoint = {
         "apiVersion": "mlendpoints.io/v1alpha1",
@@ -55,13 +62,104 @@ def test_helm_uninstall_keeps_crds_and_users_resources(
         assert kubectl.try_run("get", "crd", "onlineendpoints.mlendpoints.io").returncode == 0
         assert kubectl.get("onlineendpoint", "kept", namespace) is not None
     finally:
-        # Leave the operator as the suite found it.
-        deploy_operator(
-            kubectl,
-            images.operator,
-            {
-                "MLENDPOINTS_MLFLOW_TRACKING_URI": mlflow_server.pod_url,
-                "MLENDPOINTS_SERVING_IMAGE": images.serving,
-            },
-        )
+        redeploy_operator()  # leave the operator as the suite found it
     assert kubectl.get("onlineendpoint", "kept", namespace) is not None
+
+
+def endpoint_with_blue(name: str) -> list[dict[str, Any]]:
+    api = "mlendpoints.io/v1alpha1"
+    return [
+        {
+            "apiVersion": api,
+            "kind": "OnlineEndpoint",
+            "metadata": {"name": name},
+            "spec": {"authMode": "none", "traffic": {"blue": 100}, "router": {"replicas": 1}},
+        },
+        {
+            "apiVersion": api,
+            "kind": "OnlineDeployment",
+            "metadata": {"name": "blue"},
+            "spec": {"endpointName": name, "model": "models:/diabetes@champion", "instanceCount": 1},
+        },
+    ]
+
+
+def is_ready(kubectl: Kubectl, kind: str, name: str, namespace: str) -> bool:
+    obj = kubectl.get(kind, name, namespace) or {}
+    conditions = obj.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+class ScoringLoop(threading.Thread):
+    """Scores one diabetes row after another through the endpoint's Service, counting every outcome."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.stop = url, threading.Event()
+        self.outcomes: collections.Counter[str] = collections.Counter()
+
+    def run(self) -> None:
+        row = dict.fromkeys(["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"], 0.01)
+        body = json.dumps({"input_data": [row]}).encode()
+        while not self.stop.is_set():
+            request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    self.outcomes[str(resp.status)] += 1
+            except urllib.error.HTTPError as exc:
+                self.outcomes[str(exc.code)] += 1
+            except OSError as exc:
+                self.outcomes[type(exc).__name__] += 1
+
+
+def test_helm_upgrade_rolls_the_operator_while_the_endpoint_keeps_serving(
+    kubectl: Kubectl, namespace: str, redeploy_operator: Callable[..., None]
+) -> None:
+    kubectl.apply(endpoint_with_blue("diabetes"), namespace)
+    wait_for("the endpoint Ready", lambda: is_ready(kubectl, "onlineendpoint", "diabetes", namespace), 240)
+    ip = kubectl.json("-n", namespace, "get", "service", "diabetes")["spec"]["clusterIP"]
+    open_through_service(f"http://{ip}/health", timeout=5).close()
+    old_pod = operator_pod(kubectl)
+    loop = ScoringLoop(f"http://{ip}/score")
+    loop.start()
+    try:
+        redeploy_operator({"logLevel": "debug"})  # a changed values file: the operator pod is replaced
+        time.sleep(3)
+    finally:
+        loop.stop.set()
+        loop.join(30)
+        redeploy_operator()
+    assert operator_pod(kubectl) != old_pod
+    print(f"scored during the upgrade: {dict(loop.outcomes)}")
+    assert set(loop.outcomes) == {"200"}, loop.outcomes
+    assert loop.outcomes["200"] >= 20
+
+
+def test_watch_namespaces_ignores_other_namespaces(
+    kubectl: Kubectl, namespace: str, redeploy_operator: Callable[..., None]
+) -> None:
+    other = f"{namespace[:50]}-unwatched"
+    kubectl.run("create", "namespace", other)
+    quiet = [
+        {
+            "apiVersion": "mlendpoints.io/v1alpha1",
+            "kind": "OnlineEndpoint",
+            "metadata": {"name": "quiet"},
+            "spec": {"traffic": {}, "router": {"replicas": 1}},
+        }
+    ]
+    try:
+        redeploy_operator({"watchNamespaces": [namespace]})
+        kubectl.apply(quiet, other)
+        kubectl.apply(quiet, namespace)
+        wait_for(
+            "the watched endpoint's router", lambda: kubectl.get("deployment", "quiet-router", namespace), 60
+        )
+        time.sleep(5)  # the unwatched one had as long, and more
+        assert kubectl.get("deployment", "quiet-router", other) is None
+        assert not (kubectl.get("onlineendpoint", "quiet", other) or {}).get("status")
+    finally:
+        redeploy_operator()
+        kubectl.run("delete", "namespace", other, "--wait=false")
+    # Cluster-wide again: the other namespace's endpoint is reconciled now.
+    wait_for("the other endpoint's router", lambda: kubectl.get("deployment", "quiet-router", other), 60)
