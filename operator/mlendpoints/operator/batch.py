@@ -8,7 +8,7 @@ instance or of the whole job, or `mlendpoints-batch failed: <Reason>: ...`), so 
 operator never reads the data nor needs the storage's credentials.
 
 Wiring (in mlendpoints.operator.main), as the online reconciler's: `batch =
-BatchReconciler(kube, settings, versions, store)`, then `register(registry, batch)`.
+BatchReconciler(kube, settings, store)`, then `register(registry, batch)`.
 Deleting a BatchJob deletes its Jobs and their pods through owner references; the
 committed output stays.
 """
@@ -52,7 +52,6 @@ from mlendpoints.render.batch import (
     render_merge_job,
     render_score_jobs,
 )
-from mlendpoints.render.discovery import ApiVersions
 from mlendpoints_serving import contract
 
 log = logging.getLogger("mlendpoints.operator.batch")
@@ -182,13 +181,10 @@ class NotStartable(Exception):
 
 
 class BatchReconciler:
-    def __init__(
-        self, kube: ApiServer, settings: OperatorSettings, versions: ApiVersions, store: Store
-    ) -> None:
+    def __init__(self, kube: ApiServer, settings: OperatorSettings, store: Store) -> None:
         self.kube = kube
         self.settings = settings
         self.render_settings = settings.render_settings()
-        self.versions = versions
         self.store = store
         self.scheduler = Scheduler(self._reconcile, concurrency=settings.api_concurrency)
 

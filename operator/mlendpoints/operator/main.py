@@ -85,7 +85,7 @@ async def run(
             )
         registry = build_registry(
             online.Reconciler(kube, settings, versions, store),
-            batch.BatchReconciler(kube, settings, versions, store),
+            batch.BatchReconciler(kube, settings, store),
             cert_dir,
         )
         if settings.metrics_port:
