@@ -81,6 +81,17 @@ start() {
   for i in $(seq 1 50); do running_pid "$name" >/dev/null && break; sleep 0.1; done
 }
 
+# How a component we started ended: its exit status, or the signal that killed it.
+# It is this script's child, so `wait` can still collect it.
+exit_status() {
+  local pid rc=0
+  pid=$(cat "$(pidfile "$1")" 2>/dev/null) || { echo "no pid file"; return; }
+  wait "$pid" 2>/dev/null || rc=$?
+  if [ "$rc" -eq 127 ] && ! kill -0 "$pid" 2>/dev/null; then echo "pid $pid, status unknown"
+  elif [ "$rc" -gt 128 ]; then echo "pid $pid killed by signal $((rc - 128))"
+  else echo "pid $pid exit status $rc"; fi
+}
+
 tail_log() {
   log "---- last lines of $LOGS/$1.log ----"
   tail -n 40 "$LOGS/$1.log" >&2 2>/dev/null || true
@@ -93,7 +104,7 @@ wait_for() {
   local deadline=$((SECONDS + secs))
   until "$@" >/dev/null 2>&1; do
     if [ "$name" != node ] && ! running_pid "$name" >/dev/null; then
-      tail_log "$name"; die "$name exited during start-up"
+      tail_log "$name"; die "$name exited during start-up ($(exit_status "$name"))"
     fi
     if [ $SECONDS -ge $deadline ]; then
       [ "$name" = node ] && { tail_log kubelet; tail_log kube-apiserver; } || tail_log "$name"
