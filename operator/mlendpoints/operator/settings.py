@@ -31,6 +31,20 @@ class OperatorSettings(BaseSettings):
     mlflow_credentials_secret: str | None = Field(
         default=None, description="Secret of MLFLOW_* variables in each resource's namespace, given to pods."
     )
+    s3_credentials_secret: str | None = Field(
+        default=None, description="Secret of AWS_* variables in each resource's namespace, for s3:// URIs."
+    )
+    azure_credentials_secret: str | None = Field(
+        default=None,
+        description="Secret of AZURE_STORAGE_*/AZURE_CLIENT_* variables in each namespace (abfss:// URIs).",
+    )
+    gcs_credentials_secret: str | None = Field(
+        default=None, description="Secret with a service-account key.json in each namespace, for gs:// URIs."
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list,
+        description="Secrets (JSON list) for pulling the serving image, on every pod rendered.",
+    )
     field_manager: str = Field(default="mlendpoints", description="Server-side apply field manager.")
     health_port: int = Field(default=8080, description="Port of /healthz.")
     metrics_port: int = Field(default=9090, description="Port of Prometheus /metrics; 0 turns it off.")
@@ -63,4 +77,8 @@ class OperatorSettings(BaseSettings):
             image_pull_policy=self.image_pull_policy,
             mlflow_tracking_uri=self.mlflow_tracking_uri,
             mlflow_credentials_secret=self.mlflow_credentials_secret,
+            s3_credentials_secret=self.s3_credentials_secret,
+            azure_credentials_secret=self.azure_credentials_secret,
+            gcs_credentials_secret=self.gcs_credentials_secret,
+            image_pull_secrets=tuple(self.image_pull_secrets),
         )

@@ -32,12 +32,14 @@ from mlendpoints.render.common import (
     Object,
     RenderSettings,
     child,
+    credentials,
     dump,
+    image_pull_secrets,
     labels,
     owner_reference,
     pod_security_context,
 )
-from mlendpoints.render.deployment import ResolvedModel, mlflow_environment
+from mlendpoints.render.deployment import ResolvedModel
 from mlendpoints_serving import contract
 
 LABEL_BATCH_JOB = "mlendpoints.io/batch-job"
@@ -142,14 +144,24 @@ def _pod_spec(
     gpu = GPU_RESOURCE in dep.resources.limits or GPU_RESOURCE in dep.resources.requests
     image = dep.image or (settings.serving_image_gpu if gpu else settings.serving_image)
     resources = {"requests": dep.resources.requests, "limits": dep.resources.limits}
-    mlflow_env, env_from = mlflow_environment(settings)
+    # The driver reads inputs and writes outputs in the object stores; the fetch also reaches MLflow.
+    creds = credentials(settings)
+    mlflow_env, env_from = creds.env, creds.env_from
     env = [
         {"name": "HOME", "value": TMP_DIR},
         {"name": "TMPDIR", "value": TMP_DIR},
         *(dump(e) for e in dep.env),
     ]
-    mounts: list[Object] = [{"name": "model", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": TMP_DIR}]
-    volumes: list[Object] = [{"name": "model", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    mounts: list[Object] = [
+        {"name": "model", "mountPath": MODEL_DIR},
+        {"name": "tmp", "mountPath": TMP_DIR},
+        *creds.mounts,
+    ]
+    volumes: list[Object] = [
+        {"name": "model", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+        *creds.volumes,
+    ]
     claims: dict[str, bool] = {}  # claim -> read only
     input_claim, output_claim = _storage(job.spec.input.uri)[1], _storage(job.spec.output.uri)[1]
     if input_claim:
@@ -172,7 +184,7 @@ def _pod_spec(
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mlendpoints-batch"],
         "args": args,
-        "env": env,
+        "env": mlflow_env + env,
         "resources": resources,
         "volumeMounts": mounts,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
@@ -187,6 +199,10 @@ def _pod_spec(
         "nodeSelector": dep.nodeSelector,
         "tolerations": [dump(t) for t in dep.tolerations],
     }
+    if env_from:
+        driver["envFrom"] = env_from
+    if settings.image_pull_secrets:
+        pod["imagePullSecrets"] = image_pull_secrets(settings)
     if model is not None:
         pod["initContainers"] = [{
             "name": "fetch-model",
@@ -197,7 +213,7 @@ def _pod_spec(
             "env": env[:2] + mlflow_env + env[2:],
             "envFrom": env_from,
             "resources": resources,
-            "volumeMounts": mounts[:2],
+            "volumeMounts": mounts[: 2 + len(creds.mounts)],
             "securityContext": CONTAINER_SECURITY_CONTEXT,
             "terminationMessagePolicy": "FallbackToLogsOnError",
         }]  # fmt: skip

@@ -22,6 +22,10 @@ MODEL_URI_ANNOTATION = "mlendpoints.io/model-uri"
 GPU_RESOURCE = "nvidia.com/gpu"
 CODE_DIR = "/var/mlendpoints/code"  # where a scoring script's ConfigMap is mounted (online and batch)
 TMP_DIR = "/tmp"  # an emptyDir: the root filesystem is read-only
+# A GCS service-account key is a file (gcsfs reads GOOGLE_APPLICATION_CREDENTIALS), so it is mounted.
+GCS_CREDENTIALS_VOLUME = "gcs-credentials"
+GCS_CREDENTIALS_DIR = "/var/run/secrets/mlendpoints/gcs"
+GCS_CREDENTIALS_KEY = "key.json"
 
 
 class RenderSettings(BaseModel):
@@ -34,6 +38,11 @@ class RenderSettings(BaseModel):
     image_pull_policy: str = "IfNotPresent"
     mlflow_tracking_uri: str | None = None
     mlflow_credentials_secret: str | None = None  # Secret (in the resource's namespace) of MLFLOW_* variables
+    # Object stores, each a Secret in the resource's namespace (optional: pods start without it).
+    s3_credentials_secret: str | None = None  # AWS_* variables (keys, region, AWS_ENDPOINT_URL)
+    azure_credentials_secret: str | None = None  # AZURE_STORAGE_* / AZURE_CLIENT_* variables
+    gcs_credentials_secret: str | None = None  # a service-account key under GCS_CREDENTIALS_KEY
+    image_pull_secrets: tuple[str, ...] = ()  # for the serving image, on every pod the operator renders
     run_as_user: int = 1000
 
 
@@ -121,3 +130,50 @@ CONTAINER_SECURITY_CONTEXT: Object = {
     "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
 }
+
+
+class Credentials(BaseModel):
+    """What a container that reaches MLflow or an object store carries: env, envFrom and a key file."""
+
+    env: list[Object]
+    env_from: list[Object]
+    volumes: list[Object]  # for the pod
+    mounts: list[Object]  # for each container that fetches or reads/writes the stores
+
+
+def credentials(settings: RenderSettings) -> Credentials:
+    """MLflow's tracking URI and credentials, and the object stores' credentials, from operator-wide
+    defaults. Every Secret is optional: a pod whose model needs none of them starts without them."""
+    env: list[Object] = []
+    if settings.mlflow_tracking_uri:
+        env.append({"name": "MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri})
+    env_from = [
+        {"secretRef": {"name": secret, "optional": True}}
+        for secret in (
+            settings.mlflow_credentials_secret,
+            settings.s3_credentials_secret,
+            settings.azure_credentials_secret,
+        )
+        if secret
+    ]
+    volumes: list[Object] = []
+    mounts: list[Object] = []
+    if settings.gcs_credentials_secret:
+        env.append(
+            {
+                "name": "GOOGLE_APPLICATION_CREDENTIALS",
+                "value": f"{GCS_CREDENTIALS_DIR}/{GCS_CREDENTIALS_KEY}",
+            }
+        )
+        volumes.append(
+            {
+                "name": GCS_CREDENTIALS_VOLUME,
+                "secret": {"secretName": settings.gcs_credentials_secret, "optional": True},
+            }
+        )
+        mounts.append({"name": GCS_CREDENTIALS_VOLUME, "mountPath": GCS_CREDENTIALS_DIR, "readOnly": True})
+    return Credentials(env=env, env_from=env_from, volumes=volumes, mounts=mounts)
+
+
+def image_pull_secrets(settings: RenderSettings) -> list[Object]:
+    return [{"name": name} for name in settings.image_pull_secrets]

@@ -15,7 +15,9 @@ from mlendpoints.render.common import (
     Object,
     RenderSettings,
     child,
+    credentials,
     dump,
+    image_pull_secrets,
     labels,
     owner_reference,
     pod_security_context,
@@ -75,21 +77,6 @@ def server_args(spec: OnlineDeploymentSpec) -> list[str]:
     return args
 
 
-def mlflow_environment(settings: RenderSettings) -> tuple[list[Object], list[Object]]:
-    """(env, envFrom) for containers that reach MLflow (model fetches): tracking URI and credentials."""
-    env = (
-        [{"name": "MLFLOW_TRACKING_URI", "value": settings.mlflow_tracking_uri}]
-        if settings.mlflow_tracking_uri
-        else []
-    )
-    env_from = (
-        [{"secretRef": {"name": settings.mlflow_credentials_secret, "optional": True}}]
-        if settings.mlflow_credentials_secret
-        else []
-    )
-    return env, env_from
-
-
 def render_deployment(
     deployment: OnlineDeployment, model: ResolvedModel, versions: ApiVersions, settings: RenderSettings
 ) -> list[Object]:
@@ -101,15 +88,24 @@ def render_deployment(
     obj_name = server_name(name)
     image = image_for(spec, settings)
     resources = dump(spec.resources)
-    mlflow_env, env_from = mlflow_environment(settings)
+    creds = credentials(settings)
+    mlflow_env, env_from = creds.env, creds.env_from
     # The root filesystem is read-only: HOME and temp files go to an emptyDir.
     writable_env = [{"name": "HOME", "value": TMP_DIR}, {"name": "TMPDIR", "value": TMP_DIR}]
 
     def make(api_version: str, kind: str, body: Object) -> Object:
         return child(api_version, kind, obj_name, namespace, owner, server_labels, body)
 
-    mounts = [{"name": "model", "mountPath": spec.modelMountPath}, {"name": "tmp", "mountPath": TMP_DIR}]
-    volumes: list[Object] = [{"name": "model", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    mounts = [
+        {"name": "model", "mountPath": spec.modelMountPath},
+        {"name": "tmp", "mountPath": TMP_DIR},
+        *creds.mounts,
+    ]
+    volumes: list[Object] = [
+        {"name": "model", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+        *creds.volumes,
+    ]
     if spec.codeConfiguration is not None:
         volumes.append({"name": "code", "configMap": {"name": spec.codeConfiguration.configMap}})
     fetch = {
@@ -163,6 +159,8 @@ def render_deployment(
         "nodeSelector": spec.nodeSelector,
         "tolerations": [dump(t) for t in spec.tolerations],
     }
+    if settings.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = image_pull_secrets(settings)
     if spec.affinity is not None:
         pod_spec["affinity"] = dump(spec.affinity)
     if spec.serviceAccountName:

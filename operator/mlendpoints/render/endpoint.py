@@ -13,6 +13,7 @@ from mlendpoints.render.common import (
     RenderSettings,
     child,
     dump,
+    image_pull_secrets,
     labels,
     owner_reference,
     pod_security_context,
@@ -195,6 +196,11 @@ def render_endpoint(
                         "serviceAccountName": router,
                         "securityContext": pod_security_context(settings),
                         "containers": [container],
+                        **(
+                            {"imagePullSecrets": image_pull_secrets(settings)}
+                            if settings.image_pull_secrets
+                            else {}
+                        ),
                         "nodeSelector": spec.router.nodeSelector,
                         "tolerations": [dump(t) for t in spec.router.tolerations],
                     },

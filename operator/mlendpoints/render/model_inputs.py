@@ -21,13 +21,20 @@ from collections.abc import Mapping
 
 from mlendpoints.api.common import DNS_LABEL
 from mlendpoints.api.validation import validate_model_uri
-from mlendpoints.render.common import CONTAINER_SECURITY_CONTEXT, TMP_DIR, Object, RenderSettings
-from mlendpoints.render.deployment import mlflow_environment
+from mlendpoints.render.common import (
+    CONTAINER_SECURITY_CONTEXT,
+    TMP_DIR,
+    Object,
+    RenderSettings,
+    credentials,
+)
 from mlendpoints_serving import contract
 
 FETCH_PREFIX = "mlendpoints-fetch-"  # + input name: the init container of that input
 VOLUME_PREFIX = "mlendpoints-input-"  # + input name: its emptyDir
 TMP_VOLUME = "mlendpoints-inputs-tmp"  # the fetches' scratch space: their root filesystem is read-only
+# The object-store key file (GCS), under a name of ours: the pod's own volumes keep theirs.
+CREDENTIALS_VOLUME = "mlendpoints-inputs-credentials"
 # Container and volume names are DNS labels of at most 63 characters, prefix included.
 MAX_INPUT_NAME = 63 - max(len(FETCH_PREFIX), len(VOLUME_PREFIX))
 # What the fetch containers copy from the pod's first container's resources: a namespace quota that
@@ -85,7 +92,8 @@ def parse_model_inputs(annotations: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def _fetch_container(name: str, uri: str, first: Object | None, settings: RenderSettings) -> Object:
-    mlflow_env, env_from = mlflow_environment(settings)
+    creds = credentials(settings)
+    mlflow_env, env_from = creds.env, creds.env_from
     resources = (first or {}).get("resources") or {}
     copied = {
         kind: {k: v for k, v in (resources.get(kind) or {}).items() if k in COPIED_RESOURCES}
@@ -101,6 +109,7 @@ def _fetch_container(name: str, uri: str, first: Object | None, settings: Render
         "volumeMounts": [
             {"name": VOLUME_PREFIX + name, "mountPath": input_dir(name)},
             {"name": TMP_VOLUME, "mountPath": TMP_DIR},
+            *({**m, "name": CREDENTIALS_VOLUME} for m in creds.mounts),
         ],
         # The pod's own security context is the user's and may allow root: this container carries
         # the restricted profile itself (non-root, no privilege escalation, no capabilities,
@@ -170,8 +179,11 @@ def inject_model_inputs(pod: Object, resolved: Mapping[str, str], settings: Rend
     volumes = [
         v
         for v in spec.get("volumes") or []
-        if not (v.get("name", "").startswith(VOLUME_PREFIX) or v.get("name") == TMP_VOLUME)
+        if not (
+            v.get("name", "").startswith(VOLUME_PREFIX) or v.get("name") in (TMP_VOLUME, CREDENTIALS_VOLUME)
+        )
     ]
     spec["volumes"] = volumes + [{"name": VOLUME_PREFIX + n, "emptyDir": {}} for n in names]
     spec["volumes"].append({"name": TMP_VOLUME, "emptyDir": {}})
+    spec["volumes"] += [{**v, "name": CREDENTIALS_VOLUME} for v in credentials(settings).volumes]
     return out

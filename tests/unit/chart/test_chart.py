@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -80,6 +81,12 @@ VALUE_SETS = {
         "commonLabels": {"team": "ml"},
         "imagePullSecrets": [{"name": "regcred"}],
         "mlflow": {"trackingUri": "http://mlflow:5000", "credentialsSecret": "mlflow-creds"},
+        "serving": {"imagePullSecrets": ["regcred"]},
+        "objectStore": {
+            "s3": {"credentialsSecret": "s3-creds"},
+            "gcs": {"credentialsSecret": "gcs-key"},
+            "azure": {"credentialsSecret": "azure-creds"},
+        },
     },
 }
 
@@ -319,3 +326,35 @@ def test_readme_values_table_is_current() -> None:
     documented = (CHART / "README.md").read_text()
     for key in ("watchNamespaces", "webhook.certManager.enabled", "podDisruptionBudget.minAvailable"):
         assert f"| `{key}` |" in documented
+
+
+def test_defaults_for_rendered_pods_reach_the_operator() -> None:
+    """Pull secrets and object-store credentials: values -> the operator's MLENDPOINTS_* settings."""
+    got = env(render(VALUE_SETS["everything"]))
+    assert json.loads(got["MLENDPOINTS_IMAGE_PULL_SECRETS"]) == ["regcred"]
+    assert got["MLENDPOINTS_S3_CREDENTIALS_SECRET"] == "s3-creds"
+    assert got["MLENDPOINTS_GCS_CREDENTIALS_SECRET"] == "gcs-key"
+    assert got["MLENDPOINTS_AZURE_CREDENTIALS_SECRET"] == "azure-creds"
+    assert not {k for k in env(render()) if k.endswith("_CREDENTIALS_SECRET") or k.endswith("PULL_SECRETS")}
+
+
+# Custom resources have no schema in Kubernetes' release (cert-manager's, the Prometheus Operator's,
+# kopf's peering, whose CRD itself is validated here).
+CUSTOM_GROUPS = {"cert-manager.io", "monitoring.coreos.com", "kopf.dev"}
+
+
+@pytest.mark.parametrize("kube_version", ["1.31.0", "1.37.0"])
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_rendered_chart_is_valid_for_the_oldest_and_newest_supported_kubernetes(
+    name: str, kube_version: str
+) -> None:
+    """Every rendered object against the strict OpenAPI schemas of that release (kubernetes-validate
+    carries them offline): a misspelt or misplaced field fails here, before any cluster sees it."""
+    docs = render(VALUE_SETS[name], "--include-crds", "--kube-version", kube_version)
+    checked = 0
+    for doc in docs:
+        if doc["apiVersion"].split("/")[0] in CUSTOM_GROUPS:
+            continue
+        kubernetes_validate.validate(doc, kube_version, strict=True)
+        checked += 1
+    assert checked >= 10
