@@ -11,6 +11,7 @@ in pyproject.toml enforces that. docs/contract.md describes it in prose.
 from __future__ import annotations
 
 import enum
+import posixpath
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -45,7 +46,11 @@ HEADER_REROUTED = "x-mlendpoints-rerouted"  # set when a share was moved off a d
 # --- environment variables ---------------------------------------------------
 ENV_MODEL_DIR = "MLENDPOINTS_MODEL_DIR"  # set for scoring scripts, as AZUREML_MODEL_DIR
 ENV_AZUREML_MODEL_DIR = "AZUREML_MODEL_DIR"
-ENV_OUTPUT_DIR = "MLENDPOINTS_OUTPUT_DIR"  # batch: where a custom script writes its own files
+ENV_OUTPUT_DIR = "MLENDPOINTS_OUTPUT_DIR"  # batch: the output URI, for a script that writes there itself
+# batch: a local folder a scoring script writes its own files into; they are committed with the
+# mini-batch (exactly once) and land in the output folder under the same relative path.
+ENV_BATCH_OUTPUT_DIR = "MLENDPOINTS_BATCH_OUTPUT_DIR"
+ENV_AZUREML_BI_OUTPUT_PATH = "AZUREML_BI_OUTPUT_PATH"  # the same folder under Azure's name
 ENV_TERMINATION_LOG = "MLENDPOINTS_TERMINATION_LOG"  # where a fatal error's one-line reason is written
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 # Every setting of an entry point can also come from an env var: this prefix, then the setting's
@@ -159,7 +164,25 @@ BATCH_PARTS_DIR = "_parts"  # committed mini-batch parts, the job plan and per-i
 BATCH_SUMMARY_FILE = "summary.json"  # written last: its presence marks a finished job
 BATCH_ERRORS_FILE = "errors.jsonl"  # one line per failed item
 BATCH_DEFAULT_OUTPUT_FILE = "predictions.csv"
+BatchOutputFormat = Literal["csv", "parquet", "jsonl"]
+BATCH_OUTPUT_FORMATS: Final = ("csv", "parquet", "jsonl")
 ENV_JOB_COMPLETION_INDEX = "JOB_COMPLETION_INDEX"  # set by Kubernetes in Indexed Job pods
+
+
+def batch_rows_name(output_file_name: str, output_format: str, partition: bool) -> str:
+    """Where the rows go, relative to the output folder: the rows file, or with `partition` the
+    folder of one file per input. The default name follows the format (`predictions.parquet`); a
+    partitioned output's folder is the name without its extension (`predictions/`)."""
+    name = output_file_name
+    if name == BATCH_DEFAULT_OUTPUT_FILE and output_format != "csv":
+        name = f"predictions.{output_format}"
+    return posixpath.splitext(name)[0] if partition else name
+
+
+def batch_partition_name(input_name: str, output_format: str) -> str:
+    """A partitioned output file's path inside the rows folder: the input's relative path with the
+    format's extension instead of its own (`sub/a.csv` -> `sub/a.parquet`)."""
+    return f"{posixpath.splitext(input_name)[0]}.{output_format}"
 
 
 def batch_status_path(instance_index: int) -> str:

@@ -10,12 +10,13 @@ from mlendpoints_serving.batch.failures import JobFailed
 from mlendpoints_serving.batch.merge import merge, read_plan, read_summary
 from mlendpoints_serving.batch.plan import PLAN_FILE, Plan, mini_batches, new_plan, share
 from mlendpoints_serving.batch.settings import BatchSettings
-from mlendpoints_serving.batch.storage import Location, list_inputs
+from mlendpoints_serving.batch.storage import InputFile, Location, list_inputs
 from mlendpoints_serving.contract import (
     BATCH_SUMMARY_FILE,
     ENV_JOB_COMPLETION_INDEX,
     BatchFailure,
     BatchStatus,
+    batch_partition_name,
 )
 
 log = logging.getLogger("mlendpoints.batch")
@@ -62,7 +63,7 @@ def _claim_output(out: Location, plan: Plan, settings: BatchSettings) -> Plan | 
         )
     summary = read_summary(out)
     if stored is None:
-        clash = [n for n in (BATCH_SUMMARY_FILE, settings.output_file_name) if out.exists(n)]
+        clash = [n for n in (BATCH_SUMMARY_FILE, settings.rows_name) if out.exists(n)]
         if clash:
             raise JobFailed(
                 BatchFailure.OutputExists, f"{out.uri} already holds {', '.join(clash)}; choose a new output"
@@ -72,12 +73,27 @@ def _claim_output(out: Location, plan: Plan, settings: BatchSettings) -> Plan | 
     return summary if summary is not None else stored
 
 
+def _check_partition_names(files: list[InputFile], settings: BatchSettings) -> None:
+    """Two inputs whose partitioned outputs would have one name (`a.csv`, `a.parquet`) are refused."""
+    seen: dict[str, str] = {}
+    for f in files:
+        name = batch_partition_name(f.name, settings.output_format)
+        if name in seen:
+            raise JobFailed(
+                BatchFailure.InvalidSettings,
+                f"partitionOutputs: inputs {seen[name]!r} and {f.name!r} would both write {name!r}",
+            )
+        seen[name] = f.name
+
+
 def run(settings: BatchSettings) -> BatchStatus:
     out = Location(settings.output)
     if settings.phase == "merge":
         summary = read_summary(out)
         return _finished(summary) if summary is not None else merge(out, settings)
     files = list_inputs(settings.input, settings.input_type)
+    if settings.partition_outputs:
+        _check_partition_names(files, settings)
     claimed = _claim_output(out, new_plan(files, settings), settings)
     if isinstance(claimed, BatchStatus):
         return _finished(claimed)

@@ -2,8 +2,10 @@
 
 Parts are concatenated as bytes in mini-batch order under one header, so the
 output is identical whatever the number of instances or workers. summary.json is
-written last: its presence marks a finished job. The rows' part files are
-removed after it; manifests, the plan and the status objects stay as the record.
+written last: its presence marks a finished job. Before it, the files each
+committed mini-batch staged (partitioned rows, a script's own files) are moved into
+place. The rows' part files and the attempt folders are removed after it;
+manifests, the plan and the status objects stay as the record.
 """
 
 from __future__ import annotations
@@ -13,9 +15,17 @@ import io
 import logging
 import shutil
 import time
+from typing import IO
 
 from mlendpoints_serving.batch.failures import JobFailed, threshold_exceeded
-from mlendpoints_serving.batch.parts import Manifest, committed, data_path, read_manifests
+from mlendpoints_serving.batch.parts import (
+    STAGING_PREFIX,
+    Manifest,
+    committed,
+    data_path,
+    read_manifests,
+    staged_path,
+)
 from mlendpoints_serving.batch.plan import PLAN_FILE, Plan
 from mlendpoints_serving.batch.settings import BatchSettings
 from mlendpoints_serving.batch.storage import Location
@@ -45,13 +55,7 @@ def read_summary(out: Location) -> BatchStatus | None:
         return None
 
 
-def _header(columns: list[str]) -> bytes:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(columns)
-    return buf.getvalue().encode()
-
-
-def _write_rows(out: Location, name: str, manifests: list[Manifest]) -> None:
+def _write_rows(out: Location, settings: BatchSettings, manifests: list[Manifest]) -> None:
     with_rows = [m for m in manifests if m.rows]
     columns = with_rows[0].columns if with_rows else []
     for m in with_rows:
@@ -61,12 +65,64 @@ def _write_rows(out: Location, name: str, manifests: list[Manifest]) -> None:
                 f"mini-batch {m.index} has output columns {m.columns}, "
                 f"mini-batch {with_rows[0].index} has {columns}",
             )
-    with out.atomic_write(name) as dst:
-        if columns:
+    fmt = settings.output_format
+    with out.atomic_write(settings.rows_name) as dst:
+        if fmt == "parquet":
+            _merge_parquet(out, with_rows, dst)
+            return
+        if columns and fmt == "csv":
             dst.write(_header(columns))
         for m in with_rows:
-            with out.fs.open(out.join(data_path(m.index)), "rb") as src:
+            with out.fs.open(out.join(data_path(m.index, fmt)), "rb") as src:
                 shutil.copyfileobj(src, dst, 8 << 20)
+
+
+def _header(columns: list[str]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(columns)
+    return buf.getvalue().encode()
+
+
+def _merge_parquet(out: Location, manifests: list[Manifest], dst: IO[bytes]) -> None:
+    """The parts' row groups into one file, a row group at a time (bounded memory), typed as the first."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer: pq.ParquetWriter | None = None
+    for m in manifests:
+        with out.fs.open(out.join(data_path(m.index, "parquet")), "rb") as src:
+            part = pq.ParquetFile(src)
+            for group in range(part.num_row_groups):
+                table = part.read_row_group(group)
+                if writer is None:
+                    writer = pq.ParquetWriter(dst, table.schema)
+                elif table.schema != writer.schema:
+                    try:
+                        table = table.cast(writer.schema)
+                    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                        raise JobFailed(
+                            BatchFailure.OutputColumnsDiffer,
+                            f"mini-batch {m.index} has output types {table.schema}, the first has "
+                            f"{writer.schema}",
+                        ) from exc
+                writer.write_table(table)
+    if writer is not None:
+        writer.close()
+
+
+def _publish(out: Location, manifests: list[Manifest]) -> int:
+    """Move each committed mini-batch's own files into place, in mini-batch order. Idempotent: a file
+    already moved by a merge that was killed is skipped (its staged copy is gone)."""
+    moved = 0
+    for m in manifests:
+        if m.staging is None:
+            continue
+        for rel in m.outputs:
+            src = staged_path(m.staging, rel)
+            if out.exists(src):
+                out.move(src, rel)
+            moved += 1
+    return moved
 
 
 def merge(out: Location, settings: BatchSettings, failure: JobFailed | None = None) -> BatchStatus:
@@ -105,10 +161,15 @@ def merge(out: Location, settings: BatchSettings, failure: JobFailed | None = No
         updatedAt=now,
         seconds=round(now - plan.created, 3),
     )
-    if failure is None and settings.output_action == "appendRow":
-        _write_rows(out, settings.output_file_name, manifests)
-        summary.rows = sum(m.rows for m in manifests)
-        summary.output = out.full_uri(out.join(settings.output_file_name))
+    if failure is None:
+        files = _publish(out, manifests)
+        if settings.output_action == "appendRow":
+            if not settings.partition_outputs:
+                _write_rows(out, settings, manifests)
+            summary.rows = sum(m.rows for m in manifests)
+            summary.output = out.full_uri(out.join(settings.rows_name))
+        if files:
+            log.info(f"{files} files of the mini-batches moved into {out.uri}")
     errors = b"".join(e.model_dump_json().encode() + b"\n" for m in manifests for e in m.errors)
     out.write_bytes(BATCH_ERRORS_FILE, errors)
     out.write_bytes(BATCH_SUMMARY_FILE, summary.model_dump_json(indent=2).encode())
@@ -120,6 +181,11 @@ def merge(out: Location, settings: BatchSettings, failure: JobFailed | None = No
     if failure:
         raise failure
     # Leftovers of writers killed mid-write go too: with every part committed, none is still in use.
-    leftovers = [f"{BATCH_PARTS_DIR}/{n}" for n in out.list_names(BATCH_PARTS_DIR) if n.startswith(".tmp-")]
-    out.remove([data_path(i) for i in indices] + leftovers)
+    names = out.list_names(BATCH_PARTS_DIR)
+    leftovers = [f"{BATCH_PARTS_DIR}/{n}" for n in names if n.startswith(".tmp-")]
+    out.remove([data_path(i, settings.output_format) for i in indices] + leftovers)
+    # Attempt folders: the committed ones are empty now, the others belong to attempts never committed.
+    for name in names:
+        if name.startswith(STAGING_PREFIX):
+            out.remove_tree(f"{BATCH_PARTS_DIR}/{name}")
     return summary

@@ -48,7 +48,9 @@ def fingerprint(files: list[InputFile], settings: BatchSettings) -> str:
     h = hashlib.sha256()
     for f in files:
         h.update(f"{f.name}\0{f.size}\n".encode())
-    shape = (settings.mini_batch_size, settings.output_action, settings.output_file_name)
+    shape: tuple[object, ...] = (settings.mini_batch_size, settings.output_action, settings.output_file_name)
+    if settings.output_format != "csv" or settings.partition_outputs:  # a csv job's fingerprint is as before
+        shape += (settings.output_format, settings.partition_outputs)
     h.update(repr(shape).encode())
     mlmodel = Path(settings.model_dir) / "MLmodel"
     if mlmodel.is_file():

@@ -7,13 +7,16 @@ fast path.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mlendpoints_serving.contract import ENV_OUTPUT_DIR
+from mlendpoints_serving.contract import ENV_AZUREML_BI_OUTPUT_PATH, ENV_BATCH_OUTPUT_DIR, ENV_OUTPUT_DIR
 from mlendpoints_serving.model import ModelError
 from mlendpoints_serving.model.core import Format
 from mlendpoints_serving.scoring_script import load_scoring_script
@@ -69,10 +72,22 @@ class ModelScorer:
 class ScriptScorer:
     """A scoring script: `init()` once per worker, then `run(mini_batch)` per mini-batch."""
 
-    def __init__(self, script: str, model_dir: str, output_dir: str) -> None:
-        self.module: ModuleType = load_scoring_script(
-            script, model_dir, "run(mini_batch)", extra_env={ENV_OUTPUT_DIR: output_dir}
-        )
+    def __init__(self, script: str, model_dir: str, output_uri: str) -> None:
+        # A local folder of this worker's for the script's own files: committed with each mini-batch.
+        self.output_dir = tempfile.mkdtemp(prefix="mlendpoints-batch-output-")
+        env = {
+            ENV_OUTPUT_DIR: output_uri,
+            ENV_BATCH_OUTPUT_DIR: self.output_dir,
+            ENV_AZUREML_BI_OUTPUT_PATH: self.output_dir,
+        }
+        self.module: ModuleType = load_scoring_script(script, model_dir, "run(mini_batch)", extra_env=env)
+
+    def clear_output_dir(self) -> None:
+        for entry in os.scandir(self.output_dir):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
 
     def run(self, paths: list[str]) -> pd.DataFrame:
         result = self.module.run(paths)

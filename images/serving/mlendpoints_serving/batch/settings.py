@@ -7,7 +7,12 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mlendpoints_serving.contract import BATCH_DEFAULT_OUTPUT_FILE, ENV_PREFIX_BATCH
+from mlendpoints_serving.contract import (
+    BATCH_DEFAULT_OUTPUT_FILE,
+    ENV_PREFIX_BATCH,
+    BatchOutputFormat,
+    batch_rows_name,
+)
 
 
 class BatchSettings(BaseSettings):
@@ -29,6 +34,14 @@ class BatchSettings(BaseSettings):
     max_concurrency: int = Field(default=1, ge=1, description="Worker processes of this instance.")
     output_action: Literal["appendRow", "summaryOnly"] = "appendRow"
     output_file_name: str = Field(default=BATCH_DEFAULT_OUTPUT_FILE, pattern=r"^[^/\\]+$")
+    output_format: BatchOutputFormat = Field(
+        default="csv", description="Rows file format: csv (Azure's predictions.csv), parquet or jsonl."
+    )
+    partition_outputs: bool = Field(
+        default=False,
+        description="One rows file per input file (its relative path, the format's extension) "
+        "in a folder named after the output file, instead of one rows file.",
+    )
     max_retries: int = Field(default=3, ge=0, description="Retries of a mini-batch that raises or times out.")
     retry_timeout: float = Field(default=30.0, gt=0, description="Seconds one mini-batch may take.")
     error_threshold: int = Field(
@@ -64,6 +77,11 @@ class BatchSettings(BaseSettings):
                 "then 'merge' once"
             )
         return self
+
+    @property
+    def rows_name(self) -> str:
+        """The rows file (or, partitioned, folder) relative to the output folder."""
+        return batch_rows_name(self.output_file_name, self.output_format, self.partition_outputs)
 
     @property
     def chunk_bytes(self) -> int:

@@ -70,6 +70,21 @@ class Location:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(self.join(rel))
 
+    def move(self, src: str, dest: str) -> None:
+        """Put `src` at `dest`, replacing it: a rename locally, a copy then a delete on object stores
+        (where the copy appears whole or not at all)."""
+        if self.local:
+            os.makedirs(posixpath.dirname(self.join(dest)), exist_ok=True)
+            os.replace(self.join(src), self.join(dest))
+            return
+        self.fs.copy(self.join(src), self.join(dest))
+        self.fs.rm_file(self.join(src))
+
+    def remove_tree(self, rel: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if self.fs.exists(self.join(rel)):
+                self.fs.rm(self.join(rel), recursive=True)
+
     @contextlib.contextmanager
     def atomic_write(self, rel: str) -> Iterator[IO[bytes]]:
         """Write `rel` all at once or not at all (see the module docstring)."""

@@ -22,18 +22,31 @@ from multiprocessing.connection import Connection
 from typing import IO, Any
 
 import numpy as np
-import orjson
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 
 from mlendpoints_serving.batch import readers
+from mlendpoints_serving.batch.formats import FileRows, RowsSink
 from mlendpoints_serving.batch.messages import Done, Failed, InitFailed, Ready, Task
-from mlendpoints_serving.batch.parts import ItemError, Manifest, commit_manifest, data_path
-from mlendpoints_serving.batch.plan import MiniBatch
+from mlendpoints_serving.batch.parts import (
+    ItemError,
+    Manifest,
+    commit_manifest,
+    data_path,
+    new_staging,
+    staged_path,
+)
+from mlendpoints_serving.batch.plan import PLAN_FILE, MiniBatch
 from mlendpoints_serving.batch.scoring import ModelScorer, ScriptScorer
 from mlendpoints_serving.batch.settings import BatchSettings
 from mlendpoints_serving.batch.storage import InputFile, Location
+from mlendpoints_serving.contract import (
+    BATCH_ERRORS_FILE,
+    BATCH_PARTS_DIR,
+    BATCH_SUMMARY_FILE,
+    ENV_BATCH_OUTPUT_DIR,
+    batch_partition_name,
+)
 from mlendpoints_serving.model import ModelError
 from mlendpoints_serving.runtime import setup_logging
 
@@ -64,34 +77,6 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-_CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
-_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
-
-
-def _as_text(value: Any) -> str:
-    return (
-        value
-        if isinstance(value, str)
-        else orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY, default=str).decode()
-    )
-
-
-def _csv(frame: pd.DataFrame) -> bytes:
-    """Headerless CSV rows. Arrow's writer: ~15x faster than DataFrame.to_csv, the same float digits."""
-    try:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        buf = pa.BufferOutputStream()
-        pa_csv.write_csv(table, buf, _CSV_OPTIONS)
-    except _ARROW_ERRORS:  # nested or mixed values (lists, dicts): written as JSON text
-        nested = [c for c in frame.columns if frame[c].dtype == object]
-        table = pa.Table.from_pandas(
-            frame.assign(**{str(c): frame[c].map(_as_text) for c in nested}), preserve_index=False
-        )
-        buf = pa.BufferOutputStream()
-        pa_csv.write_csv(table, buf, _CSV_OPTIONS)
-    return bytes(buf.getvalue())
-
-
 def _file_rows(scorer: ModelScorer, f: InputFile, chunk_bytes: int) -> Iterator[pd.DataFrame]:
     """Output rows of one file, a chunk at a time: row, prediction column(s), file_name."""
     if readers.kind(f.name) == "image":
@@ -108,13 +93,43 @@ def _file_rows(scorer: ModelScorer, f: InputFile, chunk_bytes: int) -> Iterator[
         yield out
 
 
+class Staged:
+    """Files of one mini-batch attempt (partitioned rows, a script's own files) under its own folder
+    in `_parts/`; the manifest names them, and the merge moves them into place."""
+
+    def __init__(self, out: Location, index: int, settings: BatchSettings) -> None:
+        self.out, self.settings = out, settings
+        self.folder = new_staging(index)
+        self.outputs: list[str] = []
+
+    @contextlib.contextmanager
+    def open(self, rel: str) -> Iterator[IO[bytes]]:
+        with self.out.atomic_write(staged_path(self.folder, rel)) as fh:
+            yield fh
+        self.outputs.append(rel)
+
+    def check_name(self, rel: str) -> None:
+        """A script's file may not take a name the job writes itself."""
+        rows = self.settings.rows_name
+        reserved = (BATCH_SUMMARY_FILE, BATCH_ERRORS_FILE, rows, PLAN_FILE)
+        if rel in reserved or rel.startswith((f"{BATCH_PARTS_DIR}/", f"{rows}/")):
+            raise ValueError(
+                f"the scoring script wrote {rel!r} in ${ENV_BATCH_OUTPUT_DIR}: that name is the job's own"
+            )
+
+
 def _score_files(
-    scorer: ModelScorer, batch: MiniBatch, settings: BatchSettings, part: IO[bytes] | None, manifest: Manifest
+    scorer: ModelScorer,
+    batch: MiniBatch,
+    settings: BatchSettings,
+    part: RowsSink | None,
+    staged: Staged | None,
+    manifest: Manifest,
 ) -> None:
+    fmt = settings.output_format
     for f in batch.files:
         # A file's rows reach the part only once the whole file scored: a failure midway adds none.
-        with tempfile.SpooledTemporaryFile(max_size=settings.chunk_bytes) as spool:
-            rows = 0
+        with FileRows(fmt, settings.chunk_bytes) as rows:
             try:
                 for out in _file_rows(scorer, f, settings.chunk_bytes):
                     columns = [str(c) for c in out.columns]
@@ -123,9 +138,10 @@ def _score_files(
                             f"output columns {columns} differ from this mini-batch's {manifest.columns}"
                         )
                     manifest.columns = columns
-                    if part is not None:
-                        spool.write(_csv(out))
-                    rows += len(out)
+                    if part is not None or staged is not None:
+                        rows.add(out)
+                    else:
+                        rows.rows += len(out)
             except ITEM_ERRORS as exc:
                 manifest.failed += 1
                 manifest.errors.append(
@@ -133,10 +149,13 @@ def _score_files(
                 )
                 continue
             if part is not None:
-                spool.seek(0)
-                shutil.copyfileobj(spool, part, 1 << 20)
+                rows.copy_to(part)
+            elif staged is not None:
+                rel = posixpath.join(settings.rows_name, batch_partition_name(f.name, fmt))
+                with staged.open(rel) as fh, RowsSink(fh, fmt, header=True) as sink:
+                    rows.copy_to(sink)
             manifest.succeeded += 1
-            manifest.rows += rows
+            manifest.rows += rows.rows
 
 
 def _local_copies(batch: MiniBatch, folder: str) -> list[str]:
@@ -153,17 +172,66 @@ def _local_copies(batch: MiniBatch, folder: str) -> list[str]:
     return paths
 
 
-def _score_with_script(
-    scorer: ScriptScorer, batch: MiniBatch, part: IO[bytes] | None, manifest: Manifest
+def _stage_script_files(scorer: ScriptScorer, staged: Staged) -> None:
+    """Move what run() wrote in its output folder into the attempt's folder, in sorted order."""
+    root = scorer.output_dir
+    found = sorted(
+        os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")
+        for folder, _, names in os.walk(root)
+        for name in names
+    )
+    for rel in found:
+        staged.check_name(rel)
+    for rel in found:
+        with open(os.path.join(root, rel), "rb") as src, staged.open(rel) as dst:
+            shutil.copyfileobj(src, dst, 8 << 20)
+
+
+def _partition_script_rows(
+    frame: pd.DataFrame, batch: MiniBatch, paths: list[str], settings: BatchSettings, staged: Staged
 ) -> None:
-    with tempfile.TemporaryDirectory(prefix="mlendpoints-batch-") as folder:
-        paths = _local_copies(batch, folder)
-        frame = scorer.run(paths)
+    """partitionOutputs with a script: its rows go to their input's file by their `file_name`."""
+    if "file_name" not in frame.columns:
+        raise ValueError("partitionOutputs needs run() to return a DataFrame with a file_name column")
+    names: dict[str, str] = {}
+    for f, p in zip(batch.files, paths, strict=True):
+        names.update({p: f.name, posixpath.basename(p): f.name, f.name: f.name})
+    owner = frame["file_name"].astype(str).map(names)
+    unknown = frame["file_name"][owner.isna()]
+    if len(unknown):
+        raise ValueError(f"run() returned rows for {unknown.iloc[0]!r}, not a file of this mini-batch")
+    fmt = settings.output_format
+    for f in batch.files:
+        rows = frame[owner == f.name]
+        if len(rows):
+            rel = posixpath.join(settings.rows_name, batch_partition_name(f.name, fmt))
+            with staged.open(rel) as fh, RowsSink(fh, fmt, header=True) as sink:
+                sink.write_frame(rows.reset_index(drop=True))
+
+
+def _score_with_script(
+    scorer: ScriptScorer,
+    batch: MiniBatch,
+    settings: BatchSettings,
+    part: RowsSink | None,
+    staged: Staged,
+    manifest: Manifest,
+) -> None:
+    scorer.clear_output_dir()  # what a failed run() left there is not this attempt's
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlendpoints-batch-") as folder:
+            paths = _local_copies(batch, folder)
+            frame = scorer.run(paths)
+        _stage_script_files(scorer, staged)
+    finally:
+        scorer.clear_output_dir()
     items = len(batch.files)
     manifest.rows = len(frame)
     manifest.columns = [str(c) for c in frame.columns]
     if part is not None and len(frame):
-        part.write(_csv(frame))
+        part.write_frame(frame)
+    elif settings.partition_outputs and settings.output_action == "appendRow" and len(frame):
+        _partition_script_rows(frame, batch, paths, settings, staged)
     if "file_name" in frame.columns:  # results name their files: those with none failed
         returned = {str(v) for v in frame["file_name"]}
         failed: list[str | None] = [
@@ -182,19 +250,23 @@ def _score_with_script(
 def score_mini_batch(
     scorer: ModelScorer | ScriptScorer, batch: MiniBatch, attempt: int, settings: BatchSettings, out: Location
 ) -> Manifest:
-    """Score one mini-batch and commit it (rows, then manifest)."""
+    """Score one mini-batch and commit it: its part and its own files, then the manifest."""
     started = time.perf_counter()
     manifest = Manifest(index=batch.index, items=len(batch.files), succeeded=0, failed=0, attempts=attempt)
+    staged = Staged(out, batch.index, settings)
+    fmt = settings.output_format
     with contextlib.ExitStack() as stack:
-        part = (
-            stack.enter_context(out.atomic_write(data_path(batch.index)))
-            if settings.output_action == "appendRow"
-            else None
-        )
+        part = None
+        if settings.output_action == "appendRow" and not settings.partition_outputs:
+            stream = stack.enter_context(out.atomic_write(data_path(batch.index, fmt)))
+            part = stack.enter_context(RowsSink(stream, fmt, header=False))
         if isinstance(scorer, ScriptScorer):
-            _score_with_script(scorer, batch, part, manifest)
+            _score_with_script(scorer, batch, settings, part, staged, manifest)
         else:
-            _score_files(scorer, batch, settings, part, manifest)
+            partitioned = settings.partition_outputs and settings.output_action == "appendRow"
+            _score_files(scorer, batch, settings, part, staged if partitioned else None, manifest)
+    if staged.outputs:
+        manifest.staging, manifest.outputs = staged.folder, staged.outputs
     manifest.seconds = round(time.perf_counter() - started, 4)
     commit_manifest(out, manifest)
     return manifest
