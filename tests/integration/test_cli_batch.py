@@ -74,6 +74,31 @@ def test_run_scores_every_row_once_in_order(iris_model: Path, csv_input: Path, t
     assert (out / "predictions.csv").read_bytes() == before
 
 
+def test_output_format_and_partitioning_flags_reach_the_driver(
+    iris_model: Path, csv_input: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    done = batch_run(
+        "-m", str(iris_model), "-i", str(csv_input), "-o", str(out), "--output-format", "parquet",
+        "--partition-outputs", home=tmp_path / "home",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"output: {out / 'predictions'}" in done.stdout
+    expected = expected_rows(iris_model)
+    for name in FILES:
+        got = pd.read_parquet(out / "predictions" / name.replace(".csv", ".parquet"))
+        want = expected[expected["file_name"] == name].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    # the same with --set, one jsonl file
+    done = batch_run(
+        "-m", str(iris_model), "-i", str(csv_input), "-o", str(tmp_path / "out2"),
+        "--set", "outputFormat=jsonl", home=tmp_path / "home",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    got = pd.read_json(tmp_path / "out2" / "predictions.jsonl", lines=True)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+
+
 def test_a_model_uri_is_fetched_and_gives_the_same_output(
     iris_model: Path, csv_input: Path, tmp_path: Path
 ) -> None:

@@ -21,6 +21,7 @@ from mlendpoints.api.common import (
 from mlendpoints.api.online import Resource
 
 OutputAction = Literal["appendRow", "summaryOnly"]
+OutputFormat = Literal["csv", "parquet", "jsonl"]
 LoggingLevel = Literal["debug", "info", "warning", "error"]
 JobPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
 
@@ -67,6 +68,16 @@ class BatchSettings(ApiModel):
         default="appendRow", description="appendRow: write predictions; summaryOnly: only the summary."
     )
     outputFileName: str = Field(default="predictions.csv", min_length=1, description="Predictions file name.")
+    outputFormat: OutputFormat = Field(
+        default="csv",
+        description="Rows file format: csv (Azure's predictions.csv layout), parquet or jsonl; the default "
+        "file name follows it (predictions.parquet).",
+    )
+    partitionOutputs: bool = Field(
+        default=False,
+        description="One rows file per input file, at the input's relative path with the format's "
+        "extension, in a folder named after the output file (predictions/), instead of one file.",
+    )
     retrySettings: RetrySettings = nested(RetrySettings, "Mini-batch retries.")
     errorThreshold: int = Field(
         default=-1,
@@ -134,6 +145,8 @@ class JobOverrides(ApiModel):
     miniBatchSize: int | None = Field(default=None, ge=1, description="Files per mini-batch.")
     outputAction: OutputAction | None = Field(default=None, description="appendRow or summaryOnly.")
     outputFileName: str | None = Field(default=None, min_length=1, description="Predictions file name.")
+    outputFormat: OutputFormat | None = Field(default=None, description="csv, parquet or jsonl.")
+    partitionOutputs: bool | None = Field(default=None, description="One rows file per input file.")
     retrySettings: RetryOverrides | None = Field(default=None, description="Mini-batch retries.")
     errorThreshold: int | None = Field(
         default=None, ge=-1, description="Failed items tolerated; -1: never fail."
@@ -169,6 +182,9 @@ class BatchJobStatus(ApiModel):
     phase: JobPhase | None = Field(default=None, description="Pending, Running, Succeeded or Failed.")
     miniBatches: Counts = nested(Counts, "Mini-batch counts.")
     items: Counts = nested(Counts, "Item (file) counts.")
+    progress: str | None = Field(
+        default=None, description="Mini-batches finished of all, e.g. '12/40 (30%)'; updated while it runs."
+    )
     outputUri: str | None = Field(default=None, description="Where the results are.")
     startTime: str | None = Field(
         default=None, description="When it started.", json_schema_extra={"format": "date-time"}

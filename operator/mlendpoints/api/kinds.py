@@ -101,6 +101,7 @@ BATCH_JOB = Kind(
     (
         Column("Endpoint", ".spec.endpointName", description="Endpoint."),
         Column("Phase", ".status.phase", description="Pending, Running, Succeeded or Failed."),
+        Column("Progress", ".status.progress", description="Mini-batches finished of all."),
         Column("Succeeded", ".status.items.succeeded", "integer", description="Items scored."),
         Column("Failed", ".status.items.failed", "integer", description="Items failed."),
         Column("Output", ".status.outputUri", priority=1, description="Output URI."),

@@ -38,6 +38,7 @@ from mlendpoints.render.batch import LABEL_BATCH_JOB, PVC_SCHEME, JobSettings, s
 from mlendpoints_serving.contract import (
     BATCH_DRIVER,
     BATCH_ERRORS_FILE,
+    BATCH_OUTPUT_FORMATS,
     ENV_TERMINATION_LOG,
     BatchFailure,
     BatchStatus,
@@ -71,6 +72,14 @@ def setting_options(command: F) -> F:
             help="Any BatchJob override by its field name, dotted when nested (repeatable): "
             "errorThreshold=5, retrySettings.maxRetries=2, retrySettings.timeout=120, "
             "outputFileName=scores.csv, loggingLevel=debug.",
+        ),
+        click.option(
+            "--partition-outputs", is_flag=True, default=None,
+            help="One rows file per input file (its relative path) instead of one rows file.",
+        ),
+        click.option(
+            "--output-format", type=click.Choice(list(BATCH_OUTPUT_FORMATS)),
+            help="Rows file format (default csv, Azure's predictions.csv).",
         ),
         click.option(
             "--output-action", type=click.Choice(["appendRow", "summaryOnly"]),
@@ -114,13 +123,20 @@ def parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def job_overrides(
-    mini_batch_size: int | None, max_concurrency: int | None, output_action: str | None, sets: tuple[str, ...]
+    mini_batch_size: int | None,
+    max_concurrency: int | None,
+    output_action: str | None,
+    sets: tuple[str, ...],
+    output_format: str | None = None,
+    partition_outputs: bool | None = None,
 ) -> JobOverrides:
     """The job's overrides: the flags, then `--set` (BatchJob `spec.overrides` field names)."""
     flags = {
         "miniBatchSize": mini_batch_size,
         "maxConcurrencyPerInstance": max_concurrency,
         "outputAction": output_action,
+        "outputFormat": output_format,
+        "partitionOutputs": partition_outputs or None,
     }
     values = {**{k: v for k, v in flags.items() if v is not None}, **parse_sets(sets)}
     try:
@@ -335,6 +351,8 @@ def invoke(
     mini_batch_size: int | None,
     max_concurrency: int | None,
     output_action: str | None,
+    output_format: str | None,
+    partition_outputs: bool | None,
     sets: tuple[str, ...],
     no_wait: bool,
 ) -> None:
@@ -349,7 +367,9 @@ def invoke(
       mlendpoints batch invoke iris-batch -i s3://bucket/in/ -o s3://bucket/out/run-2 -d logreg \\
           --mini-batch-size 5 --set errorThreshold=10 --set retrySettings.maxRetries=1 --no-wait
     """
-    overrides = job_overrides(mini_batch_size, max_concurrency, output_action, sets)
+    overrides = job_overrides(
+        mini_batch_size, max_concurrency, output_action, sets, output_format, partition_outputs
+    )
     spec = BatchJobSpec.model_validate(
         {
             "endpointName": endpoint,
@@ -426,6 +446,8 @@ def run(
     mini_batch_size: int | None,
     max_concurrency: int | None,
     output_action: str | None,
+    output_format: str | None,
+    partition_outputs: bool | None,
     sets: tuple[str, ...],
 ) -> None:
     """Run a batch job on this machine, without a cluster: the driver the cluster's Jobs run.
@@ -439,7 +461,9 @@ def run(
           --output build/iris-batch/out --mini-batch-size 2 --max-concurrency 2
       mlendpoints batch run -m models:/iris/1 -i data/ -o out/ --set errorThreshold=0
     """
-    overrides = job_overrides(mini_batch_size, max_concurrency, output_action, sets)
+    overrides = job_overrides(
+        mini_batch_size, max_concurrency, output_action, sets, output_format, partition_outputs
+    )
     if (overrides.instanceCount or 1) > 1:
         raise UserError(
             "batch run scores with one instance",

@@ -59,6 +59,8 @@ class JobSettings:
     mini_batch_size: int
     output_action: str
     output_file_name: str
+    output_format: str
+    partition_outputs: bool
     max_retries: int
     timeout: int
     error_threshold: int
@@ -74,6 +76,8 @@ class JobSettings:
             mini_batch_size=o.miniBatchSize or s.miniBatchSize,
             output_action=o.outputAction or s.outputAction,
             output_file_name=o.outputFileName or s.outputFileName,
+            output_format=o.outputFormat or s.outputFormat,
+            partition_outputs=s.partitionOutputs if o.partitionOutputs is None else o.partitionOutputs,
             max_retries=s.retrySettings.maxRetries
             if retry is None or retry.maxRetries is None
             else retry.maxRetries,
@@ -92,7 +96,11 @@ def merge_job_name(job: str) -> str:
 
 
 def output_file_uri(job: BatchJobSpec, settings: JobSettings) -> str:
-    return posixpath.join(job.output.uri.rstrip("/"), settings.output_file_name)
+    """The rows file (or, partitioned, the folder of per-input files)."""
+    rows = contract.batch_rows_name(
+        settings.output_file_name, settings.output_format, settings.partition_outputs
+    )
+    return posixpath.join(job.output.uri.rstrip("/"), rows)
 
 
 def _storage(uri: str) -> tuple[str, str | None]:
@@ -105,7 +113,7 @@ def _storage(uri: str) -> tuple[str, str | None]:
 
 def settings_args(s: JobSettings) -> list[str]:
     """The driver's flags for the job's settings (shared with `mlendpoints batch run`)."""
-    return [
+    args = [
         "--mini-batch-size", str(s.mini_batch_size),
         "--max-concurrency", str(s.max_concurrency),
         "--output-action", s.output_action,
@@ -116,6 +124,11 @@ def settings_args(s: JobSettings) -> list[str]:
         "--logging-level", s.logging_level,
         "--instance-count", str(s.instance_count),
     ]  # fmt: skip
+    if s.output_format != "csv":  # the driver's defaults: the flags of a csv job are as before
+        args += ["--output-format", s.output_format]
+    if s.partition_outputs:
+        args += ["--partition-outputs"]
+    return args
 
 
 def driver_args(job: BatchJobSpec, dep: BatchDeploymentSpec, s: JobSettings, phase: str) -> list[str]:

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic_settings import CliApp
 
 from mlendpoints.api.batch import BatchDeployment, BatchJob
-from mlendpoints.render.batch import JobSettings, render_merge_job, render_score_jobs
+from mlendpoints.render.batch import JobSettings, output_file_uri, render_merge_job, render_score_jobs
 from mlendpoints.render.common import RenderSettings
 from mlendpoints.render.deployment import ResolvedModel
 from mlendpoints_serving.batch.settings import BatchSettings
@@ -144,3 +144,21 @@ def test_the_merge_job_reads_no_model():
     assert "initContainers" not in merge["spec"]["template"]["spec"]
     assert merge["metadata"]["labels"]["mlendpoints.io/batch-phase"] == "merge"
     assert (_flags(merge).phase, _flags(merge).instance_count) == ("merge", 2)
+
+
+def test_output_format_and_partitioning_reach_both_phases_and_name_the_output():
+    dep = _deployment(settings={"outputFormat": "parquet", "partitionOutputs": True})
+    job = _job(output={"uri": "s3://bucket/out/"})
+    s = JobSettings.of(job.spec, dep.spec)
+    assert output_file_uri(job.spec, s) == "s3://bucket/out/predictions"
+    for rendered in (render_score_jobs(job, dep, MODEL, SETTINGS)[0], render_merge_job(job, dep, SETTINGS)):
+        flags = _flags(rendered)
+        assert (flags.output_format, flags.partition_outputs, flags.rows_name) == (
+            "parquet", True, "predictions",
+        )  # fmt: skip
+    # the job's overrides win; a csv job's flags are those of before
+    overridden = _job(overrides={"outputFormat": "jsonl", "partitionOutputs": False})
+    s = JobSettings.of(overridden.spec, dep.spec)
+    assert output_file_uri(overridden.spec, s) == "pvc://results/run-1/predictions.jsonl"
+    plain = _driver(render_score_jobs(_job(), _deployment(), MODEL, SETTINGS)[0])["args"]
+    assert "--output-format" not in plain and "--partition-outputs" not in plain
