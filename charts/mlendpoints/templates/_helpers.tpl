@@ -48,7 +48,11 @@ annotations:
 {{- end }}
 
 {{- define "mlendpoints.image" -}}
+{{- if .digest }}
+{{- printf "%s@%s" .repository .digest }}
+{{- else }}
 {{- printf "%s:%s" .repository (.tag | default .appVersion) }}
+{{- end }}
 {{- end }}
 
 {{- define "mlendpoints.webhookSecret" -}}
