@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlendpoints.api.online import OnlineDeployment, OnlineDeploymentSpec, ProbeSettings
+from mlendpoints.api.online import BatchingSettings, OnlineDeployment, OnlineDeploymentSpec, ProbeSettings
+from mlendpoints.render import gpu
 from mlendpoints.render.common import (
     CODE_DIR,
     CONTAINER_SECURITY_CONTEXT,
-    GPU_RESOURCE,
     MODEL_URI_ANNOTATION,
     MODEL_VERSION_ANNOTATION,
     TMP_DIR,
@@ -40,7 +40,7 @@ class ResolvedModel:
 
 
 def uses_gpu(spec: OnlineDeploymentSpec) -> bool:
-    return GPU_RESOURCE in spec.resources.limits or GPU_RESOURCE in spec.resources.requests
+    return gpu.gpu_count(spec.resources) > 0
 
 
 def image_for(spec: OnlineDeploymentSpec, settings: RenderSettings) -> str:
@@ -61,6 +61,7 @@ def _probe(path: str, probe: ProbeSettings) -> Object:
 
 
 def server_args(spec: OnlineDeploymentSpec) -> list[str]:
+    gpus = gpu.gpu_count(spec.resources)
     args = [
         "--model-dir", spec.modelMountPath,
         "--port", str(contract.SERVER_PORT),
@@ -69,9 +70,14 @@ def server_args(spec: OnlineDeploymentSpec) -> list[str]:
     ]  # fmt: skip
     if spec.workers is not None:
         args += ["--workers", str(spec.workers)]
-    if spec.batching is not None:
-        args += ["--max-batch-size", str(spec.batching.maxBatchSize)]
-        args += ["--max-batch-time-ms", str(spec.batching.maxBatchTimeMs)]
+    elif gpus:
+        args += ["--workers", str(gpus)]  # one per GPU (worker i loads on GPU i)
+    batching = spec.batching
+    if batching is None and gpus and spec.codeConfiguration is None:
+        batching = BatchingSettings(maxBatchSize=gpu.GPU_DEFAULT_MAX_BATCH_SIZE)
+    if batching is not None:
+        args += ["--max-batch-size", str(batching.maxBatchSize)]
+        args += ["--max-batch-time-ms", str(batching.maxBatchTimeMs)]
     if spec.codeConfiguration is not None:
         args += ["--scoring-script", f"{CODE_DIR}/{spec.codeConfiguration.scoringScript}"]
     return args
@@ -87,7 +93,8 @@ def render_deployment(
     server_labels = labels(spec.endpointName, contract.COMPONENT_SERVER, name)
     obj_name = server_name(name)
     image = image_for(spec, settings)
-    resources = dump(spec.resources)
+    gpus = gpu.gpu_count(spec.resources)
+    resources = gpu.container_resources(spec.resources)
     creds = credentials(settings)
     mlflow_env, env_from = creds.env, creds.env_from
     # The root filesystem is read-only: HOME and temp files go to an emptyDir.
@@ -116,17 +123,19 @@ def render_deployment(
         "args": ["--model-uri", model.uri, "--dest", spec.modelMountPath],
         "env": writable_env + mlflow_env,
         "envFrom": env_from,
-        "resources": resources,
+        "resources": gpu.without_gpu(resources),  # the fetch needs no GPU
         "volumeMounts": mounts,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    user_env = [dump(e) for e in spec.env]
     server_env = [
         {"name": contract.ENV_MODEL_DIR, "value": spec.modelMountPath},
         {"name": contract.ENV_AZUREML_MODEL_DIR, "value": spec.modelMountPath},
         *writable_env,
         *mlflow_env,
-        *(dump(e) for e in spec.env),
+        *gpu.gpu_env(user_env, gpus),
+        *user_env,
     ]
     server = {
         "name": contract.COMPONENT_SERVER,
@@ -157,7 +166,7 @@ def render_deployment(
         "containers": [server],
         "volumes": volumes,
         "nodeSelector": spec.nodeSelector,
-        "tolerations": [dump(t) for t in spec.tolerations],
+        "tolerations": gpu.tolerations(spec.tolerations, gpus),
     }
     if settings.image_pull_secrets:
         pod_spec["imagePullSecrets"] = image_pull_secrets(settings)

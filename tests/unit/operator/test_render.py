@@ -291,7 +291,10 @@ def test_deployment_options_reach_the_pod() -> None:
     assert {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}} in server["env"]
     assert {"name": "code", "configMap": {"name": "score-code"}} in pod["volumes"]
     assert pod["nodeSelector"] == {"gpu": "yes"}
-    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["tolerations"] == [
+        {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    ]
     assert "nodeAffinity" in pod["affinity"]
     assert pod["serviceAccountName"] == "scorer" and "automountServiceAccountToken" not in pod
     explicit = deployment("img", image="me/custom:1", resources={"limits": {"nvidia.com/gpu": 1}})

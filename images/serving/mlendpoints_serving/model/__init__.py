@@ -5,6 +5,14 @@ No HTTP here: the model server and the batch driver both build on this package.
 """
 
 from mlendpoints_serving.model.core import ModelInput, ServedModel, load
-from mlendpoints_serving.model.errors import InputError, ModelError
+from mlendpoints_serving.model.errors import DeviceLost, DeviceOutOfMemory, InputError, ModelError
 
-__all__ = ["InputError", "ModelError", "ModelInput", "ServedModel", "load"]
+__all__ = [
+    "DeviceLost",
+    "DeviceOutOfMemory",
+    "InputError",
+    "ModelError",
+    "ModelInput",
+    "ServedModel",
+    "load",
+]

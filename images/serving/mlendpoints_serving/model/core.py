@@ -33,6 +33,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from mlendpoints_serving.model import device as devices
 from mlendpoints_serving.model import mlflow_private
 from mlendpoints_serving.model.errors import InputError, ModelError
 from mlendpoints_serving.model.schema import SCALAR_TYPES, ColumnDecoder, Columns, ColumnSpec, TensorDecoder
@@ -74,7 +75,8 @@ class ServedModel:
     mlmodel: dict[str, Any]  # the MLmodel file, as PyYAML reads it
     model_impl: Any  # the flavor's pyfunc implementation, or the estimator itself when loaded natively
     load_seconds: float
-    device: str | None = None
+    device: str | None = None  # the torch device ('cpu', 'cuda:0') of a PyTorch model; None: not one
+    device_name: str = "cpu"  # the device's own name ('NVIDIA H200'), or 'cpu'
     native: bool = False  # loaded without MLflow (scikit-learn)
     loaded_pyfunc: Any = None  # mlflow.pyfunc.PyFuncModel, when MLflow loaded the model
     columns: ColumnDecoder | None = None
@@ -264,7 +266,7 @@ class ServedModel:
                 return self._predict_fn(data, params=inp.params)
             return self._predict_fn(data)
         except Exception as exc:
-            raise ModelError(exc) from exc
+            raise devices.failure(exc, self.device) from exc
 
     def input_fault(self, inp: ModelInput) -> str | None:
         """What in this input the model most likely raised on (no rows, null/NaN values), or None.
@@ -348,7 +350,7 @@ class ServedModel:
                 raise InputError(exc.message) from None
             raise ModelError(exc) from exc
         except Exception as exc:
-            raise ModelError(exc) from exc
+            raise devices.failure(exc, self.device) from exc
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -390,18 +392,12 @@ def _load_input_example(model_dir: Path, mlmodel: dict[str, Any]) -> Any:
         return None
 
 
-def _device_config(mlmodel: dict[str, Any], device: str) -> dict[str, Any] | None:
-    """PyTorch models load on the GPU when CUDA is visible (device 'auto'), or on the device asked for."""
-    if "pytorch" not in mlmodel.get("flavors", {}):
+def _device_config(mlmodel: dict[str, Any], device: str, worker: int = 0) -> dict[str, Any] | None:
+    """PyTorch models load on the GPU when CUDA is visible (device 'auto'), or on the device asked for;
+    worker i of several takes GPU i mod count (model/device.py)."""
+    if not devices.takes_device(mlmodel):
         return None
-    if device == "auto":
-        try:
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:
-            device = "cpu"
-    return {"device": device}
+    return {"device": devices.choose(device, worker)}
 
 
 _SKLEARN_FORMATS = ("skops", "pickle", "cloudpickle")
@@ -448,7 +444,7 @@ def _load_sklearn(model_dir: Path, mlmodel: dict[str, Any]) -> Any:
         return pickle.load(fh)  # loading a model runs its code, as in MLflow
 
 
-def load(model_dir: str | Path, device: str = "auto") -> ServedModel:
+def load(model_dir: str | Path, device: str = "auto", worker: int = 0) -> ServedModel:
     import yaml
 
     model_dir = Path(model_dir)
@@ -456,7 +452,7 @@ def load(model_dir: str | Path, device: str = "auto") -> ServedModel:
         raise FileNotFoundError(f"{model_dir} is not an MLflow model directory (no MLmodel file)")
     started = time.perf_counter()
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
-    config = _device_config(mlmodel, device)
+    config = _device_config(mlmodel, device, worker)
     native = _natively_loadable(mlmodel)
     if native:
         model_impl, pyfunc = _load_sklearn(model_dir, mlmodel), None
@@ -473,6 +469,7 @@ def load(model_dir: str | Path, device: str = "auto") -> ServedModel:
         model_impl=model_impl,
         load_seconds=0.0,
         device=(config or {}).get("device"),
+        device_name=devices.describe((config or {}).get("device") or devices.CPU),
         native=native,
         loaded_pyfunc=pyfunc,
         input_example=_load_input_example(model_dir, mlmodel),
@@ -488,6 +485,7 @@ def load(model_dir: str | Path, device: str = "auto") -> ServedModel:
                 "fast_path": served.fast,
                 "native": native,
                 "device": served.device or "cpu",
+                "device_name": served.device_name,
             }
         },
     )

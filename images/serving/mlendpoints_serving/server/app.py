@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from mlendpoints_serving.model import InputError, ModelError, ModelInput, ServedModel
+from mlendpoints_serving.model import (
+    DeviceLost,
+    DeviceOutOfMemory,
+    InputError,
+    ModelError,
+    ModelInput,
+    ServedModel,
+)
 from mlendpoints_serving.model.core import dumps
 from mlendpoints_serving.server import openapi, v2
 from mlendpoints_serving.server.codecs import AzureCodec, ClientError, MlflowCodec
@@ -72,12 +79,16 @@ class ServerApp:
         metrics: Metrics,
         on_load_failed: Callable[[str], None],
         workers_loaded: Synchronized[int] | None = None,
-        on_stuck: Callable[[str], None] | None = None,
+        on_fatal: Callable[[str], None] | None = None,
+        worker: int = 0,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.dataplane = DataPlane(settings, metrics, workers_loaded, on_stuck)
+        self.dataplane = DataPlane(settings, metrics, workers_loaded, on_fatal, worker)
         self._on_load_failed = on_load_failed
+        # Called once with the reason when the worker must exit (a stuck prediction, a lost GPU).
+        self._on_fatal = on_fatal
+        self._exiting = False
         self._timeout_s = settings.request_timeout_ms / 1000.0
         self._azure, self._mlflow, self._v2 = AzureCodec(), MlflowCodec(), v2.V2Codec(settings.model_name)
         self._swagger: bytes | None = None
@@ -227,11 +238,23 @@ class ServerApp:
             return error(400, exc.code, exc.message)
         except ModelError as exc:
             return self._model_error(model, inp, exc, error)
+        except DeviceLost as exc:
+            return self._device_lost(exc, error)
 
     def _model_error(
         self, model: ServedModel, inp: ModelInput, exc: ModelError, form: Callable[..., Response]
     ) -> Response:
-        """The model raised: a 400 when the input is what it could not take, else a 500."""
+        """The model raised: a 400 when the input is what it could not take, a 507 when the GPU ran out
+        of memory on it (the worker goes on), else a 500."""
+        if isinstance(exc, DeviceOutOfMemory):
+            log.warning("the device ran out of memory on %s rows: %s", inp.rows, exc)
+            return form(
+                507,
+                "device_out_of_memory",
+                f"CUDA out of memory on {model.device} predicting {inp.rows or 'this'} row(s): "
+                f"{exc.type}: {exc.message.splitlines()[0] if exc.message else ''}; "
+                "send fewer rows per request, or lower the deployment's batching.maxBatchSize",
+            )
         fault = model.input_fault(inp)
         if fault is not None:
             log.info("model refused the input (%s): %s", fault, exc)
@@ -240,6 +263,19 @@ class ServerApp:
             )
         log.error("model raised %s", exc, exc_info=exc.__cause__)
         return form(500, "model_error", f"{exc.type}: {exc.message}")
+
+    def _device_lost(self, exc: DeviceLost, form: Callable[..., Response]) -> Response:
+        """The GPU's context is poisoned: answer 503, then the worker exits so that the pod restarts."""
+        reason = (
+            f"the CUDA context on {exc.device} is unusable after {exc.type}: {exc.message}; the worker exits"
+        )
+        if not self._exiting:
+            self._exiting = True
+            log.error("%s", reason)
+            if self._on_fatal is not None:
+                # Shortly after, so that this response (and those in flight) can still be written.
+                asyncio.get_running_loop().call_later(0.2, self._on_fatal, reason)
+        return form(503, "device_lost", reason)
 
     def _not_ready(self) -> Response:
         reason = self.dataplane.load_error or "the model is still loading"
@@ -269,6 +305,8 @@ class ServerApp:
             return v2_error(400, exc.code, exc.message)
         except ModelError as exc:
             return self._model_error(model, inp, exc, v2_error)
+        except DeviceLost as exc:
+            return self._device_lost(exc, v2_error)
         if header_length is None:
             return 200, ctype, body, ()
         return 200, ctype, body, ((b"inference-header-content-length", str(header_length).encode()),)

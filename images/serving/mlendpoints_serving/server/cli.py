@@ -36,7 +36,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def run_worker(
-    settings: ServeSettings, sock: socket.socket, workers_loaded: Synchronized[int] | None = None
+    settings: ServeSettings,
+    sock: socket.socket,
+    workers_loaded: Synchronized[int] | None = None,
+    worker: int = 0,
 ) -> int:
     """Serve until told to stop; 1 when the model failed to load (the reason is in the termination log)."""
     import uvicorn
@@ -50,10 +53,11 @@ def run_worker(
         failure.append(reason)
         server.should_exit = True
 
-    def on_stuck(reason: str) -> None:
-        runtime.abort(COMPONENT, reason)  # the stuck thread would hold up a normal exit
+    def on_fatal(reason: str) -> None:
+        # A stuck prediction, a lost GPU: the inference thread would hold up a normal exit.
+        runtime.abort(COMPONENT, reason)
 
-    app = ServerApp(settings, Metrics(), on_load_failed, workers_loaded, on_stuck)
+    app = ServerApp(settings, Metrics(), on_load_failed, workers_loaded, on_fatal, worker)
     config = uvicorn.Config(
         app,
         loop="uvloop",
@@ -83,13 +87,13 @@ def supervise(settings: ServeSettings, sock: socket.socket) -> int:
         )
     workers_loaded = multiprocessing.Value("i", 0)
     children: list[int] = []
-    for _ in range(settings.workers):
+    for index in range(settings.workers):
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             try:
-                code = run_worker(settings, sock, workers_loaded)
+                code = run_worker(settings, sock, workers_loaded, index)
             except SystemExit as exc:  # runtime.fatal: the reason is already on the termination log
                 code = exc.code if isinstance(exc.code, int) else 1
             os._exit(code)

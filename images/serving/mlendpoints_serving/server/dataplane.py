@@ -67,8 +67,10 @@ class DataPlane:
         metrics: Metrics,
         workers_loaded: Synchronized[int] | None = None,
         on_stuck: Callable[[str], None] | None = None,
+        worker: int = 0,
     ) -> None:
         self.settings = settings
+        self.worker = worker  # this worker's index: with several GPUs, worker i loads on GPU i mod count
         self.metrics = metrics
         # Shared by the worker processes: the pod is ready only once every worker has loaded, so
         # no request reaches a worker still loading (they all accept on the one socket).
@@ -102,12 +104,14 @@ class DataPlane:
                 from mlendpoints_serving.model import load
 
                 self.model = await loop.run_in_executor(
-                    self._executor, load, self.settings.model_dir, self.settings.device
+                    self._executor, load, self.settings.model_dir, self.settings.device, self.worker
                 )
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             raise
         self.metrics.model_load_seconds.set(time.perf_counter() - started)
+        if self.model is not None:
+            self.metrics.model_device.labels(self.model.device or "cpu", self.model.device_name).set(1)
         if self._workers_loaded is not None:
             with self._workers_loaded.get_lock():
                 self._workers_loaded.value += 1

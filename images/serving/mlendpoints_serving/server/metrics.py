@@ -38,6 +38,14 @@ class Metrics:
         self.batch_size = Histogram(
             "mlendpoints_batch_rows", "Rows per predict() call", buckets=BATCH_BUCKETS, registry=self.registry
         )
+        # 1 per worker, labelled with where its model runs (a GPU's name, or cpu): the --device choice.
+        self.model_device = Gauge(
+            "mlendpoints_model_device",
+            "Where the worker's model runs: device (cpu, cuda:N) and its name",
+            ["device", "device_name"],
+            registry=self.registry,
+            multiprocess_mode="liveall",
+        )
         self.model_load_seconds = Gauge(
             "mlendpoints_model_load_seconds",
             "Seconds to load the model",

@@ -66,8 +66,11 @@ class ServeSettings(BaseSettings):
         default=Path("/tmp/mlendpoints/envs"),
         description="where --env-manager virtualenv keeps venvs, keyed by hash",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto", description="PyTorch models: GPU when CUDA is visible (auto), or as given"
+    device: str = Field(
+        default="auto",
+        pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="PyTorch models: auto (a GPU when CUDA is visible, worker i on GPU i mod count, else "
+        "the CPU), cpu, cuda (fails when none is visible) or cuda:N",
     )
     model_name: str = Field(default="model", description="name in the Open Inference Protocol routes")
     metrics_dir: Path = Field(

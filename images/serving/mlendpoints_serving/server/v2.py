@@ -176,6 +176,8 @@ class V2Codec:
             "platform": "mlflow",
             "inputs": self._inputs,
             "outputs": self._outputs,
+            # Where the model runs (--device): "cpu" or "cuda:N", and the device's name.
+            "parameters": {"device": model.device or "cpu", "device_name": model.device_name},
         }
 
     def output_names(self, model: ServedModel) -> list[str]:
