@@ -6,7 +6,7 @@ PY := $(BIN)/python
 export PATH := $(BIN):$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: setup lint test unit integration e2e demo crds images cluster-up cluster-down cluster-status bench clean
+.PHONY: setup lint test unit integration e2e e2e-kind demo crds images cluster-up cluster-down cluster-status bench clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,10 @@ integration: setup
 
 e2e: setup
 	$(PY) -m pytest -ra $(PYTEST_ARGS) e2e
+
+# The e2e suite on a kind cluster (e2e/kind/run.sh); KIND_NODE_IMAGE picks the node image.
+e2e-kind: setup
+	bash e2e/kind/run.sh
 
 demo: setup
 	$(PY) -m examples.demo

@@ -7,6 +7,7 @@
 #   tools/containerd-<v>/ containerd, containerd-shim-runc-v2, ctr
 #   tools/coredns-<v>/  coredns with the plugins a cluster DNS needs
 #   tools/helm-<v>/     helm (helm.sh/helm/v3), which installs the chart
+#   tools/kind-<v>/     kind (sigs.k8s.io/kind), for `make e2e-kind` only (named, not default)
 # runc and the CNI plugins come from Debian (scripts/setup.sh). Idempotent:
 # prints the cached paths and does nothing else when everything is built.
 # Arguments name components to build only those (k8s etcd containerd coredns
@@ -158,12 +159,23 @@ build_helm() {
   rm -rf "$HELM_BIN" && mv "$HELM_BIN.tmp" "$HELM_BIN"
 }
 
+# kind, for `make e2e-kind` only (not part of the default set).
+build_kind() {
+  [ -x "$KIND_BIN/kind" ] && return 0
+  log "kind $KIND_VERSION"
+  local dir=$SRC/kind-$KIND_VERSION
+  wrapper "$dir" "require sigs.k8s.io/kind $KIND_VERSION"
+  rm -rf "$KIND_BIN.tmp" && mkdir -p "$KIND_BIN.tmp"
+  (cd "$dir" && "$GO_BIN" build -trimpath -ldflags "-s -w" -o "$KIND_BIN.tmp/kind" sigs.k8s.io/kind)
+  rm -rf "$KIND_BIN" && mv "$KIND_BIN.tmp" "$KIND_BIN"
+}
+
 t0=$SECONDS
 [ $# -gt 0 ] || set -- k8s etcd containerd coredns helm
 for c in "$@"; do
   case $c in
-    k8s|etcd|containerd|coredns|helm) "build_$c" ;;
-    *) log "unknown component $c (k8s etcd containerd coredns helm)"; exit 2 ;;
+    k8s|etcd|containerd|coredns|helm|kind) "build_$c" ;;
+    *) log "unknown component $c (k8s etcd containerd coredns helm kind)"; exit 2 ;;
   esac
 done
 [ $((SECONDS - t0)) -gt 1 ] && log "built in $((SECONDS - t0))s"

@@ -22,6 +22,8 @@ CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.14.7}
 # The Helm CLI that installs the chart (charts/mlendpoints) in tests and docs.
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
+# kind (sigs.k8s.io/kind), for `make e2e-kind`.
+KIND_VERSION=${KIND_VERSION:-v0.33.0}
 
 # Where each is cached (build-k8s.sh builds what is missing).
 CACHE=${MLENDPOINTS_CACHE:-$HOME/.cache/mlendpoints}
@@ -30,3 +32,4 @@ ETCD_BIN=$CACHE/tools/etcd-$ETCD_VERSION
 CONTAINERD_BIN=$CACHE/tools/containerd-$CONTAINERD_VERSION
 COREDNS_BIN=$CACHE/tools/coredns-$COREDNS_VERSION
 HELM_BIN=$CACHE/tools/helm-$HELM_VERSION
+KIND_BIN=$CACHE/tools/kind-$KIND_VERSION
