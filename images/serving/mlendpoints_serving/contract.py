@@ -11,6 +11,7 @@ in pyproject.toml enforces that. docs/contract.md describes it in prose.
 from __future__ import annotations
 
 import enum
+import json
 import posixpath
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -108,6 +109,12 @@ class DeploymentRoute(BaseModel):
     port: int = Field(default=SERVER_PORT, description="Pod port, used with `service`.")
     requestTimeoutMs: int = Field(default=5000, ge=1)
     maxConcurrentRequestsPerInstance: int = Field(default=8, ge=1)
+    modelVersion: str | None = Field(
+        default=None, description="Model version served; put in collected records."
+    )
+    collector: CollectorRoute | None = Field(
+        default=None, description="Data collection of this deployment's requests and responses."
+    )
 
 
 class RouterConfig(BaseModel):
@@ -133,6 +140,12 @@ class RouterConfig(BaseModel):
     maxBodyBytes: int = Field(default=16 * 1024 * 1024, ge=1)
     mirrorMaxInFlight: int = Field(default=64, ge=1)
     accessLog: bool = False
+    collectorQueueRecords: int = Field(
+        default=10000, ge=1, description="Collected records held in memory; more are dropped and counted."
+    )
+    collectorFlushSeconds: float = Field(
+        default=1.0, gt=0, description="Longest a record waits to be written."
+    )
 
     @model_validator(mode="after")
     def _check_shares(self) -> RouterConfig:
@@ -155,6 +168,145 @@ class RouterConfig(BaseModel):
             if self.traffic.get(name, 0) > 0:
                 raise ValueError(f"mirrorTraffic.{name}: a deployment cannot take live and mirror traffic")
         return self
+
+
+# --- data collection (the router's collector; docs/contract.md "Data collection") -----------------
+# Files: <destination>/<endpoint>/<deployment>/<yyyy>/<mm>/<dd>/<hh>/<router-pod>-<seq>.jsonl
+# (rolling `day`: no <hh> level). One JSON line (CollectedRecord) per sampled request.
+COLLECTOR_SUFFIX = ".jsonl"
+COLLECTOR_ROLES: Final = ("live", "mirror")
+# The router reports its destinations' health in this ConfigMap (one per collecting deployment, key:
+# the router pod's name, value: CollectorHealth as JSON); the operator turns it into the
+# OnlineDeployment's DataCollectorReady condition.
+ENV_POD_NAME = "MLENDPOINTS_POD_NAME"  # the router pod's name (downward API); else the host name
+
+
+def collector_status_configmap_name(deployment: str) -> str:
+    return f"{deployment}-collector"
+
+
+def collector_partition(
+    endpoint: str, deployment: str, year: int, month: int, day: int, hour: int | None
+) -> str:
+    """The folder of one hour's (or day's, hour None) files, relative to the destination."""
+    parts = [endpoint, deployment, f"{year:04d}", f"{month:02d}", f"{day:02d}"]
+    if hour is not None:
+        parts.append(f"{hour:02d}")
+    return "/".join(parts)
+
+
+class CollectorRoute(BaseModel):
+    """What the router collects of one deployment's requests (OnlineDeployment.spec.dataCollector)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    destination: str = Field(
+        description="fsspec URI or local path; records go under <endpoint>/<deployment>/."
+    )
+    request: bool = Field(default=True, description="Keep request bodies.")
+    response: bool = Field(default=True, description="Keep response bodies.")
+    samplingRate: float = Field(default=1.0, ge=0, le=1)
+    rolling: Literal["hour", "day"] = "hour"
+    maxBodyBytes: int = Field(
+        default=64 * 1024, ge=0, description="Longer bodies are cut and marked truncated."
+    )
+    headers: list[str] = Field(
+        default_factory=list, description="Request headers kept (never Authorization)."
+    )
+
+
+class CollectedBody(BaseModel):
+    body: str = Field(description="The body: UTF-8 text, or base64 when it is not UTF-8 (`encoding`).")
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+    size: int = Field(description="Size in bytes of the whole body, before truncation.")
+    truncated: bool = Field(default=False, description="The body was cut at maxBodyBytes.")
+    headers: dict[str, str] | None = Field(default=None, description="Request: the headers kept.")
+
+
+class CollectedRecord(BaseModel):
+    """One line of a collected file: one request as the router saw it (live or mirror copy)."""
+
+    requestId: str = Field(
+        description="x-request-id: the client's, else the router's; live and mirror share it."
+    )
+    endpoint: str
+    deployment: str
+    modelVersion: str | None = None
+    role: Literal["live", "mirror"]
+    time: str = Field(description="When the router received the request, RFC 3339 UTC.")
+    latencyMs: float = Field(description="Router to deployment and back, in milliseconds.")
+    status: int = Field(description="HTTP status of the deployment's answer (the router's on its errors).")
+    request: CollectedBody | None = Field(default=None, description="When the request collection is on.")
+    response: CollectedBody | None = Field(default=None, description="When the response collection is on.")
+
+
+class CollectorHealth(BaseModel):
+    """A router pod's view of one deployment's destination, in the collector-status ConfigMap."""
+
+    ok: bool
+    error: str | None = None
+    at: str = Field(description="When this was last written, RFC 3339 UTC.")
+    written: int = 0
+    dropped: int = 0
+
+
+@dataclass(frozen=True)
+class AnswerComparison:
+    """A live answer against its mirror's, as the router's shadow metrics and `mlendpoints compare` count it.
+
+    Leaves of the two JSON documents are matched by path: floats are numbers (absolute difference),
+    everything else (strings, integers, booleans, null) is a label (exact match). `equal` holds when
+    the shapes match, every label is equal and every number is within 1e-9 relative.
+    """
+
+    equal: bool
+    labels: int = 0
+    labels_equal: int = 0
+    numbers: int = 0
+    abs_diff_sum: float = 0.0
+    abs_diff_max: float = 0.0
+
+
+def _leaves(value: object, path: str, out: dict[str, object]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _leaves(item, f"{path}/{key}", out)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _leaves(item, f"{path}/{index}", out)
+    else:
+        out[path] = value
+
+
+def compare_answers(live: str | bytes, mirror: str | bytes) -> AnswerComparison:
+    """Compare two JSON answers (not JSON: equal only when byte-identical)."""
+    try:
+        live_doc, mirror_doc = json.loads(live), json.loads(mirror)
+    except ValueError:
+        return AnswerComparison(equal=live == mirror)
+    a: dict[str, object] = {}
+    b: dict[str, object] = {}
+    _leaves(live_doc, "", a)
+    _leaves(mirror_doc, "", b)
+    if a.keys() != b.keys():
+        return AnswerComparison(equal=False)
+    equal, labels, labels_equal, numbers, diff_sum, diff_max = True, 0, 0, 0, 0.0, 0.0
+    for path, x in a.items():
+        y = b[path]
+        numeric = isinstance(x, int | float) and isinstance(y, int | float) and not isinstance(x, bool)
+        if numeric and (isinstance(x, float) or isinstance(y, float)):
+            diff = abs(float(x) - float(y))  # type: ignore[arg-type]
+            numbers += 1
+            diff_sum += diff
+            diff_max = max(diff_max, diff)
+            equal = equal and diff <= 1e-9 * max(1.0, abs(float(x)))  # type: ignore[arg-type]
+            continue
+        labels += 1
+        if x == y and type(x) is type(y):
+            labels_equal += 1
+        else:
+            equal = False
+    return AnswerComparison(equal, labels, labels_equal, numbers, diff_sum, diff_max)
 
 
 # --- batch driver (mlendpoints-batch) ------------------------------------------

@@ -73,6 +73,12 @@ CPU_REQUEST_FOR_UTILIZATION = rule(
 )
 
 
+NO_AUTHORIZATION_HEADER = rule(
+    "!self.exists(h, h.lowerAscii() == 'authorization')",
+    "'Authorization is never collected; remove it'",
+)
+
+
 def dns_label_name(max_length: int, pattern: str) -> dict[str, str]:
     """On the resource's root, where only CEL sees metadata.name: it must be a DNS label."""
     return rule(

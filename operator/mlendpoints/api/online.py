@@ -143,10 +143,78 @@ class ProbeSettings(ApiModel):
 
 
 class BatchingSettings(ApiModel):
-    """Server-side dynamic batching of concurrent requests."""
+    """Continuous batching of concurrent requests by the model server.
 
-    maxBatchSize: int = Field(ge=1, description="Most rows per model call.")
-    maxBatchTimeMs: int = Field(default=5, ge=0, description="Longest wait to fill a batch, in milliseconds.")
+    Without this section the server batches models whose predict is row-independent
+    (scikit-learn, xgboost, lightgbm, a pyfunc with a tensor or column signature) and GPU
+    deployments; the section turns it on for any model (`enabled: false`: off). A request runs
+    at once when the model is idle; those arriving while it predicts go together next.
+    A scoring script is never batched.
+    """
+
+    enabled: bool = Field(default=True, description="Batch concurrent requests; false: never.")
+    maxBatchSize: int = Field(
+        default=32, ge=1, description="Most rows per model call; larger requests run alone."
+    )
+    maxBatchTimeMs: int = Field(
+        default=0,
+        ge=0,
+        description="Fixed wait for a batch to fill, in milliseconds; 0: none (a batch goes as soon as "
+        "the model is free).",
+    )
+
+
+class DataCollection(ApiModel):
+    """One collection of the data collector (Azure's collections.model_inputs / model_outputs)."""
+
+    enabled: bool = Field(default=True, description="Keep these bodies in the records.")
+
+
+class DataCollections(ApiModel):
+    """What each record holds besides its metadata."""
+
+    request: DataCollection = nested(DataCollection, "Request bodies (model inputs).")
+    response: DataCollection = nested(DataCollection, "Response bodies (model outputs).")
+
+
+class DataCollector(ApiModel):
+    """Log sampled requests and responses to object storage, one JSON line each (Azure's data_collector).
+
+    The endpoint's router collects off the request path; records go to
+    <destination>/<endpoint>/<deployment>/<yyyy>/<mm>/<dd>/<hh>/<router-pod>-<seq>.jsonl.
+    """
+
+    enabled: bool = Field(default=True, description="Collect (the section's presence alone turns it on).")
+    destination: str = Field(
+        min_length=1,
+        max_length=uris.MODEL_URI_MAX,
+        pattern=r"^(s3|gs|gcs|abfss|abfs|az|wasbs|file|pvc)://.+|^/.+",
+        description="Where records go: s3://, gs://, abfss:// (through fsspec, as mlendpoints-fetch) "
+        "or an absolute path (a PVC mounted into the router pods, or a local folder in local mode).",
+    )
+    collections: DataCollections = nested(DataCollections, "Request and response bodies.")
+    samplingRate: float = Field(
+        default=1.0, ge=0, le=1, description="Share of requests recorded, 0 to 1 (decided per request id)."
+    )
+    rolling: Literal["hour", "day"] = Field(
+        default="hour", description="Folder granularity: hour (<dd>/<hh>/) or day (<dd>/)."
+    )
+    maxBodyBytes: int = Field(
+        default=64 * 1024, ge=0, description="Longer bodies are cut at this size and marked truncated."
+    )
+    headers: list[Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Request header names to keep; none by default. Authorization is never kept.",
+        json_schema_extra=cel.validations(cel.NO_AUTHORIZATION_HEADER),
+    )
+    credentialsSecret: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=253,
+        description="Secret (same namespace) whose keys become the router pods' environment: the "
+        "destination's credentials (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*), as for models.",
+    )
 
 
 class OnlineDeploymentSpec(ApiModel):
@@ -190,7 +258,11 @@ class OnlineDeploymentSpec(ApiModel):
     tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pods tolerate.")
     affinity: Affinity | None = Field(default=None, description="core/v1 Affinity of the pods.")
     serviceAccountName: str | None = Field(default=None, description="ServiceAccount the pods run as.")
-    batching: BatchingSettings | None = Field(default=None, description="Server-side dynamic batching.")
+    batching: BatchingSettings | None = Field(
+        default=None,
+        description="Batching of concurrent requests; unset: on for row-independent models (scikit-learn, "
+        "xgboost, lightgbm, pyfunc with a tensor or column signature) and GPU deployments.",
+    )
     workers: int | None = Field(default=None, ge=1, description="Server worker processes per pod.")
     envManager: Literal["local", "virtualenv"] = Field(
         default="local", description="local: the image's packages; virtualenv: the model's requirements."
@@ -199,6 +271,9 @@ class OnlineDeploymentSpec(ApiModel):
         default=None,
         ge=10,
         description="Seconds between re-resolving models:/name@alias or /latest; a moved alias rolls out.",
+    )
+    dataCollector: DataCollector | None = Field(
+        default=None, description="Record sampled requests and responses (the endpoint's router writes them)."
     )
 
 
@@ -212,7 +287,8 @@ class OnlineDeploymentStatus(ApiModel):
         default=None, description="Registry version the URI resolved to."
     )
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready, ModelResolved, Progressing, Degraded."
+        default_factory=list,
+        description="Ready, ModelResolved, Progressing, Degraded; DataCollectorReady with a dataCollector.",
     )
     observedGeneration: int | None = Field(default=None, description="Generation last reconciled.")
 

@@ -109,6 +109,9 @@ def validate_deployment(name: str, spec: OnlineDeploymentSpec) -> list[str]:
         errors.append("spec.resources.requests.cpu: required by scaleSettings.type targetUtilization")
     if not spec.modelMountPath.startswith("/"):
         errors.append(f"spec.modelMountPath: {spec.modelMountPath!r} must be an absolute path")
+    collector = spec.dataCollector
+    if collector is not None and any(h.lower() == "authorization" for h in collector.headers):
+        errors.append("spec.dataCollector.headers: Authorization is never collected; remove it")
     return errors
 
 

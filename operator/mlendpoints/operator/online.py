@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime as dt
 import logging
 import secrets
 import time
@@ -39,12 +40,25 @@ from mlendpoints.operator import models
 from mlendpoints.operator.kube import ApiServer, Object, Ref
 from mlendpoints.operator.scheduler import Key, Scheduler
 from mlendpoints.operator.settings import OperatorSettings
-from mlendpoints.operator.status import deployment_status, endpoint_status, is_true, parse_status, utcnow
+from mlendpoints.operator.status import (
+    collector_condition,
+    deployment_status,
+    endpoint_status,
+    is_true,
+    parse_status,
+    utcnow,
+)
 from mlendpoints.operator.store import Store
 from mlendpoints.render.common import config_hash, labels, router_name, server_name
 from mlendpoints.render.deployment import ResolvedModel, render_deployment
 from mlendpoints.render.discovery import ApiVersions
-from mlendpoints.render.endpoint import effective_routing, render_endpoint, render_keys_secret, router_config
+from mlendpoints.render.endpoint import (
+    collecting,
+    effective_routing,
+    render_endpoint,
+    render_keys_secret,
+    router_config,
+)
 from mlendpoints_serving import contract
 
 log = logging.getLogger("mlendpoints.operator")
@@ -211,6 +225,13 @@ class Reconciler:
             pods = await self.kube.list(
                 "v1", "Pod", namespace, labels(dep.spec.endpointName, contract.COMPONENT_SERVER, name)
             )
+        collector = None
+        if dep.spec.dataCollector is not None and dep.spec.dataCollector.enabled:
+            # The router pods report their destination's health in this ConfigMap (level-based).
+            name_ = contract.collector_status_configmap_name(name)
+            reports = await self.kube.get(Ref("v1", "ConfigMap", namespace, name_))
+            data = (reports or {}).get("data") or {}
+            collector = collector_condition(data, dt.datetime.now(dt.UTC), generation)
         status = deployment_status(
             spec=dep.spec,
             generation=generation,
@@ -221,6 +242,7 @@ class Reconciler:
             pods=pods,
             previous=previous,
             now=utcnow(),
+            collector=collector,
         )
         await self._write_status(ref, body, status.model_dump(exclude_none=True))
         if dep.spec.modelRefreshInterval is not None and models.needs_registry(dep.spec.model):
@@ -283,11 +305,14 @@ class Reconciler:
                 configmap_ref = Ref("v1", "ConfigMap", namespace, contract.router_configmap_name(name))
                 applied = _router_config(await self.kube.get(configmap_ref))
                 routing = effective_routing(endpoint.spec, dep_specs, applied)
-            config = router_config(name, namespace, endpoint.spec, dep_specs, routing)
+            model_versions = {dep: st.resolvedModelVersion for dep, st in dep_statuses.items()}
+            config = router_config(name, namespace, endpoint.spec, dep_specs, routing, model_versions)
             key = (ENDPOINT, namespace, name)
             if self._ensured.get(key) is None or key in self.children_changed:
                 await self._ensure_keys(endpoint)
-            children = render_endpoint(endpoint, config, self.versions, self.render_settings)
+            children = render_endpoint(
+                endpoint, config, self.versions, self.render_settings, collecting(dep_specs)
+            )
             router_ref = Ref("apps/v1", "Deployment", namespace, router_name(name))
             router = await self._converge(key, children, [], endpoint.metadata["uid"], router_ref)
         status = endpoint_status(

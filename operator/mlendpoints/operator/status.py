@@ -23,6 +23,7 @@ from mlendpoints.api.online import (
 )
 from mlendpoints.render.deployment import ResolvedModel
 from mlendpoints.render.endpoint import Routing, openapi_uri, scoring_uri
+from mlendpoints_serving.contract import CollectorHealth
 
 Object = Mapping[str, Any]
 StatusT = TypeVar("StatusT", bound=BaseModel)
@@ -113,8 +114,10 @@ def deployment_status(
     pods: Iterable[Object],
     previous: OnlineDeploymentStatus,
     now: str,
+    collector: Condition | None = None,
 ) -> OnlineDeploymentStatus:
-    """The OnlineDeployment's status from its Deployment, its pods and the model resolution."""
+    """The OnlineDeployment's status from its Deployment, its pods and the model resolution
+    (and, with a dataCollector, its DataCollectorReady condition, from `collector_condition`)."""
     wl_status = (workload or {}).get("status") or {}
     replicas = int(wl_status.get("replicas") or 0)
     ready = int(wl_status.get("readyReplicas") or 0)
@@ -155,6 +158,8 @@ def deployment_status(
         reason = "Failed" if (failure or validation_errors or model is None) else "Waiting"
         message = "; ".join(validation_errors) or failure or resolve_error or f"{ready}/{desired} pods ready"
         conditions.append(condition("Ready", False, reason, message, generation))
+    if collector is not None:
+        conditions.append(collector)
     return OnlineDeploymentStatus(
         replicas=replicas,
         readyReplicas=ready,
@@ -163,6 +168,46 @@ def deployment_status(
         conditions=merge_conditions(previous.conditions, conditions, now),
         observedGeneration=generation,
     )
+
+
+COLLECTOR_REPORT_FRESH_S = 600  # a router pod's report older than this counts only when none is newer
+
+
+def collector_condition(
+    reports: Mapping[str, str], now: dt.datetime, generation: int | None = None
+) -> Condition:
+    """DataCollectorReady from the router pods' reports (the collector-status ConfigMap's data:
+    pod name -> contract.CollectorHealth JSON). False, naming the pod and the error, when a recent
+    report says the destination failed; True when they say it is written; Unknown before any."""
+    parsed: list[tuple[str, CollectorHealth, dt.datetime]] = []
+    for pod, raw in sorted(reports.items()):
+        try:
+            health = CollectorHealth.model_validate_json(raw)
+            at = dt.datetime.fromisoformat(health.at.replace("Z", "+00:00"))
+        except (ValidationError, ValueError):
+            continue
+        parsed.append((pod, health, at))
+    if not parsed:
+        return Condition(
+            type="DataCollectorReady",
+            status="Unknown",
+            reason="NoRecordsYet",
+            message="no router pod has written records yet",
+            observedGeneration=generation,
+        )
+    fresh = [p for p in parsed if (now - p[2]).total_seconds() <= COLLECTOR_REPORT_FRESH_S]
+    considered = fresh or [max(parsed, key=lambda p: p[2])]
+    failing = [(pod, health) for pod, health, _ in considered if not health.ok]
+    if failing:
+        pod, health = failing[0]
+        return condition(
+            "DataCollectorReady",
+            False,
+            "DestinationFailed",
+            f"router pod {pod}: {health.error} (records dropped: {health.dropped})",
+            generation,
+        )
+    return condition("DataCollectorReady", True, "Writing", "records are written", generation)
 
 
 def is_true(conditions: Iterable[Condition], type_: str) -> bool:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from mlendpoints.api.online import OnlineDeploymentSpec, OnlineEndpoint, OnlineEndpointSpec
+from mlendpoints.api.online import DataCollector, OnlineDeploymentSpec, OnlineEndpoint, OnlineEndpointSpec
 from mlendpoints.api.validation import validate_endpoint
 from mlendpoints.render.common import (
     CONTAINER_SECURITY_CONTEXT,
     Object,
     RenderSettings,
     child,
+    credentials,
     dump,
     image_pull_secrets,
     labels,
@@ -24,6 +25,8 @@ from mlendpoints.render.discovery import ApiVersions
 from mlendpoints_serving import contract
 
 SERVICE_PORT = 80
+PVC_SCHEME = "pvc://"
+COLLECTOR_MOUNT_ROOT = "/var/mlendpoints/collector"  # pvc://CLAIM/PATH is mounted at <root>/CLAIM
 
 
 @dataclass(frozen=True)
@@ -56,13 +59,46 @@ def effective_routing(
     return Routing({}, {}, errors)  # route nothing rather than something invalid
 
 
+def collector_destination(destination: str) -> tuple[str, str | None]:
+    """(what the router writes to, the PVC claim to mount): pvc://CLAIM/PATH -> a path under the mount."""
+    if not destination.startswith(PVC_SCHEME):
+        return destination, None
+    claim, _, path = destination[len(PVC_SCHEME) :].partition("/")
+    return f"{COLLECTOR_MOUNT_ROOT}/{claim}/{path}".rstrip("/"), claim
+
+
+def collector_route(collector: DataCollector | None) -> contract.CollectorRoute | None:
+    if collector is None or not collector.enabled:
+        return None
+    return contract.CollectorRoute(
+        destination=collector_destination(collector.destination)[0],
+        request=collector.collections.request.enabled,
+        response=collector.collections.response.enabled,
+        samplingRate=collector.samplingRate,
+        rolling=collector.rolling,
+        maxBodyBytes=collector.maxBodyBytes,
+        headers=[h.lower() for h in collector.headers if h.lower() != "authorization"],
+    )
+
+
+def collecting(deployments: Mapping[str, OnlineDeploymentSpec]) -> dict[str, DataCollector]:
+    """The deployments whose requests are collected, by name."""
+    return {
+        name: spec.dataCollector
+        for name, spec in sorted(deployments.items())
+        if spec.dataCollector is not None and spec.dataCollector.enabled
+    }
+
+
 def router_config(
     name: str,
     namespace: str,
     spec: OnlineEndpointSpec,
     deployments: Mapping[str, OnlineDeploymentSpec],
     routing: Routing,
+    model_versions: Mapping[str, str | None] | None = None,
 ) -> contract.RouterConfig:
+    model_versions = model_versions or {}
     return contract.RouterConfig(
         endpoint=name,
         namespace=namespace,
@@ -78,6 +114,8 @@ def router_config(
                 maxConcurrentRequestsPerInstance=deployments[
                     dep
                 ].requestSettings.maxConcurrentRequestsPerInstance,
+                modelVersion=model_versions.get(dep),
+                collector=collector_route(deployments[dep].dataCollector),
             )
             for dep in sorted(deployments)
         },
@@ -114,9 +152,19 @@ def render_keys_secret(endpoint: OnlineEndpoint, primary: str, secondary: str) -
 
 
 def render_endpoint(
-    endpoint: OnlineEndpoint, config: contract.RouterConfig, versions: ApiVersions, settings: RenderSettings
+    endpoint: OnlineEndpoint,
+    config: contract.RouterConfig,
+    versions: ApiVersions,
+    settings: RenderSettings,
+    collectors: Mapping[str, DataCollector] | None = None,
 ) -> list[Object]:
-    """Every child of the endpoint except the keys Secret, in apply order."""
+    """Every child of the endpoint except the keys Secret, in apply order.
+
+    With `collectors` (deployment -> its dataCollector): the router pods get the object stores'
+    credentials (the operator-wide ones, as model fetching, and each collector's credentialsSecret),
+    a PVC destination's claim as a volume, and may patch (only) each collecting deployment's
+    collector-status ConfigMap, rendered last, where they report the destination's health."""
+    collectors = collectors or {}
     name, namespace = endpoint.metadata["name"], endpoint.metadata["namespace"]
     spec = endpoint.spec
     owner = _owner(endpoint)
@@ -155,6 +203,20 @@ def render_endpoint(
                     "resources": ["endpointslices"],
                     "verbs": ["get", "list", "watch"],
                 },
+                *(
+                    [
+                        {
+                            "apiGroups": [""],
+                            "resources": ["configmaps"],
+                            "resourceNames": [
+                                contract.collector_status_configmap_name(d) for d in collectors
+                            ],
+                            "verbs": ["get", "patch"],
+                        }
+                    ]
+                    if collectors
+                    else []
+                ),
             ]
         },
     )
@@ -181,6 +243,9 @@ def render_endpoint(
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    pod_volumes: list[Object] = []
+    if collectors:
+        pod_volumes = _collector_environment(container, collectors, settings)
     deployment = make(
         "apps/v1",
         "Deployment",
@@ -203,6 +268,7 @@ def render_endpoint(
                         ),
                         "nodeSelector": spec.router.nodeSelector,
                         "tolerations": [dump(t) for t in spec.router.tolerations],
+                        **({"volumes": pod_volumes} if pod_volumes else {}),
                     },
                 },
             }
@@ -228,4 +294,54 @@ def render_endpoint(
         router,
         {"spec": {"maxUnavailable": 1, "selector": {"matchLabels": router_labels}}},
     )
-    return [config_map, service_account, role, role_binding, deployment, service, pdb]
+    # Labelled as the deployment's (component server): a change reconciles the OnlineDeployment,
+    # which turns the router pods' reports into its DataCollectorReady condition. No `data` is
+    # rendered, so the operator's apply never overwrites the routers' keys.
+    status_maps = [
+        child(
+            "v1",
+            "ConfigMap",
+            contract.collector_status_configmap_name(dep),
+            namespace,
+            owner,
+            labels(name, contract.COMPONENT_SERVER, dep),
+            {},
+        )
+        for dep in collectors
+    ]
+    return [config_map, service_account, role, role_binding, deployment, service, pdb, *status_maps]
+
+
+def _collector_environment(
+    container: Object, collectors: Mapping[str, DataCollector], settings: RenderSettings
+) -> list[Object]:
+    """Fill the router container for collection; the pod's volumes."""
+    creds = credentials(settings)
+    container["env"] = [
+        # The collector names its files after the pod.
+        {"name": contract.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        *creds.env,
+    ]
+    secrets = sorted({c.credentialsSecret for c in collectors.values() if c.credentialsSecret})
+    env_from = [*creds.env_from, *({"secretRef": {"name": secret}} for secret in secrets)]
+    if env_from:
+        container["envFrom"] = env_from
+    claims = sorted(
+        {claim for c in collectors.values() if (claim := collector_destination(c.destination)[1])}
+    )
+    mounts = [
+        *creds.mounts,
+        *(
+            {"name": f"collector-{i}", "mountPath": f"{COLLECTOR_MOUNT_ROOT}/{claim}"}
+            for i, claim in enumerate(claims)
+        ),
+    ]
+    if mounts:
+        container["volumeMounts"] = mounts
+    return [
+        *creds.volumes,
+        *(
+            {"name": f"collector-{i}", "persistentVolumeClaim": {"claimName": claim}}
+            for i, claim in enumerate(claims)
+        ),
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -14,7 +15,15 @@ import uvloop
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mlendpoints_serving.contract import ENV_PREFIX_ROUTER, ROUTER_PORT, RouterConfig, keys_secret_name
+from mlendpoints_serving.contract import (
+    ENV_POD_NAME,
+    ENV_PREFIX_ROUTER,
+    ROUTER_PORT,
+    CollectorHealth,
+    RouterConfig,
+    collector_status_configmap_name,
+    keys_secret_name,
+)
 from mlendpoints_serving.router import watch
 from mlendpoints_serving.router.auth import KeyChecker
 from mlendpoints_serving.router.config import ConfigError, load_config_file, load_keys_file, watch_file
@@ -50,6 +59,12 @@ class RouterSettings(BaseSettings):
     request_read_timeout_s: float = Field(
         default=60.0, gt=0, description="A request must arrive whole this long after its first byte (408)."
     )
+    collector_flush_timeout_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="On SIGTERM, after requests drain: the longest wait for collected records to be written "
+        "(keep drain + this within the pod's termination grace period, 30 s by default).",
+    )
     log_level: str = "info"
 
     @model_validator(mode="after")
@@ -59,6 +74,10 @@ class RouterSettings(BaseSettings):
                 "give exactly one of --config FILE (file mode) or --configmap NAME (cluster mode)"
             )
         return self
+
+
+def router_pod() -> str:
+    return os.environ.get(ENV_POD_NAME) or os.uname().nodename
 
 
 def build_router(config: RouterConfig) -> Router:
@@ -150,12 +169,18 @@ class ClusterMode:
         self._watch(watch.configmap_path(self.namespace), watch.by_name(self.configmap), self._on_configmaps)
         config = await self._first_config
         router = self.router = build_router(config)
+        router.collector.set_reporter(self._report_collector)
         secret = config.keysSecret or keys_secret_name(config.endpoint)
         self._watch(watch.secret_path(self.namespace), watch.by_name(secret), self._secret_handler(secret))
         self._watch(
             watch.endpointslice_path(self.namespace, version), watch.SLICES_OF_SERVICES, self._on_slices
         )
         return router
+
+    def _report_collector(self, deployment: str, health: CollectorHealth) -> None:
+        """Called from the collector's thread: the router pod's entry in the deployment's status ConfigMap."""
+        name = collector_status_configmap_name(deployment)
+        self.api.merge_configmap_data(self.namespace, name, {router_pod(): health.model_dump_json()})
 
     def stop(self) -> None:
         for watcher in self._watchers:
@@ -225,6 +250,9 @@ async def run(settings: RouterSettings) -> None:
     await stop.wait()
     server.close()
     await _drain(router)
+    # Collected records still queued are written within the flush budget (the thread is a daemon:
+    # a destination that hangs cannot keep the process past it).
+    await asyncio.to_thread(router.collector.flush, settings.collector_flush_timeout_s)
     if cluster is not None:
         cluster.stop()
     router.pool.close()

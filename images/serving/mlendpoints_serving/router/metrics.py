@@ -65,6 +65,77 @@ class RouterMetrics:
             ["deployment"],
             registry=self.registry,
         )
+        # Data collection (router/collector.py).
+        self.collector_written = Counter(
+            prefix + "collector_records_written",
+            "Collected records written to the destination, per deployment.",
+            ["deployment"],
+            registry=self.registry,
+        )
+        self.collector_files = Counter(
+            prefix + "collector_files_written",
+            "Collected files written, per deployment.",
+            ["deployment"],
+            registry=self.registry,
+        )
+        self.collector_dropped = Counter(
+            prefix + "collector_dropped",
+            "Collected records dropped: queue_full (requests are never slowed) or write_failed.",
+            ["deployment", "reason"],
+            registry=self.registry,
+        )
+        self.collector_healthy = Gauge(
+            prefix + "collector_destination_healthy",
+            "1 when the last write to the deployment's destination succeeded, 0 when it failed.",
+            ["deployment"],
+            registry=self.registry,
+        )
+        # Shadow comparison of mirrored requests (contract.compare_answers), no storage needed.
+        pair = ["live", "mirror"]
+        self.shadow_compared = Counter(
+            prefix + "shadow_compared", "Mirrored requests whose two answers were compared.", pair,
+            registry=self.registry,
+        )  # fmt: skip
+        self.shadow_agreed = Counter(
+            prefix + "shadow_agreed",
+            "Compared requests whose answers agree (both 2xx, labels equal, numbers within 1e-9).",
+            pair,
+            registry=self.registry,
+        )
+        self.shadow_status_match = Counter(
+            prefix + "shadow_status_match", "Compared requests with the same status code.", pair,
+            registry=self.registry,
+        )  # fmt: skip
+        self.shadow_labels = Counter(
+            prefix + "shadow_labels", "Label values compared (strings, integers, booleans).", pair,
+            registry=self.registry,
+        )  # fmt: skip
+        self.shadow_labels_equal = Counter(
+            prefix + "shadow_labels_equal", "Label values equal in both answers.", pair,
+            registry=self.registry,
+        )  # fmt: skip
+        self.shadow_abs_diff = Histogram(
+            prefix + "shadow_abs_diff",
+            "Mean absolute difference of the numbers of one compared request (sum/count: the mean).",
+            pair,
+            buckets=(1e-9, 1e-6, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0),
+            registry=self.registry,
+        )
+        self.shadow_abs_diff_max = Gauge(
+            prefix + "shadow_abs_diff_max", "Largest absolute difference of a number seen.", pair,
+            registry=self.registry,
+        )  # fmt: skip
+        self.shadow_latency = Histogram(
+            prefix + "shadow_duration_seconds",
+            "Latency of the compared requests, per deployment and role (live or mirror).",
+            ["deployment", "role"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.shadow_dropped = Counter(
+            prefix + "shadow_dropped", "Mirrored pairs not compared: the comparison queue was full.", pair,
+            registry=self.registry,
+        )  # fmt: skip
         # labels() costs a dict lookup and a lock; the hot path keeps the children.
         self._request_children: dict[tuple[str, int], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}

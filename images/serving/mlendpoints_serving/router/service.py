@@ -22,6 +22,7 @@ from mlendpoints_serving.contract import (
     HEADER_SERVED_BY_AZURE,
 )
 from mlendpoints_serving.router.auth import KeyChecker
+from mlendpoints_serving.router.collector import Collector, ShadowPair, sampled
 from mlendpoints_serving.router.metrics import NO_DEPLOYMENT, RouterMetrics
 from mlendpoints_serving.router.routing import (
     EJECT_SECONDS,
@@ -114,11 +115,15 @@ class Router:
         pool: UpstreamPool,
         metrics: RouterMetrics,
         rand: random.Random | None = None,
+        collector: Collector | None = None,
     ) -> None:
         self.state = state
         self.keys = keys
         self.pool = pool
         self.metrics = metrics
+        self.collector = collector or Collector(
+            metrics, lambda: state.config.collectorQueueRecords, lambda: state.config.collectorFlushSeconds
+        )
         self._rand = (rand or random.Random()).random
         self._mirror_in_flight = 0
         self._mirror_tasks: set[asyncio.Task[None]] = set()
@@ -139,7 +144,7 @@ class Router:
             return self.health() if request.target == b"/health" else self.render_metrics()
         started = time.perf_counter()
         request_id = request.request_id or new_request_id()
-        deployment, rerouted_from, response = await self._route(request, request_id)
+        deployment, rerouted_from, response, pair = await self._route(request, request_id)
         label = deployment.name if deployment else NO_DEPLOYMENT
         response.headers.append((_REQUEST_ID, request_id))
         if deployment is not None:
@@ -150,17 +155,54 @@ class Router:
             response.headers.append((_REROUTED, rerouted_from.encode()))
         elapsed = time.perf_counter() - started
         self.metrics.observe(label, response.status, elapsed)
+        if deployment is not None:
+            collect = deployment.route.collector
+            if collect is not None and sampled(collect, request_id):
+                self._collect(
+                    deployment, "live", request, request_id, elapsed, response.status, response.body
+                )
+        if pair is not None:
+            pair.set_live(response.status, response.body, elapsed)
         if self.state.config.accessLog:
             self._log_access(request, request_id, response.status, label, rerouted_from, elapsed)
         return response
 
+    def _collect(
+        self,
+        deployment: Deployment,
+        role: str,
+        request: Request,
+        request_id: bytes,
+        elapsed: float,
+        status: int,
+        body: bytes,
+    ) -> None:
+        route = deployment.route
+        assert route.collector is not None
+        self.collector.offer(
+            (
+                route.collector,
+                self.state.config.endpoint,
+                deployment.name,
+                route.modelVersion,
+                role,
+                request_id,
+                time.time() - elapsed,
+                elapsed,
+                status,
+                request.body,
+                request.headers,
+                body,
+            )
+        )
+
     async def _route(
         self, request: Request, request_id: bytes
-    ) -> tuple[Deployment | None, str | None, Response]:
+    ) -> tuple[Deployment | None, str | None, Response, ShadowPair | None]:
         state = self.state
         if state.config.authMode == "key" and not self.keys.check(request.authorization):
             message = "missing or invalid key; send 'Authorization: Bearer <key>'"
-            return None, None, error_response(401, "unauthorized", message)
+            return None, None, error_response(401, "unauthorized", message), None
         now = time.monotonic()
         rerouted_from = None
         if request.pin is not None:
@@ -171,7 +213,7 @@ class Router:
                     f"deployment {pinned.strip()!r} (from {HEADER_DEPLOYMENT} or {HEADER_DEPLOYMENT_AZURE}) "
                     f"does not exist; known: {sorted(state.deployments)}"
                 )
-                return None, None, error_response(404, "deployment_not_found", message)
+                return None, None, error_response(404, "deployment_not_found", message), None
             deployment = state.deployments[name]
             ready = deployment.ready_pods(now)
             if not ready:
@@ -179,12 +221,13 @@ class Router:
                     None,
                     None,
                     error_response(503, "no_ready_pod", f"deployment {name!r} has no ready pod"),
+                    None,
                 )
         else:
             pick = state.split.pick(self._rand, lambda n: state.deployments[n].has_ready_pod(now))
             if pick is None:
                 message = "no deployment with traffic has a ready pod"
-                return None, None, error_response(503, "no_ready_pod", message)
+                return None, None, error_response(503, "no_ready_pod", message), None
             deployment = state.deployments[pick.deployment]
             ready = deployment.ready_pods(now)
             if pick.rerouted_from is not None:
@@ -194,14 +237,15 @@ class Router:
         limit = concurrency_limit(route.maxConcurrentRequestsPerInstance, len(ready))
         if deployment.in_flight >= limit:
             message = f"deployment {deployment.name!r} has {limit} requests in flight, its limit; retry later"
-            return deployment, rerouted_from, error_response(429, "too_many_requests", message)
+            return deployment, rerouted_from, error_response(429, "too_many_requests", message), None
 
         data = _upstream_request(request, request_id)
         head = request.method == b"HEAD"
+        pair = None
         if state.mirror is not None and request.pin is None:
             mirror, share = state.mirror
             if should_mirror(share, False, self._rand):
-                self._send_mirror(mirror, data, head, now)
+                pair = self._send_mirror(mirror, data, head, now, request, request_id, deployment.name)
 
         deployment.in_flight += 1
         try:
@@ -209,13 +253,14 @@ class Router:
             upstream = await self._forward(deployment, ready, data, head, now + deployment.timeout_s)
         except TimeoutError:
             message = f"deployment {deployment.name!r} did not answer within {route.requestTimeoutMs} ms"
-            return deployment, rerouted_from, error_response(408, "request_timeout", message)
+            return deployment, rerouted_from, error_response(408, "request_timeout", message), pair
         except UpstreamError as exc:
             status, code = (503, "no_ready_pod") if exc.retryable else (502, "bad_gateway")
             return (
                 deployment,
                 rerouted_from,
                 error_response(status, code, f"deployment {deployment.name!r}: {exc}"),
+                pair,
             )
         finally:
             deployment.in_flight -= 1
@@ -223,6 +268,7 @@ class Router:
             deployment,
             rerouted_from,
             Response(upstream.status, upstream.headers, upstream.body, upstream.reason),
+            pair,
         )
 
     async def _forward(
@@ -254,8 +300,18 @@ class Router:
             self.metrics.retries.labels(deployment.name).inc()
 
     # --- mirror -------------------------------------------------------------------
-    def _send_mirror(self, deployment: Deployment, data: bytes, head: bool, now: float) -> None:
-        """Fire and forget: the live response never waits for this."""
+    def _send_mirror(
+        self,
+        deployment: Deployment,
+        data: bytes,
+        head: bool,
+        now: float,
+        request: Request,
+        request_id: bytes,
+        live_name: str,
+    ) -> ShadowPair | None:
+        """Fire and forget: the live response never waits for this. The pair (live and mirror
+        answers) goes to the shadow comparison once both are in."""
         ready = deployment.ready_pods(now)
         limit = concurrency_limit(deployment.route.maxConcurrentRequestsPerInstance, len(ready))
         if (
@@ -264,29 +320,51 @@ class Router:
             or deployment.in_flight >= limit
         ):
             self.metrics.mirror.labels(deployment.name, "dropped").inc()
-            return
+            return None
         self.metrics.mirror.labels(deployment.name, "sent").inc()
         deadline = now + deployment.timeout_s
-        task = asyncio.get_running_loop().create_task(self._mirror(deployment, ready, data, head, deadline))
+        pair = ShadowPair(self.collector, live_name, deployment.name)
+        task = asyncio.get_running_loop().create_task(
+            self._mirror(deployment, ready, data, head, deadline, request, request_id, pair)
+        )
         self._mirror_tasks.add(task)
         task.add_done_callback(self._mirror_tasks.discard)
+        return pair
 
     async def _mirror(
-        self, deployment: Deployment, ready: list[Pod], data: bytes, head: bool, deadline: float
+        self,
+        deployment: Deployment,
+        ready: list[Pod],
+        data: bytes,
+        head: bool,
+        deadline: float,
+        request: Request,
+        request_id: bytes,
+        pair: ShadowPair,
     ) -> None:
         self._mirror_in_flight += 1
         deployment.in_flight += 1
         failed = True
+        started = time.perf_counter()
+        status, body = 502, b""
         try:
             response = await self._forward(deployment, ready, data, head, deadline)
+            status, body = response.status, response.body
             failed = response.status >= 500
-        except (UpstreamError, TimeoutError):
-            pass
+        except TimeoutError:
+            status = 408
+        except UpstreamError as exc:
+            status = 503 if exc.retryable else 502
         finally:
             self._mirror_in_flight -= 1
             deployment.in_flight -= 1
             if failed:
                 self.metrics.mirror.labels(deployment.name, "failed").inc()
+        elapsed = time.perf_counter() - started
+        collect = deployment.route.collector
+        if collect is not None and sampled(collect, request_id):
+            self._collect(deployment, "mirror", request, request_id, elapsed, status, body)
+        pair.set_mirror(status, body, elapsed)
 
     async def drain_mirrors(self) -> None:
         if self._mirror_tasks:

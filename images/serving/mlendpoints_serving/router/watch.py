@@ -87,6 +87,20 @@ class KubeApi:
         finally:
             response.response.release_conn()
 
+    def merge_configmap_data(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        """Merge keys into a ConfigMap's data (JSON merge patch): the collector's health report."""
+        method, url, headers, body, post = self._api.param_serialize(
+            "PATCH",
+            f"{configmap_path(namespace)}/{name}",
+            header_params={"Accept": "application/json", "Content-Type": "application/merge-patch+json"},
+            body={"data": data},
+            auth_settings=["BearerToken"],
+        )
+        response = self._api.call_api(method, url, headers, body, post, _request_timeout=30)
+        if not 200 <= response.status < 300:
+            raise ApiException(http_resp=response.response)
+        response.read()
+
     def endpointslice_version(self) -> str:
         group = self.get("/apis/discovery.k8s.io")
         return choose_endpointslice_version(v["version"] for v in group.get("versions", []))
