@@ -342,6 +342,23 @@ def batch_status_path(instance_index: int) -> str:
     return f"{BATCH_PARTS_DIR}/status-{instance_index}.json"
 
 
+# Live progress in a cluster: each scoring instance patches its BatchStatus JSON into one key of a
+# ConfigMap the operator made for the job (and that the instance's ServiceAccount may get and patch,
+# nothing else); the operator adds them up into the BatchJob's status. No data file is read.
+BATCH_PROGRESS_INTERVAL_S = 5.0  # at most this often per instance; the issue asks for 10 s or better
+
+
+def batch_progress_configmap(job: str) -> str:
+    return f"{job}-progress"
+
+
+BATCH_PROGRESS_KEY_PREFIX = "instance-"  # + the instance's index: one key per instance
+
+
+def batch_progress_key(instance_index: int) -> str:
+    return f"{BATCH_PROGRESS_KEY_PREFIX}{instance_index}"
+
+
 class BatchCounts(BaseModel):
     total: int = 0
     succeeded: int = 0

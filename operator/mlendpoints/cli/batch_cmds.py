@@ -282,6 +282,45 @@ def follow(cluster: Cluster, name: str, poll_s: float = POLL_S) -> dict[str, Any
             time.sleep(poll_s)
 
 
+def follow_bar(cluster: Cluster, name: str, poll_s: float = POLL_S) -> dict[str, Any]:
+    """`--stream`: a progress bar of the job's mini-batches as the operator records them (it follows
+    the BatchJob's status.miniBatches while the job runs), its phase and items beside it; each new
+    message printed above it. Its final status."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("batchjob {task.fields[job]} [bold]{task.fields[phase]}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("mini-batches, {task.fields[items]}"),
+        TimeElapsedColumn(),
+    )
+    last_message = None
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("", total=None, job=name, phase="Pending", items="")
+        while True:
+            status = cluster.get(BATCH_JOB, name).get("status") or {}
+            mini, items = status.get("miniBatches") or {}, status.get("items") or {}
+            item_text = (
+                f"items {items.get('succeeded', 0)} ok, {items.get('failed', 0)} failed of {items['total']}"
+                if items.get("total")
+                else "items -"
+            )
+            bar.update(
+                task,
+                total=mini.get("total") or None,
+                completed=mini.get("succeeded", 0) + mini.get("failed", 0),
+                phase=status.get("phase") or "Pending",
+                items=item_text,
+            )
+            if status.get("message") and status["message"] != last_message:
+                bar.console.print(f"[dim]{escape(status['message'])}[/]", highlight=False)
+                last_message = status["message"]
+            if status.get("phase") in FINISHED:
+                return status
+            time.sleep(poll_s)
+
+
 def _target_deployment(cluster: Cluster, endpoint: str, deployment: str | None) -> str:
     """The deployment the job will run, checked before anything is created."""
     spec = cluster.get(BATCH_ENDPOINT, endpoint).get("spec") or {}
@@ -339,6 +378,11 @@ def batch() -> None:
 @click.option("--name", help="The BatchJob's name (default: ENDPOINT- and a random suffix).")
 @setting_options
 @click.option("--no-wait", is_flag=True, help="Return once the BatchJob is created.")
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Show a progress bar of the job's mini-batches instead of a line per change.",
+)
 @click.pass_context
 def invoke(
     ctx: click.Context,
@@ -355,6 +399,7 @@ def invoke(
     partition_outputs: bool | None,
     sets: tuple[str, ...],
     no_wait: bool,
+    stream: bool,
 ) -> None:
     """Start a batch job on a batch endpoint (a BatchJob) and follow it until it finishes.
 
@@ -391,7 +436,7 @@ def invoke(
         console.print(f"follow it with: {watch}", highlight=False)
         return
     try:
-        status = follow(cluster, job)
+        status = follow_bar(cluster, job) if stream else follow(cluster, job)
     except KeyboardInterrupt:
         console.print(f"\nstopped following; the job goes on: {watch}", highlight=False)
         raise click.exceptions.Exit(130) from None

@@ -3,9 +3,11 @@
 A reconcile reads the BatchJob, its endpoint and deployment (from the watch cache)
 and its live Jobs and pods, then takes the one next step: create the scoring Jobs;
 create the merge Job once every instance succeeded; stop the Jobs when one failed
-for good. Progress comes from the driver's termination messages (JSON status of an
-instance or of the whole job, or `mlendpoints-batch failed: <Reason>: ...`), so the
-operator never reads the data nor needs the storage's credentials.
+for good. Progress comes from the driver: while an instance runs, the `BatchStatus` it
+patches into the job's progress ConfigMap (a key per instance, at most every few
+seconds); once it ended, its termination message (JSON status of an instance or of the
+whole job, or `mlendpoints-batch failed: <Reason>: ...`). The operator never reads the
+data nor needs the storage's credentials.
 
 Wiring (in mlendpoints.operator.main), as the online reconciler's: `batch =
 BatchReconciler(kube, settings, store)`, then `register(registry, batch)`.
@@ -50,6 +52,7 @@ from mlendpoints.render.batch import (
     JobSettings,
     output_file_uri,
     render_merge_job,
+    render_progress,
     render_score_jobs,
 )
 from mlendpoints_serving import contract
@@ -108,13 +111,37 @@ def _phase_of(pod: Mapping[str, Any]) -> str:
     return str(pod.get("metadata", {}).get("labels", {}).get(LABEL_BATCH_PHASE, ""))
 
 
+def progress_reports(configmap: Mapping[str, Any] | None) -> list[contract.BatchStatus]:
+    """What the running instances last reported to the job's progress ConfigMap (a key each)."""
+    out = []
+    for key, value in ((configmap or {}).get("data") or {}).items():
+        if not key.startswith(contract.BATCH_PROGRESS_KEY_PREFIX):
+            continue
+        try:
+            out.append(contract.BatchStatus.model_validate_json(value))
+        except ValidationError:
+            continue
+    return out
+
+
+def progress_text(mini_batches: Counts) -> str | None:
+    """`12/40 (30%)`: mini-batches finished (succeeded or failed) of all; None before any total."""
+    if not mini_batches.total:
+        return None
+    done = mini_batches.succeeded + mini_batches.failed
+    return f"{done}/{mini_batches.total} ({100 * done // mini_batches.total}%)"
+
+
 def sum_instances(reported: Iterable[contract.BatchStatus]) -> tuple[Counts, Counts]:
-    """Mini-batch and item counts over the instances that finished (the last report of each)."""
+    """Mini-batch and item counts over the instances: the latest report of each (a running
+    instance's progress report, or a finished one's termination message, which always wins)."""
+
+    def rank(r: contract.BatchStatus) -> tuple[bool, float]:
+        return r.phase != "Running", r.updatedAt or 0
+
     last: dict[int, contract.BatchStatus] = {}
     for r in reported:
-        if r.instance is not None and (
-            r.instance not in last or (r.updatedAt or 0) >= (last[r.instance].updatedAt or 0)
-        ):
+        if r.instance is not None and (r.instance not in last or rank(r) >= rank(last[r.instance])):
             last[r.instance] = r
     mb, items = Counts(), Counts()
     for r in last.values():
@@ -264,6 +291,8 @@ class BatchReconciler:
             except models.ResolveError as exc:
                 await self._not_started(ref, body, status, "ModelNotResolved", str(exc), now)
                 return
+            for obj in render_progress(job, deployment):  # before the pods that use them
+                await self.kube.create(obj)
             jobs = render_score_jobs(job, deployment, model, self.render_settings)
             await asyncio.gather(*(self.kube.create(j) for j in jobs))
             status.startTime = status.startTime or now
@@ -288,9 +317,13 @@ class BatchReconciler:
             status.miniBatches = Counts.model_validate(step.summary.miniBatches.model_dump())
             status.items = Counts.model_validate(step.summary.items.model_dump())
         else:
-            status.miniBatches, status.items = sum_instances(
-                reports(p for p in pods if _phase_of(p) == "score")
+            progress = await self.kube.get(
+                Ref("v1", "ConfigMap", namespace, contract.batch_progress_configmap(name))
             )
+            status.miniBatches, status.items = sum_instances(
+                [*progress_reports(progress), *reports(p for p in pods if _phase_of(p) == "score")]
+            )
+        status.progress = progress_text(status.miniBatches)
         status.phase = step.phase
         # While it runs, why a pod does not (unschedulable, image pull, a failed retry) is worth showing.
         status.message = step.message or (None if step.phase == "Succeeded" else pod_failure(pods))
@@ -392,3 +425,5 @@ def register(registry: kopf.OperatorRegistry, reconciler: BatchReconciler) -> No
     selector = {contract.LABEL_COMPONENT: contract.COMPONENT_BATCH}
     kopf.on.event("batch", "v1", "jobs", labels=selector, registry=registry)(child_event)
     kopf.on.event("", "v1", "pods", labels=selector, registry=registry)(child_event)
+    # The scoring instances' progress reports (the job's progress ConfigMap).
+    kopf.on.event("", "v1", "configmaps", labels=selector, registry=registry)(child_event)

@@ -48,6 +48,7 @@ PVC_SCHEME = "pvc://"
 PVC_ROOT = "/mnt/mlendpoints"
 MODEL_DIR = "/var/mlendpoints/model"
 DRIVER_CONTAINER = "batch"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # where clients look for a token
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,11 @@ class JobSettings:
             error_threshold=s.errorThreshold if o.errorThreshold is None else o.errorThreshold,
             logging_level=o.loggingLevel or s.loggingLevel,
         )
+
+
+def progress_identity(job: str) -> str:
+    """The ServiceAccount, Role and RoleBinding of a job's scoring pods."""
+    return f"{job}-batch"
 
 
 def score_job_name(job: str) -> str:
@@ -206,7 +212,7 @@ def _pod_spec(
     pod: Object = {
         "restartPolicy": "Never",
         "securityContext": pod_security_context(settings),
-        "automountServiceAccountToken": False,  # the driver never talks to the API
+        "automountServiceAccountToken": False,  # scoring pods: a token for the driver only (_report_progress)
         "containers": [driver],
         "volumes": volumes,
         "nodeSelector": dep.nodeSelector,
@@ -231,6 +237,85 @@ def _pod_spec(
             "terminationMessagePolicy": "FallbackToLogsOnError",
         }]  # fmt: skip
     return pod
+
+
+def _report_progress(job: BatchJob, pod: Object) -> None:
+    """Scoring pods report progress to the job's ConfigMap: they run as the job's ServiceAccount,
+    whose token (with the cluster's CA and the namespace) is mounted into the driver container only;
+    the model fetch, which runs what a model URI names, never sees it."""
+    name = job.metadata["name"]
+    pod["serviceAccountName"] = progress_identity(name)
+    pod["volumes"].append(
+        {
+            "name": "progress-token",
+            "projected": {
+                "sources": [
+                    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+                    {
+                        "configMap": {
+                            "name": "kube-root-ca.crt",
+                            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                        }
+                    },
+                    {
+                        "downwardAPI": {
+                            "items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]
+                        }
+                    },
+                ]
+            },
+        }
+    )
+    [driver] = pod["containers"]
+    driver["volumeMounts"].append(
+        {"name": "progress-token", "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": True}
+    )
+    driver["args"] += ["--progress-configmap", contract.batch_progress_configmap(name)]
+
+
+def render_progress(job: BatchJob, deployment: BatchDeployment) -> list[Object]:
+    """The job's progress ConfigMap and the identity that may get and patch it, and nothing else."""
+    meta = job.metadata
+    name, namespace = meta["name"], meta["namespace"]
+    owner = owner_reference("BatchJob", name, meta["uid"])
+    obj_labels = {
+        **labels(job.spec.endpointName, contract.COMPONENT_BATCH, deployment.metadata["name"]),
+        LABEL_BATCH_JOB: name,
+    }
+    identity, configmap = progress_identity(name), contract.batch_progress_configmap(name)
+
+    def make(api_version: str, kind: str, obj_name: str, body: Object) -> Object:
+        return child(api_version, kind, obj_name, namespace, owner, obj_labels, body)
+
+    rbac = "rbac.authorization.k8s.io/v1"
+    return [
+        make("v1", "ConfigMap", configmap, {"data": {}}),
+        make("v1", "ServiceAccount", identity, {"automountServiceAccountToken": False}),
+        make(
+            rbac,
+            "Role",
+            identity,
+            {
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "resources": ["configmaps"],
+                        "resourceNames": [configmap],
+                        "verbs": ["get", "patch"],
+                    }
+                ]
+            },
+        ),
+        make(
+            rbac,
+            "RoleBinding",
+            identity,
+            {
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": identity},
+                "subjects": [{"kind": "ServiceAccount", "name": identity, "namespace": namespace}],
+            },
+        ),
+    ]
 
 
 def _job(
@@ -274,6 +359,7 @@ def render_score_jobs(
         "backoffLimit": s.max_retries * s.instance_count,
     }
     pod = _pod_spec(job, deployment, model, args, settings)
+    _report_progress(job, pod)
     name = score_job_name(job.metadata["name"])
     return [_job(job, deployment, name, "score", spec, pod, {MODEL_URI_ANNOTATION: model.uri})]
 

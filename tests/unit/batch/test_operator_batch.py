@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlendpoints.operator.batch import next_step, reports, sum_instances
+from mlendpoints.operator.batch import next_step, progress_reports, progress_text, reports, sum_instances
 from mlendpoints_serving.contract import BatchCounts, BatchStatus
 
 
@@ -86,3 +86,22 @@ def test_over_the_error_threshold_the_merge_records_the_failure():
     merge_pods = [*pods, _pod("merge", "Failed", 1, message)]
     step = next_step(2, [_job("score"), _job("score")], _job("merge"), merge_pods)
     assert step.phase == "Failed" and step.message is not None and step.message.startswith("ErrorThreshold")
+
+
+def test_running_instances_progress_reports_count_before_they_finish():
+    def running(instance: int, done: int, updated: float) -> str:
+        return BatchStatus(
+            phase="Running", instance=instance, updatedAt=updated,
+            miniBatches=BatchCounts(total=5, succeeded=done),
+            items=BatchCounts(total=50, succeeded=10 * done),
+        ).model_dump_json()  # fmt: skip
+
+    configmap = {"data": {"instance-0": running(0, 2, 10.0), "instance-1": running(1, 1, 10.0), "other": "x"}}
+    mini_batches, items = sum_instances(progress_reports(configmap))
+    assert (mini_batches.total, mini_batches.succeeded, items.succeeded) == (10, 3, 30)
+    assert progress_text(mini_batches) == "3/10 (30%)"
+    # instance 0 finished: its termination message is newer than its last progress report
+    finished = _pod("score", "Succeeded", message=_report(0, 50))
+    mini_batches, _ = sum_instances([*progress_reports(configmap), *reports([finished])])
+    assert progress_text(mini_batches) == "3/7 (42%)", "instance 0's final report (2 of 2) replaces 2 of 5"
+    assert progress_text(sum_instances(progress_reports(None))[0]) is None

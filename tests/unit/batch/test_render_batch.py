@@ -7,7 +7,13 @@ from typing import Any
 from pydantic_settings import CliApp
 
 from mlendpoints.api.batch import BatchDeployment, BatchJob
-from mlendpoints.render.batch import JobSettings, output_file_uri, render_merge_job, render_score_jobs
+from mlendpoints.render.batch import (
+    JobSettings,
+    output_file_uri,
+    render_merge_job,
+    render_progress,
+    render_score_jobs,
+)
 from mlendpoints.render.common import RenderSettings
 from mlendpoints.render.deployment import ResolvedModel
 from mlendpoints_serving.batch.settings import BatchSettings
@@ -162,3 +168,42 @@ def test_output_format_and_partitioning_reach_both_phases_and_name_the_output():
     assert output_file_uri(overridden.spec, s) == "pvc://results/run-1/predictions.jsonl"
     plain = _driver(render_score_jobs(_job(), _deployment(), MODEL, SETTINGS)[0])["args"]
     assert "--output-format" not in plain and "--partition-outputs" not in plain
+
+
+def test_scoring_pods_report_progress_with_a_token_for_the_driver_only():
+    job, dep = _job(), _deployment()
+    [scoring] = render_score_jobs(job, dep, MODEL, SETTINGS)
+    pod = scoring["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "nightly-batch" and pod["automountServiceAccountToken"] is False
+    assert _flags(scoring).progress_configmap == "nightly-progress"
+    token_mounts = [m for m in _driver(scoring)["volumeMounts"] if m["name"] == "progress-token"]
+    assert token_mounts == [
+        {
+            "name": "progress-token",
+            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+            "readOnly": True,
+        }
+    ]
+    [fetch] = pod["initContainers"]
+    assert "progress-token" not in {m["name"] for m in fetch["volumeMounts"]}, "the model fetch gets no token"
+    merge = render_merge_job(job, dep, SETTINGS)["spec"]["template"]["spec"]
+    assert "serviceAccountName" not in merge and merge["automountServiceAccountToken"] is False
+    assert _flags(render_merge_job(job, dep, SETTINGS)).progress_configmap is None
+
+    configmap, account, role, binding = render_progress(job, dep)
+    assert (configmap["kind"], configmap["metadata"]["name"], configmap["data"]) == (
+        "ConfigMap", "nightly-progress", {},
+    )  # fmt: skip
+    assert configmap["metadata"]["labels"]["mlendpoints.io/component"] == "batch"
+    assert account["automountServiceAccountToken"] is False
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["nightly-progress"],
+            "verbs": ["get", "patch"],
+        }
+    ], "exactly the one ConfigMap, get and patch"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "nightly-batch", "namespace": "ml"}]
+    for obj in (configmap, account, role, binding):
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-job"

@@ -200,3 +200,36 @@ def test_invoke_names_an_unreachable_cluster(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("error: cannot connect to http://127.0.0.1:9"), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_stream_follows_the_jobs_mini_batches_with_a_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from mlendpoints.cli import batch_cmds
+
+    statuses = iter(
+        [
+            {"phase": "Pending"},
+            {"phase": "Running", "miniBatches": {"total": 4, "succeeded": 1}, "items": {"total": 40}},
+            {"phase": "Running", "miniBatches": {"total": 4, "succeeded": 3}, "message": "merging"},
+            {"phase": "Succeeded", "miniBatches": {"total": 4, "succeeded": 4}, "items": {"total": 40}},
+        ]
+    )
+    seen: list[str] = []
+
+    class Cluster:
+        def get(self, kind: object, name: str) -> dict[str, object]:
+            status = next(statuses)
+            seen.append(str(status["phase"]))
+            return {"status": status}
+
+    out = io.StringIO()
+    monkeypatch.setattr(batch_cmds, "console", Console(file=out, width=150, force_terminal=False))
+    final = batch_cmds.follow_bar(Cluster(), "nightly", poll_s=0)  # type: ignore[arg-type]
+
+    assert final["phase"] == "Succeeded" and seen == ["Pending", "Running", "Running", "Succeeded"]
+    text = out.getvalue()
+    assert "merging" in text
+    assert "batchjob nightly Succeeded" in text and "4/4 mini-batches, items 0 ok, 0 failed of 40" in text

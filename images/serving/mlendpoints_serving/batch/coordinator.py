@@ -24,6 +24,7 @@ from mlendpoints_serving.batch.messages import Done, Failed, InitFailed, Ready, 
 from mlendpoints_serving.batch.parts import ItemError, Manifest, commit_manifest, committed, read_manifests
 from mlendpoints_serving.batch.plan import MiniBatch
 from mlendpoints_serving.batch.progress import Progress
+from mlendpoints_serving.batch.report import ProgressReporter
 from mlendpoints_serving.batch.settings import BatchSettings
 from mlendpoints_serving.batch.storage import Location
 from mlendpoints_serving.contract import BatchCounts, BatchFailure, BatchStatus, batch_status_path
@@ -73,6 +74,11 @@ class Coordinator:
         # Workers fork from a server process that imported the heavy modules once: a worker starts
         # in milliseconds.
         self._ctx = worker_context(self.settings.model_dir, self.settings.scoring_script)
+        self._reporter = (
+            ProgressReporter(self.settings.progress_configmap, self.instance, self.settings.progress_interval)
+            if self.settings.progress_configmap
+            else None
+        )
 
     # -- public -----------------------------------------------------------------------------------
     def run(self) -> BatchStatus:
@@ -115,6 +121,9 @@ class Coordinator:
         while self._pending or any(w.batch for w in self._workers):
             self._dispatch()
             deadline = min((w.deadline for w in self._workers), default=float("inf"))
+            report = self._reporter.due_in() if self._reporter else None
+            if report is not None:  # a held-back progress report is due then
+                deadline = min(deadline, time.monotonic() + report)
             timeout = None if deadline == float("inf") else max(0.0, deadline - time.monotonic())
             handles: list[Any] = [w.conn for w in self._workers] + [w.proc.sentinel for w in self._workers]
             ready = set(wait(handles, timeout=timeout))
@@ -123,6 +132,8 @@ class Coordinator:
                     self._receive(w)
                 elif w.proc.sentinel in ready:
                     self._lost(w, f"worker process died (exit code {w.proc.exitcode})")
+            if self._reporter:
+                self._reporter.flush()
             now = time.monotonic()
             for w in [w for w in self._workers if w.batch and w.deadline <= now]:
                 w.proc.kill()
@@ -242,10 +253,12 @@ class Coordinator:
 
     def _write_status(self, force: bool = False) -> None:
         now = time.time()
-        if not force and now - self._status_written < STATUS_INTERVAL_S:
-            return
         self.status.updatedAt = now
         self.status.seconds = round(now - self.started_at, 3)
+        if self._reporter:  # throttled by its own interval
+            self._reporter.update(self.status, force=force)
+        if not force and now - self._status_written < STATUS_INTERVAL_S:
+            return
         self.out.write_bytes(batch_status_path(self.instance), self.status.model_dump_json().encode())
         self._status_written = now
 

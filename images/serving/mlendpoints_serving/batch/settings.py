@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlendpoints_serving.contract import (
     BATCH_DEFAULT_OUTPUT_FILE,
+    BATCH_PROGRESS_INTERVAL_S,
     ENV_PREFIX_BATCH,
     BatchOutputFormat,
     batch_rows_name,
@@ -58,6 +59,13 @@ class BatchSettings(BaseSettings):
     phase: Literal["all", "score", "merge"] = Field(
         default="all",
         description="all: score, then merge (one instance); score: this instance's share; merge: the output.",
+    )
+    progress_configmap: str | None = Field(
+        default=None,
+        description="In a cluster: the ConfigMap this instance reports its progress to (the operator's).",
+    )
+    progress_interval: float = Field(
+        default=BATCH_PROGRESS_INTERVAL_S, gt=0, description="Seconds between progress reports, at most."
     )
     chunk_mb: int = Field(
         default=64,
