@@ -461,7 +461,20 @@ def load(model_dir: str | Path, device: str = "auto", worker: int = 0) -> Served
 
         # suppress_warnings skips MLflow's requirements check, which scans every installed
         # distribution (~40% of loading a small model); the server logs its own, cheaper check.
-        pyfunc = mlflow.pyfunc.load_model(str(model_dir), suppress_warnings=True, model_config=config)
+        try:
+            pyfunc = mlflow.pyfunc.load_model(str(model_dir), suppress_warnings=True, model_config=config)
+        except Exception as exc:
+            if not (device == "auto" and devices.pinned_to_cpu(exc, config)):
+                raise
+            # MLflow's default format (pt2, torch.export) keeps the device the model was saved on.
+            log.warning(
+                "the model was exported (torch.export, MLflow's pt2 format) with its weights on the CPU "
+                "and cannot move to %s: serving it on the CPU. To serve it on the GPU, save it with "
+                "serialization_format='pickle', or export it from the GPU (model.to('cuda'))",
+                (config or {}).get("device"),
+            )
+            config = {"device": devices.CPU}
+            pyfunc = mlflow.pyfunc.load_model(str(model_dir), suppress_warnings=True, model_config=config)
         model_impl = mlflow_private.pyfunc_impl(pyfunc)
     served = ServedModel(
         model_dir=model_dir,

@@ -76,6 +76,13 @@ def choose(requested: str, worker: int = 0) -> str:
     return f"cuda:{worker % count}"
 
 
+def pinned_to_cpu(exc: BaseException, config: dict[str, Any] | None) -> bool:
+    """Whether loading on a GPU failed because the model is a torch.export program saved with its
+    weights on the CPU (MLflow's default pt2 format cannot move across devices)."""
+    device = (config or {}).get("device") or ""
+    return device.startswith("cuda") and "torch.export" in str(exc) and "'cpu' device" in str(exc)
+
+
 def describe(device: str) -> str:
     """The device's own name ('NVIDIA H200'), or 'cpu'."""
     if not device.startswith("cuda"):
