@@ -44,7 +44,15 @@ def cli(
 
 
 def _register_commands() -> None:
-    from mlendpoints.cli import batch_cmds, cluster_cmds, import_cmds, local_cmds, operator_cmd, package_cmd
+    from mlendpoints.cli import (
+        batch_cmds,
+        cluster_cmds,
+        compare_cmd,
+        import_cmds,
+        local_cmds,
+        operator_cmd,
+        package_cmd,
+    )
 
     cli.add_command(local_cmds.local)
     for command in cluster_cmds.COMMANDS:
@@ -53,6 +61,7 @@ def _register_commands() -> None:
     cli.add_command(package_cmd.package)
     cli.add_command(operator_cmd.operator)
     cli.add_command(import_cmds.import_group)
+    cli.add_command(compare_cmd.compare_cmd)
 
 
 _register_commands()
