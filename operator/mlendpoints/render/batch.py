@@ -23,10 +23,10 @@ import posixpath
 from dataclasses import dataclass
 
 from mlendpoints.api.batch import BatchDeployment, BatchDeploymentSpec, BatchJob, BatchJobSpec
+from mlendpoints.render import gpu
 from mlendpoints.render.common import (
     CODE_DIR,
     CONTAINER_SECURITY_CONTEXT,
-    GPU_RESOURCE,
     MODEL_URI_ANNOTATION,
     TMP_DIR,
     Object,
@@ -160,9 +160,12 @@ def _pod_spec(
 ) -> Object:
     """The pod of one instance (`model` given: fetch it first) or of the merge (`model` None)."""
     dep = deployment.spec
-    gpu = GPU_RESOURCE in dep.resources.limits or GPU_RESOURCE in dep.resources.requests
-    image = dep.image or (settings.serving_image_gpu if gpu else settings.serving_image)
-    resources = {"requests": dep.resources.requests, "limits": dep.resources.limits}
+    gpus = gpu.gpu_count(dep.resources)
+    image = dep.image or (settings.serving_image_gpu if gpus else settings.serving_image)
+    resources = gpu.container_resources(dep.resources)
+    fetch_resources = gpu.without_gpu(resources)  # the model fetch needs no GPU
+    if model is None:  # the merge reads and writes files: no GPU either
+        resources, gpus = fetch_resources, 0
     # The driver reads inputs and writes outputs in the object stores; the fetch also reaches MLflow.
     creds = credentials(settings)
     mlflow_env, env_from = creds.env, creds.env_from
@@ -203,7 +206,7 @@ def _pod_spec(
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mlendpoints-batch"],
         "args": args,
-        "env": mlflow_env + env,
+        "env": mlflow_env + gpu.gpu_env(env, gpus) + env,
         "resources": resources,
         "volumeMounts": mounts,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
@@ -216,7 +219,7 @@ def _pod_spec(
         "containers": [driver],
         "volumes": volumes,
         "nodeSelector": dep.nodeSelector,
-        "tolerations": [dump(t) for t in dep.tolerations],
+        "tolerations": gpu.tolerations(dep.tolerations, gpu.gpu_count(dep.resources)),
     }
     if env_from:
         driver["envFrom"] = env_from
@@ -231,7 +234,7 @@ def _pod_spec(
             "args": ["--model-uri", model.uri, "--dest", MODEL_DIR],
             "env": env[:2] + mlflow_env + env[2:],
             "envFrom": env_from,
-            "resources": resources,
+            "resources": fetch_resources,
             "volumeMounts": mounts[: 2 + len(creds.mounts)],
             "securityContext": CONTAINER_SECURITY_CONTEXT,
             "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -20,9 +20,9 @@ from batches.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-from mlendpoints.api.common import ResourceRequirements, Toleration
+from mlendpoints.api.common import Toleration
 from mlendpoints.render.common import GPU_RESOURCE, Object, dump
 
 GPU_TOLERATION: Object = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
@@ -32,15 +32,24 @@ DRIVER_CAPABILITIES = {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "compute,u
 GPU_DEFAULT_MAX_BATCH_SIZE = 64
 
 
-def gpu_count(resources: ResourceRequirements) -> int:
+class Resources(Protocol):
+    """An online deployment's ResourceRequirements or a batch deployment's BatchResources."""
+
+    @property
+    def limits(self) -> dict[str, Any]: ...
+    @property
+    def requests(self) -> dict[str, Any]: ...
+
+
+def gpu_count(resources: Resources) -> int:
     """GPUs asked for (the limit, else the request); 0 for a CPU deployment."""
     value: Any = resources.limits.get(GPU_RESOURCE, resources.requests.get(GPU_RESOURCE, 0))
     return int(str(value))
 
 
-def container_resources(resources: ResourceRequirements) -> Object:
-    """The main container's resources: a GPU request becomes a limit as well (both equal)."""
-    out: Object = dump(resources)
+def container_resources(resources: Resources) -> Object:
+    """The main container's {"limits", "requests"}: a GPU request becomes a limit as well (both equal)."""
+    out: Object = {"limits": dict(resources.limits), "requests": dict(resources.requests)}
     gpus = gpu_count(resources)
     if gpus:
         out["limits"] = {**out.get("limits", {}), GPU_RESOURCE: gpus}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlendpoints.api.online import BatchingSettings
 from mlendpoints.render.deployment import ResolvedModel, render_deployment
 from mlendpoints.render.discovery import MODERN
 from mlendpoints.render.gpu import GPU_DEFAULT_MAX_BATCH_SIZE
@@ -36,7 +37,7 @@ def test_a_gpu_deployment_gets_the_cuda_image_limit_toleration_env_one_worker_pe
     args = server["args"]
     assert option(args, "--workers") == "2"
     assert option(args, "--max-batch-size") == str(GPU_DEFAULT_MAX_BATCH_SIZE) == "64"
-    assert option(args, "--max-batch-time-ms") == "5"  # the API's default wait
+    assert option(args, "--max-batch-time-ms") == str(BatchingSettings().maxBatchTimeMs)  # the API's default
     assert "--device" not in args  # auto: the GPU when one is visible
     # The model fetch needs no GPU, and holds none.
     assert fetch["resources"] == {"limits": {"memory": "8Gi"}, "requests": {"cpu": "2"}}
@@ -101,3 +102,27 @@ def test_a_cpu_deployment_is_unchanged() -> None:
     assert not any(e["name"].startswith("NVIDIA_") for e in server["env"])
     assert "--workers" not in server["args"] and "--max-batch-size" not in server["args"]
     assert server["resources"] == pod["initContainers"][0]["resources"]
+
+
+def test_a_gpu_batch_deployment_scores_on_the_gpu_and_merges_without_one() -> None:
+    from mlendpoints.render.batch import render_merge_job, render_score_jobs
+    from tests.unit.batch.test_render_batch import SETTINGS as BATCH_SETTINGS
+    from tests.unit.batch.test_render_batch import _deployment, _job
+
+    dep = _deployment(resources={"instanceCount": 2, "requests": {"nvidia.com/gpu": 1, "memory": "8Gi"}})
+    [job] = render_score_jobs(_job(), dep, MODEL, BATCH_SETTINGS)
+    pod = job["spec"]["template"]["spec"]
+    [driver], [fetch] = pod["containers"], pod["initContainers"]
+    assert driver["image"] == fetch["image"] == "serving:gpu"
+    assert driver["resources"] == {
+        "limits": {"nvidia.com/gpu": 1},
+        "requests": {"nvidia.com/gpu": 1, "memory": "8Gi"},
+    }
+    assert fetch["resources"] == {"limits": {}, "requests": {"memory": "8Gi"}}
+    assert CAPABILITIES in driver["env"] and CAPABILITIES not in fetch["env"]
+    assert pod["tolerations"] == [GPU_TOLERATION]
+    merge = render_merge_job(_job(), dep, BATCH_SETTINGS)["spec"]["template"]["spec"]
+    [merger] = merge["containers"]
+    assert merger["resources"] == {"limits": {}, "requests": {"memory": "8Gi"}}
+    assert CAPABILITIES not in merger["env"]
+    assert merge["tolerations"] == [GPU_TOLERATION]  # it may still land on the GPU node pool
