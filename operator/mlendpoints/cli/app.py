@@ -49,6 +49,7 @@ def _register_commands() -> None:
         cluster_cmds,
         compare_cmd,
         import_cmds,
+        job_cmds,
         local_cmds,
         operator_cmd,
         package_cmd,
@@ -58,6 +59,7 @@ def _register_commands() -> None:
     for command in cluster_cmds.COMMANDS:
         cli.add_command(command)
     cli.add_command(batch_cmds.batch)
+    cli.add_command(job_cmds.job)
     cli.add_command(package_cmd.package)
     cli.add_command(operator_cmd.operator)
     cli.add_command(import_cmds.import_group)
