@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -260,27 +261,82 @@ def test_request_past_the_timeout_is_408_and_the_server_goes_on(servers: dict[st
 
 
 # -- batching ------------------------------------------------------------------------------------------
-def test_concurrent_requests_are_batched_and_answered_like_unbatched(
-    model_dirs: dict[str, Path], servers: dict[str, Server], tmp_path: Path
-) -> None:
-    rng = np.random.default_rng(7)
-    bodies = [
-        {"input_data": {"columns": ["a", "b"], "data": rng.normal(size=(int(n), 2)).round(3).tolist()}}
-        for n in rng.integers(1, 4, size=64)
-    ]
-    with serve(
-        model_dirs["params"], tmp_path / "batched.log", "--max-batch-size", "64", "--max-batch-time-ms", "20"
-    ) as batched:
+def batch_metrics(server: Server) -> tuple[float, float]:
+    """(predict() calls, rows) so far, from /metrics."""
+    text = server.client().get("/metrics").text
+    count = re.search(r"mlendpoints_batch_rows_count (\S+)", text)
+    total = re.search(r"mlendpoints_batch_rows_sum (\S+)", text)
+    assert count and total, text
+    return float(count.group(1)), float(total.group(1))
 
-        def both(body: Any) -> tuple[Any, Any]:
-            return post(batched, "/score", body).json(), post(servers["params"], "/score", body).json()
+
+def test_batching_is_on_by_default_and_answers_like_pyfunc(
+    model_dirs: dict[str, Path], pyfuncs: dict[str, Any], tmp_path: Path
+) -> None:
+    """No flags: a pyfunc with a column signature is batched (continuous: no window to wait for);
+    concurrent requests share predict() calls and get what pyfunc.predict gives each."""
+    rng = np.random.default_rng(7)
+    frames = [rng.normal(size=(int(n), 2)).round(3) for n in rng.integers(1, 4, size=64)]
+    bodies = [{"input_data": {"columns": ["a", "b"], "data": f.tolist()}} for f in frames]
+    with serve(model_dirs["params"], tmp_path / "default.log") as batched:
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda body: post(batched, "/score", body).json(), bodies))
+        calls, rows = batch_metrics(batched)
+    for frame, got in zip(frames, answers, strict=True):
+        assert got == pyfuncs["params"].predict(pd.DataFrame(frame, columns=["a", "b"])).tolist()
+    assert rows == sum(len(f) for f in frames)
+    assert '"batching on"' in (tmp_path / "default.log").read_text()
+    assert calls <= len(bodies)
+
+
+def test_requests_that_arrive_while_the_model_predicts_go_as_one_batch(tmp_path: Path) -> None:
+    """A model that takes 200 ms per call: 16 concurrent requests, batching by default, take a few
+    calls (the first alone, the rest together); with --batching off, one call each."""
+    model = save_behaving_model(tmp_path / "behaving")
+    body = {"input_data": {"columns": ["x", "y"], "data": [[3.0, 1.0]]}, "params": {"sleep_s": 0.2}}
+
+    def burst(server: Server) -> tuple[list[Any], float]:
+        before, _ = batch_metrics(server)
+        ready = threading.Barrier(16)
+
+        def one(_: int) -> Any:
+            with server.client() as client:  # connected first, then all send at once
+                ready.wait()
+                return client.post("/score", json=body).json()
 
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            pairs = list(pool.map(both, bodies))
-        metrics = batched.client().get("/metrics").text
-    assert all(got == want for got, want in pairs)
-    count = float(re.search(r"mlendpoints_batch_rows_count (\S+)", metrics).group(1))  # type: ignore[union-attr]
-    assert count < len(bodies)  # fewer predict() calls than requests: they were batched
+            answers = list(pool.map(one, range(16)))
+        return answers, batch_metrics(server)[0] - before
+
+    with (
+        serve(model, tmp_path / "on.log") as on,
+        serve(model, tmp_path / "off.log", "--batching", "off") as off,
+    ):
+        post(on, "/score", body), post(off, "/score", body)  # warm: the metric exists
+        batched, calls_on = burst(on)
+        unbatched, calls_off = burst(off)
+    assert batched == unbatched == [[2.0]] * 16
+    assert calls_off == 16
+    assert calls_on <= 4  # in practice 2: one alone, then the 15 that queued meanwhile
+
+
+def test_a_scoring_script_is_never_batched(model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    script = tmp_path / "score.py"
+    script.write_text(SCORING_SCRIPT)
+    with (
+        serve(
+            model_dirs["diabetes"],
+            tmp_path / "script.log",
+            "--scoring-script",
+            str(script),
+            "--batching",
+            "on",
+        ) as s,
+        concurrent.futures.ThreadPoolExecutor(8) as pool,
+    ):
+        sums = list(pool.map(lambda n: post(s, "/score", {"values": [n]}).json()["sum"], range(16)))
+    assert sums == list(range(16))
+    assert '"batching on"' not in (tmp_path / "script.log").read_text()
 
 
 # -- workers, scoring script, start-up failures ---------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -43,6 +44,17 @@ SCALAR_TYPES: dict[str, tuple[np.dtype[Any], Callable[[object], bool]]] = {
     "integer": (np.dtype(np.int32), _is_int),
     "boolean": (np.dtype(np.bool_), _is_bool),
     "string": (np.dtype(object), _is_str),
+}
+
+# The same checks as sets of exact types: one set per request instead of one call per value.
+_NONE = type(None)
+_TYPES: dict[str, frozenset[type]] = {
+    "double": frozenset({float, int, _NONE}),
+    "float": frozenset({float, int, _NONE}),
+    "long": frozenset({int}),
+    "integer": frozenset({int}),
+    "boolean": frozenset({bool}),
+    "string": frozenset({str}),
 }
 
 # numpy dtype kinds a JSON array may arrive as, per target dtype kind
@@ -95,6 +107,16 @@ class ColumnDecoder:
         dtypes = {c.dtype for c in self.columns}
         # All columns of one numeric dtype: rows decode straight into one 2-D array (a "block").
         self.shared_dtype = dtypes.pop() if len(dtypes) == 1 and np.dtype(object) not in dtypes else None
+        # All columns of one MLflow type: the types a request's values may have, checked at once.
+        types = {c.type for c in self.columns}
+        self._shared_types = _TYPES[types.pop()] if len(types) == 1 else None
+
+    def _all_valid(self, values: list[list[object]]) -> bool:
+        """Whether every value is of its column's type, when one set check can tell (else False)."""
+        return (
+            self._shared_types is not None
+            and set(map(type, chain.from_iterable(values))) <= self._shared_types
+        )
 
     def describe(self) -> str:
         return ", ".join(f"{c.name}: {c.type}" for c in self.columns)
@@ -126,11 +148,12 @@ class ColumnDecoder:
             if type(row) is not list or len(row) != width:
                 got = f"{len(row)} values" if isinstance(row, list) else _json_type(row)
                 raise InputError(f"row {r}: expected a list of {width} values ({self.describe()}), got {got}")
-            picked = row if identity else [row[p] for p in positions]
-            for j, v in enumerate(picked):
-                if not checks[j](v):
-                    raise _bad_value(names[j], self.columns[j].type, v, r)
-            out.append(picked)
+            out.append(row if identity else [row[p] for p in positions])
+        if not self._all_valid(out):
+            for r, picked in enumerate(out):
+                for j, v in enumerate(picked):
+                    if not checks[j](v):
+                        raise _bad_value(names[j], self.columns[j].type, v, r)
         return self._frame_from_rows(out)
 
     def from_records(self, records: object) -> Columns:
@@ -159,20 +182,30 @@ class ColumnDecoder:
         """A dict of column name -> list of values (or one scalar value)."""
         if not isinstance(columns, dict):
             raise InputError(f"expected an object of columns [{self.describe()}], got {_json_type(columns)}")
-        self._positions(list(columns))
-        values = [columns[n] if isinstance(columns[n], list) else [columns[n]] for n in self.names]
+        missing = [n for n in self.names if n not in columns]
+        if missing:  # extra columns are ignored, as MLflow does
+            raise InputError(f"missing column(s) {missing}; the model expects columns [{self.describe()}]")
+        values = [columns[n] if type(columns[n]) is list else [columns[n]] for n in self.names]
         lengths = {len(v) for v in values}
         if len(lengths) > 1:
             raise InputError(
                 f"columns have different lengths: {dict(zip(self.names, map(len, values), strict=True))}"
             )
-        for j, col in enumerate(values):
-            for r, v in enumerate(col):
-                if not self._checks[j](v):
-                    raise _bad_value(self.names[j], self.columns[j].type, v, r)
-        arrays = [self._array(col, c) for col, c in zip(values, self.columns, strict=True)]
+        if not self._all_valid(values):
+            for j, col in enumerate(values):
+                for r, v in enumerate(col):
+                    if not self._checks[j](v):
+                        raise _bad_value(self.names[j], self.columns[j].type, v, r)
         if self.shared_dtype is not None:
-            return np.asfortranarray(np.column_stack(arrays))
+            # One array for all columns (not one per column, then stacked); its transpose is the
+            # Fortran-ordered block rows decode to.
+            if self.shared_dtype.kind == "f":
+                values = [[np.nan if v is None else v for v in col] if None in col else col for col in values]
+            try:
+                return np.array(values, dtype=self.shared_dtype).reshape(len(self.names), -1).T
+            except OverflowError:
+                raise InputError(f"a value is out of range for {self.columns[0].type}") from None
+        arrays = [self._array(col, c) for col, c in zip(values, self.columns, strict=True)]
         return pd.DataFrame(dict(zip(self.names, arrays, strict=True)), columns=self.names)
 
     def from_frame(self, frame: pd.DataFrame) -> pd.DataFrame:

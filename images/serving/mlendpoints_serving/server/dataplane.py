@@ -122,7 +122,7 @@ class DataPlane:
         gc.freeze()
         if self._on_stuck is not None and self.settings.stuck_prediction_s > 0:
             self._watch(self._on_stuck)  # from now on: loading, however long, is over
-        if self.model is not None and self.settings.max_batch_size > 1:
+        if self.model is not None and self._batches(self.model):
             from mlendpoints_serving.server.batching import AdaptiveBatcher
 
             self._batcher = AdaptiveBatcher(
@@ -133,6 +133,31 @@ class DataPlane:
                 max_wait_s=self.settings.max_batch_time_ms / 1000.0,
                 on_batch=self.metrics.batch_size.observe,
             )
+
+    def _batches(self, model: ServedModel) -> bool:
+        """--batching on, or auto for a row-independent model; never with --max-batch-size 1."""
+        from mlendpoints_serving.server.batching import batches_by_default
+
+        mode = self.settings.batching
+        on = mode == "on" or (mode == "auto" and batches_by_default(model.flavors, model.fast))
+        on = on and self.settings.max_batch_size > 1
+        log.info(
+            "batching %s",
+            "on" if on else "off",
+            extra={
+                "fields": {
+                    "batching": mode,
+                    "max_batch_size": self.settings.max_batch_size,
+                    "max_batch_time_ms": self.settings.max_batch_time_ms,
+                    "flavors": model.flavors,
+                }
+            },
+        )
+        return on
+
+    @property
+    def batching(self) -> bool:
+        return self._batcher is not None
 
     async def infer(self, inp: ModelInput) -> Any:
         assert self.model is not None

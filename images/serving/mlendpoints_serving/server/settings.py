@@ -48,10 +48,20 @@ class ServeSettings(BaseSettings):
         ge=1,
         description="worker processes, each loading the model (default: container CPU limit)",
     )
-    max_batch_size: int = Field(
-        default=1, ge=1, description="rows per predict() when batching; 1 turns it off"
+    batching: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="continuous batching of concurrent requests: auto is on for row-independent models "
+        "(scikit-learn, xgboost, lightgbm, a pyfunc with a tensor or column signature), off for others; "
+        "a scoring script is never batched",
     )
-    max_batch_time_ms: float = Field(default=2.0, ge=0, description="longest wait for a batch to fill")
+    max_batch_size: int = Field(
+        default=32, ge=1, description="most rows per batched predict(); larger requests run alone; 1: off"
+    )
+    max_batch_time_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="fixed wait for a batch to fill; 0: none (a batch goes when the model is free)",
+    )
     request_timeout_ms: int = Field(default=60_000, ge=1, description="past this a request gets 408")
     stuck_after_s: float | None = Field(
         default=None,

@@ -20,6 +20,7 @@ Metadata is read from the MLmodel file's signature JSON, without importing MLflo
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,8 +223,8 @@ class V2Codec:
             raise ClientError(400, "invalid_request", "'inputs' must be a non-empty list of tensors")
         as_column = model.columns is not None
         view, offset = memoryview(binary), 0
-        tensors: dict[str, Any] = {}
-        for i, t in enumerate(inputs):
+        tensors: dict[str, Any] = (as_column and not binary and _json_columns(inputs)) or {}
+        for i, t in enumerate(inputs if not tensors else ()):
             if not isinstance(t, dict) or not isinstance(t.get("name"), str):
                 raise ClientError(
                     400, "invalid_request", f"inputs[{i}] must have 'name', 'shape', 'datatype', 'data'"
@@ -350,6 +351,29 @@ class V2Codec:
         return b"application/octet-stream", b"".join([header, *chunks]), len(header)
 
 
+def _json_columns(inputs: list[Any]) -> dict[str, Any] | None:
+    """Inputs that are all plain JSON columns, in one pass: what the loop over inputs in
+    `V2Codec.decode` makes of them, at a fraction of its cost (a DataFrame model's request
+    has an input per column). Each: `name`, `shape` [n] or [n, 1], a known `datatype`, `data`
+    a flat list of n values, no `parameters`. None when any is not: the loop then checks each
+    and names what is wrong."""
+    tensors: dict[str, Any] = {}
+    for t in inputs:
+        if type(t) is not dict or "parameters" in t:
+            return None
+        name, shape, data = t.get("name"), t.get("shape"), t.get("data")
+        if type(name) is not str or type(shape) is not list or type(data) is not list:
+            return None
+        if t.get("datatype") not in DATATYPES or not shape or type(shape[0]) is not int:
+            return None
+        if len(shape) > 2 or (len(shape) == 2 and (type(shape[1]) is not int or shape[1] != 1)):
+            return None
+        if shape[0] != len(data) or (data and type(data[0]) is list):
+            return None
+        tensors[name] = data
+    return tensors
+
+
 def _shape(tensor: dict[str, Any], i: int) -> list[int]:
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
@@ -421,7 +445,7 @@ def _from_binary(raw: memoryview, datatype: str, name: str, i: int) -> Any:
 
 
 def _reshape(flat: Any, shape: list[int], name: str, i: int, as_column: bool) -> Any:
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # not np.prod: a numpy reduction costs ~5 us, per input of every request
     if len(flat) != count:
         raise InputError(f"inputs[{i}] '{name}': shape {shape} needs {count} values, got {len(flat)}")
     if isinstance(flat, np.ndarray):
