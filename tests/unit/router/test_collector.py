@@ -63,3 +63,14 @@ def test_compare_answers_labels_numbers_and_shapes() -> None:
     assert compare_answers(b"not json", b"not json").equal
     assert not compare_answers(b"not json", b"other").equal
     assert not compare_answers("[true]", "[1]").equal  # a boolean is not the integer 1
+
+
+def test_the_record_schema_in_the_contract_document_is_the_models() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[3] / "docs" / "contract.md").read_text()
+    block = text.split("<!-- collected-record-schema:", 1)[1].split("```json\n", 1)[1].split("\n```", 1)[0]
+    documented = json.loads(block)
+    documented.pop("$schema")
+    documented.pop("$id")
+    assert documented == CollectedRecord.model_json_schema()
