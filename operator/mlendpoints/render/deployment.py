@@ -72,10 +72,14 @@ def server_args(spec: OnlineDeploymentSpec) -> list[str]:
         args += ["--workers", str(spec.workers)]
     elif gpus:
         args += ["--workers", str(gpus)]  # one per GPU (worker i loads on GPU i)
+    # No batching section: the server's default (--batching auto: row-independent models batch).
     batching = spec.batching
     if batching is None and gpus and spec.codeConfiguration is None:
         batching = BatchingSettings(maxBatchSize=gpu.GPU_DEFAULT_MAX_BATCH_SIZE)
-    if batching is not None:
+    if batching is not None and not batching.enabled:
+        args += ["--batching", "off"]
+    elif batching is not None:
+        args += ["--batching", "on"]
         args += ["--max-batch-size", str(batching.maxBatchSize)]
         args += ["--max-batch-time-ms", str(batching.maxBatchTimeMs)]
     if spec.codeConfiguration is not None:

@@ -283,9 +283,9 @@ def test_deployment_options_reach_the_pod() -> None:
     server = pod["containers"][0]
     assert server["image"] == "mlendpoints/serving:dev-cuda"
     assert server["resources"] == {"limits": {"nvidia.com/gpu": 1, "memory": "4Gi"}, "requests": {}}
-    assert server["args"][-10:] == [
-        "--env-manager", "virtualenv", "--workers", "2", "--max-batch-size", "32", "--max-batch-time-ms", "4",
-        "--scoring-script", "/var/mlendpoints/code/score.py",
+    assert server["args"][-12:] == [
+        "--env-manager", "virtualenv", "--workers", "2", "--batching", "on", "--max-batch-size", "32",
+        "--max-batch-time-ms", "4", "--scoring-script", "/var/mlendpoints/code/score.py",
     ]  # fmt: skip
     assert {"name": "A", "value": "1"} in server["env"]
     assert {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}} in server["env"]
@@ -304,6 +304,19 @@ def test_deployment_options_reach_the_pod() -> None:
         ]["containers"][0]["image"]
         == "me/custom:1"
     )
+
+
+def test_the_batching_switch_reaches_the_server() -> None:
+    def args(**spec: Any) -> list[str]:
+        kinds = by_kind(render_deployment(deployment("blue", **spec), PINNED, MODERN, SETTINGS))
+        return list(kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    assert "--batching" not in args()  # the server's default: on for row-independent models
+    assert args(batching={"enabled": False})[-2:] == ["--batching", "off"]
+    assert "--max-batch-size" not in args(batching={"enabled": False})
+    assert args(batching={})[-6:] == [
+        "--batching", "on", "--max-batch-size", "32", "--max-batch-time-ms", "0",
+    ]  # fmt: skip
 
 
 def test_spec_defaults_survive_rendering() -> None:

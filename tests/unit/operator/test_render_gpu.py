@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlendpoints.api.online import BatchingSettings
 from mlendpoints.render.deployment import ResolvedModel, render_deployment
 from mlendpoints.render.discovery import MODERN
 from mlendpoints.render.gpu import GPU_DEFAULT_MAX_BATCH_SIZE
@@ -37,7 +36,8 @@ def test_a_gpu_deployment_gets_the_cuda_image_limit_toleration_env_one_worker_pe
     args = server["args"]
     assert option(args, "--workers") == "2"
     assert option(args, "--max-batch-size") == str(GPU_DEFAULT_MAX_BATCH_SIZE) == "64"
-    assert option(args, "--max-batch-time-ms") == str(BatchingSettings().maxBatchTimeMs)  # the API's default
+    assert option(args, "--batching") == "on"  # PyTorch is not batched by the server's default (auto)
+    assert option(args, "--max-batch-time-ms") == "0"  # the API's default: no wait
     assert "--device" not in args  # auto: the GPU when one is visible
     # The model fetch needs no GPU, and holds none.
     assert fetch["resources"] == {"limits": {"memory": "8Gi"}, "requests": {"cpu": "2"}}
