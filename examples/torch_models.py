@@ -5,7 +5,7 @@ check (bench/gpu_check.sh), which builds it on the GPU machine with that machine
 torch.nn's own layers, so that loading it needs no code of this project: the standardisation is a
 first Linear layer with fixed weights.
 
-    python -m examples.torch_models DEST [--behaving]
+    python -m examples.torch_models DEST [HIDDEN] [--behaving] [--pickle] [--columns]
 """
 
 from __future__ import annotations
@@ -80,11 +80,19 @@ def _behaving(inner: Any) -> Any:
     return Behaving(inner)
 
 
-def save_wine_mlp(dest: Path, behaving: bool = False, serialization_format: str | None = None) -> Path:
-    """The MLflow model directory (tensor signature float32 [-1, 13] -> [-1, 3]); kept if already there.
+def save_wine_mlp(
+    dest: Path,
+    behaving: bool = False,
+    serialization_format: str | None = None,
+    columns: bool = False,
+    hidden: int = 64,
+) -> Path:
+    """The MLflow model directory; kept if already there. Signature: a float32 tensor [-1, 13] -> [-1, 3],
+    or with `columns` the 13 wine columns as doubles (what a CSV file reads as: the batch driver's input).
 
     serialization_format: MLflow's default is "pt2" (torch.export), which stays on the device it was
-    saved on; "pickle" loads on any device (the GPU check serves one model on both)."""
+    saved on; "pickle" loads on any device (the GPU check serves one model on both). `columns` implies
+    "pickle" (MLflow exports pt2 from tensor examples only)."""
     import mlflow.pytorch
     import torch
     from mlflow.models import infer_signature
@@ -92,7 +100,7 @@ def save_wine_mlp(dest: Path, behaving: bool = False, serialization_format: str 
     dest = Path(dest)
     if (dest / "MLmodel").exists():
         return dest
-    model = train_mlp()
+    model = train_mlp(hidden=hidden)
     if behaving:
         import cloudpickle
 
@@ -103,11 +111,19 @@ def save_wine_mlp(dest: Path, behaving: bool = False, serialization_format: str 
     x, _ = wine()
     with torch.no_grad():
         out = model(torch.from_numpy(x[:5])).numpy()
+    example: Any = x[:5]
+    if columns:
+        import pandas as pd
+        from sklearn.datasets import load_wine
+
+        names = [str(n) for n in load_wine().feature_names]
+        example = pd.DataFrame(x[:5].astype(np.float64), columns=names)
+        serialization_format = "pickle"
     mlflow.pytorch.save_model(
         model,
         str(dest),
-        signature=infer_signature(x[:5], out),
-        input_example=x[:2],
+        signature=infer_signature(example, out),
+        input_example=example[:2],
         serialization_format=serialization_format,
         # Inferring requirements would import the model in a subprocess; these are what it needs.
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
@@ -118,4 +134,6 @@ def save_wine_mlp(dest: Path, behaving: bool = False, serialization_format: str 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     fmt = "pickle" if "--pickle" in sys.argv else None
-    print(save_wine_mlp(Path(args[0] if args else "build/models/wine-mlp"), "--behaving" in sys.argv, fmt))
+    hidden = int(args[1]) if len(args) > 1 else 64
+    dest = Path(args[0] if args else "build/models/wine-mlp")
+    print(save_wine_mlp(dest, "--behaving" in sys.argv, fmt, "--columns" in sys.argv, hidden))

@@ -2,6 +2,7 @@
 # Builds the project's images from images/*/Dockerfile:
 #   mlendpoints/serving:dev   (data plane)
 #   mlendpoints/operator:dev  (control plane)
+#   mlendpoints/serving:dev-cuda  (VARIANT=cuda: the data plane with PyTorch for CUDA)
 #
 # Wheels are made on the host (`pip wheel` of the project with its extras,
 # pinned by constraints.txt) and installed in the image with --no-index: the
@@ -18,15 +19,22 @@
 # sources, pyproject.toml, constraints.txt, Dockerfile, this script, the base
 # image ID) differs from the io.mlendpoints.source-hash label of the existing tag.
 #
-# Env: TAG (default dev), BASE_IMAGE, VARIANT=cpu|cuda (serving image only;
-#      cuda: see images/serving/Dockerfile), WHEEL_PYTHON_VERSION (wheels for
-#      another interpreter, e.g. 3.12 for a CUDA base), IMAGES="serving operator".
+# VARIANT=cuda builds the serving image FROM the same Python base as the CPU one,
+# with `mlendpoints[serving,torch]`: PyPI's torch wheel for Linux x86_64 is the CUDA
+# build and brings the CUDA runtime libraries as nvidia-* wheels, so no CUDA base
+# image is needed; the driver comes from the node (NVIDIA container toolkit / device
+# plugin). The CPU image stays free of torch.
+#
+# Env: TAG (default dev), BASE_IMAGE, VARIANT=cpu|cuda (serving image only),
+#      WHEEL_PYTHON_VERSION (wheels for another interpreter than the host's, for a
+#      BASE_IMAGE with another Python), IMAGES="serving operator".
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 TAG=${TAG:-dev}
 VARIANT=${VARIANT:-cpu}
-IMAGES=${IMAGES:-serving operator}
+# The variant is the serving image's: VARIANT=cuda alone builds only that one.
+if [ "$VARIANT" = cuda ]; then IMAGES=${IMAGES:-serving}; else IMAGES=${IMAGES:-serving operator}; fi
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 CACHE=${MLENDPOINTS_CACHE:-$HOME/.cache/mlendpoints}
 mkdir -p "$CACHE"
@@ -49,10 +57,10 @@ else
   [ -n "${BASE_IMAGE:-}" ] || bash e2e/localcluster/base-image.sh >&2
 fi
 BASE_IMAGE=${BASE_IMAGE:-$default_base}
-if [ "$VARIANT" = cuda ]; then
-  BASE_IMAGE=${CUDA_BASE_IMAGE:-nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04}
-  WHEEL_PYTHON_VERSION=${WHEEL_PYTHON_VERSION:-3.12}
-fi
+case $VARIANT in
+  cpu|cuda) ;;
+  *) echo "images: VARIANT must be cpu or cuda, not $VARIANT" >&2; exit 2 ;;
+esac
 docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 || docker pull "$BASE_IMAGE" >&2
 base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
 
@@ -64,10 +72,11 @@ sources_hash() {
 
 build_image() { # build_image NAME EXTRAS SOURCES...
   local name=$1 extras=$2; shift 2
-  local image="mlendpoints/$name:$TAG" ctx="images/$name" hash current t0=$SECONDS
-  [ "$name" = serving ] && [ "$VARIANT" = cuda ] && image="mlendpoints/$name:$TAG-cuda"
+  local image="mlendpoints/$name:$TAG" ctx="images/$name" hash current t0=$SECONDS variant=cpu
+  [ "$name" = serving ] && variant=$VARIANT
+  [ "$variant" = cuda ] && image="mlendpoints/$name:$TAG-cuda"
   hash=$( (sources_hash "$@" pyproject.toml constraints.txt "images/$name/Dockerfile" images/build.sh;
-           echo "$base_id $VARIANT ${WHEEL_PYTHON_VERSION:-host}") | sha256sum | cut -c1-16)
+           echo "$base_id $variant ${WHEEL_PYTHON_VERSION:-host}") | sha256sum | cut -c1-16)
   current=$(docker image inspect -f '{{index .Config.Labels "io.mlendpoints.source-hash"}}' "$image" 2>/dev/null || true)
   if [ "$current" = "$hash" ]; then
     echo "images: $image up to date ($hash)" >&2
@@ -91,9 +100,11 @@ build_image() { # build_image NAME EXTRAS SOURCES...
     mkdir -p "$ctx/wheelhouse/project"
     mv "$wh"/mlendpoints-*.whl "$ctx/wheelhouse/project/"
     local args=(-f "images/$name/Dockerfile" --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg VARIANT="$VARIANT")
+    local target=()
+    [ "$name" = serving ] && target=(--target "$VARIANT")
     # The dependency stage is tagged, so that pruning dangling images keeps its cache.
     docker build -q "${args[@]}" --target deps -t "${image%%:*}-deps:${image#*:}" "$ctx" >/dev/null 2>"$LOG" \
-      && docker build -q "${args[@]}" -t "$image" --label io.mlendpoints.source-hash="$hash" "$ctx" \
+      && docker build -q "${args[@]}" "${target[@]}" -t "$image" --label io.mlendpoints.source-hash="$hash" "$ctx" \
         >/dev/null 2>"$LOG" || { tail -n 30 "$LOG" >&2; exit 1; }
     rm -rf "$ctx/wheelhouse"
     # The replaced image is left dangling; on the local cluster's private
@@ -107,7 +118,9 @@ build_image() { # build_image NAME EXTRAS SOURCES...
 
 for name in $IMAGES; do
   case $name in
-    serving) build_image serving serving images/serving ;;
+    serving)
+      if [ "$VARIANT" = cuda ]; then build_image serving serving,torch images/serving
+      else build_image serving serving images/serving; fi ;;
     operator) build_image operator operator images/serving operator ;;
     *) echo "images: unknown image $name" >&2; exit 2 ;;
   esac
