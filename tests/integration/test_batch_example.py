@@ -74,3 +74,44 @@ def test_iris_batch_example(tmp_path: Path):
         for x in (tmp_path / "out-script" / "errors.jsonl").read_text().splitlines()
     ]
     assert sorted(failed) == ["2024/june/batch-c.jsonl", "README.txt", "batch-b.parquet"]
+
+
+def test_custom_outputs_example_writes_a_parquet_file_per_input(tmp_path: Path):
+    prepared = subprocess.run(
+        [sys.executable, str(EXAMPLE / "prepare.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert prepared.returncode == 0, prepared.stderr
+    out = tmp_path / "out"
+    done = run_driver(
+        [
+            "--model-dir", str(tmp_path / "model"), "--input", str(tmp_path / "input"), "--output", str(out),
+            "--mini-batch-size", "2", "--output-action", "summaryOnly",
+            "--scoring-script", str(EXAMPLE / "custom_outputs.py"),
+        ]
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.glob("*.parquet")) == [
+        "batch-a.parquet",
+        "batch-b.parquet",
+        "batch-d.parquet",
+    ]
+    rows = pd.concat(pd.read_parquet(p) for p in out.glob("*.parquet"))
+    assert len(rows) == 110 and set(rows["prediction"]) <= {0, 1, 2}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["items"] == {"total": 5, "succeeded": 3, "failed": 2}
+    assert not (out / "predictions.csv").exists()
+
+
+def test_the_custom_outputs_yaml_is_valid_for_the_api():
+    import yaml
+
+    from mlendpoints.api.batch import BatchDeploymentSpec, BatchJobSpec
+
+    deployment, job = yaml.safe_load_all((EXAMPLE / "custom-outputs.yaml").read_text())
+    spec = BatchDeploymentSpec.model_validate(deployment["spec"])
+    assert spec.codeConfiguration is not None and spec.codeConfiguration.scoringScript == "custom_outputs.py"
+    assert spec.settings.outputAction == "summaryOnly"
+    assert BatchJobSpec.model_validate(job["spec"]).deploymentName == deployment["metadata"]["name"]
