@@ -118,6 +118,7 @@ def deploy_operator(
     env: Mapping[str, str],
     timeout: float = 180,
     values: Mapping[str, Any] | None = None,
+    chart: Path = CHART,
 ) -> None:
     """Install (or upgrade) the chart with the operator from `image`, and wait until it is ready.
 
@@ -130,7 +131,7 @@ def deploy_operator(
         json.dump(operator_values(image, env, **(values or {})), f)
         f.flush()
         helm(
-            kubectl, "upgrade", "--install", RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE,
+            kubectl, "upgrade", "--install", RELEASE, str(chart), "--namespace", OPERATOR_NAMESPACE,
             "--create-namespace", "--values", f.name, "--wait", f"--timeout={int(timeout)}s",
             timeout=timeout + 30,
         )  # fmt: skip

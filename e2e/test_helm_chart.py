@@ -8,21 +8,26 @@ from __future__ import annotations
 
 import collections
 import json
+import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from e2e.conftest import operator_env
 from e2e.localcluster.fixture import open_through_service
 from e2e.operator_deploy import (
     OPERATOR,
     OPERATOR_NAMESPACE,
     RELEASE,
+    ROOT,
     Kubectl,
+    deploy_operator,
     helm,
     operator_pod,
     wait_for,
@@ -163,3 +168,75 @@ def test_watch_namespaces_ignores_other_namespaces(
         kubectl.run("delete", "namespace", other, "--wait=false")
     # Cluster-wide again: the other namespace's endpoint is reconciled now.
     wait_for("the other endpoint's router", lambda: kubectl.get("deployment", "quiet-router", other), 60)
+
+
+# The chart as the previous stop submitted it (version 0.1.0, before pull secrets, object-store
+# credentials, digests and uid 10001): users upgrade from what they installed, not from main.
+PREVIOUS_CHART_COMMIT = "a081dfb5b561c828134ef30d7983c0fe5b7dad57"
+
+
+def previous_chart(into: Path) -> Path:
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", PREVIOUS_CHART_COMMIT, "charts/mlendpoints"],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    if archive.returncode != 0:
+        pytest.skip(
+            f"this clone lacks commit {PREVIOUS_CHART_COMMIT[:12]} (shallow?): {archive.stderr.decode()}"
+        )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "charts" / "mlendpoints"
+
+
+def identities(kubectl: Kubectl, namespace: str) -> dict[str, str]:
+    """uid of every user resource and every child the operator made for it, by kind/name."""
+    kinds = (
+        "onlineendpoints,onlinedeployments,deployments,services,configmaps,serviceaccounts,roles,rolebindings"
+    )
+    out = kubectl.json("-n", namespace, "get", kinds)
+    return {
+        f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["uid"]
+        for o in out["items"]
+        if o["kind"] in {"OnlineEndpoint", "OnlineDeployment"}
+        or any(
+            r.get("apiVersion", "").startswith("mlendpoints.io/")
+            for r in o["metadata"].get("ownerReferences", [])
+        )
+    }
+
+
+def test_helm_upgrade_from_the_previous_chart_version_keeps_every_resource(
+    kubectl: Kubectl,
+    namespace: str,
+    images: Any,
+    mlflow_server: Any,
+    redeploy_operator: Callable[..., None],
+    tmp_path: Path,
+) -> None:
+    old_chart = previous_chart(tmp_path)
+    helm(kubectl, "uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--wait")
+    try:
+        deploy_operator(kubectl, images.operator, operator_env(images, mlflow_server), chart=old_chart)
+        kubectl.apply(endpoint_with_blue("diabetes"), namespace)
+        wait_for(
+            "the endpoint Ready", lambda: is_ready(kubectl, "onlineendpoint", "diabetes", namespace), 240
+        )
+        before = identities(kubectl, namespace)
+        assert {"Deployment/diabetes-router", "Deployment/blue-server", "Service/diabetes"} <= set(before)
+        redeploy_operator()  # helm upgrade to this checkout's chart
+        history = json.loads(
+            helm(kubectl, "history", RELEASE, "--namespace", OPERATOR_NAMESPACE, "-o", "json")
+        )
+        assert [h["status"] for h in history][-2:] == ["superseded", "deployed"]
+    finally:
+        redeploy_operator()
+    wait_for("the endpoint Ready", lambda: is_ready(kubectl, "onlineendpoint", "diabetes", namespace), 120)
+    assert identities(kubectl, namespace) == before, "an object was replaced or lost by the upgrade"
+    ip = kubectl.json("-n", namespace, "get", "service", "diabetes")["spec"]["clusterIP"]
+    row = dict.fromkeys(["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"], 0.01)
+    request = urllib.request.Request(
+        f"http://{ip}/score", json.dumps({"input_data": [row]}).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 200
+        assert len(json.loads(resp.read())) == 1
