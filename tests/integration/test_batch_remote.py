@@ -79,4 +79,49 @@ def test_a_single_file_over_https(diabetes_model: Path, tmp_path: Path):
         )
     assert proc.returncode == 0, proc.stderr
     lines = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
-    assert len(lines) == 26 and lines[1].endswith(f",\"{path.name}\"")
+    assert len(lines) == 26 and lines[1].endswith(f',"{path.name}"')
+
+
+SCRIPT_WRITING_FILES = """
+import os
+import pandas as pd
+from pathlib import Path
+
+def init():
+    global out
+    out = os.environ["AZUREML_BI_OUTPUT_PATH"]
+
+def run(mini_batch):
+    for path in mini_batch:
+        (Path(out) / "copies").mkdir(exist_ok=True)
+        pd.read_csv(path).to_parquet(Path(out) / "copies" / (Path(path).stem + ".parquet"))
+    return mini_batch
+"""
+
+
+def test_s3_custom_and_partitioned_outputs_match_a_local_run(
+    diabetes_model: Path, tmp_path: Path, s3_env: dict[str, str]
+):
+    """Staged files are moved into place on an object store (copy, then delete) as locally (rename)."""
+    inp = tmp_path / "in"
+    write_csvs(inp / "nested", 3, 10)
+    fs = _fs(s3_env)
+    fs.mkdir("bkt")
+    fs.put(str(inp) + "/", "bkt/in/", recursive=True)
+    script = tmp_path / "copies.py"
+    script.write_text(SCRIPT_WRITING_FILES)
+    partitioned = ["--mini-batch-size", "2", "--output-format", "parquet", "--partition-outputs"]
+    custom = ["--mini-batch-size", "2", "--output-action", "summaryOnly", "--scoring-script", str(script)]
+    for name, extra in (("parts", partitioned), ("custom", custom)):
+        local = run_driver(flags(diabetes_model, inp, tmp_path / name, *extra))
+        assert local.returncode == 0, local.stderr
+        remote = run_driver(flags(diabetes_model, "s3://bkt/in", f"s3://bkt/{name}", *extra), env=s3_env)
+        assert remote.returncode == 0, remote.stderr
+        files = sorted(
+            p.relative_to(tmp_path / name).as_posix() for p in (tmp_path / name).rglob("*.parquet")
+        )
+        assert files, name
+        for rel in files:
+            assert fs.cat(f"bkt/{name}/{rel}") == (tmp_path / name / rel).read_bytes(), rel
+        assert not [p for p in fs.find(f"bkt/{name}/_parts") if "/out-" in p], "attempt folders removed"
+    assert files == [f"copies/part-{i:03d}.parquet" for i in range(3)]

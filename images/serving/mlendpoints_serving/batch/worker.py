@@ -166,7 +166,10 @@ def _local_copies(batch: MiniBatch, folder: str) -> list[str]:
         if src.local:
             paths.append(src.path)
             continue
-        local = f"{folder}/{i:04d}-{f.name.replace('/', '_')}"
+        # A folder per file keeps its own name (a script naming its outputs after its inputs gets the
+        # same names as with local inputs) without two files of one name colliding.
+        local = f"{folder}/{i:04d}/{posixpath.basename(f.name)}"
+        os.makedirs(posixpath.dirname(local), exist_ok=True)
         src.fs.get_file(src.path, local)
         paths.append(local)
     return paths
