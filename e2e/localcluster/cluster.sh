@@ -540,6 +540,8 @@ cmd_env() {
   echo "export CONTAINER_RUNTIME_ENDPOINT=unix://$CONTAINERD_SOCK"
   # kubectl of the cluster's own version.
   echo "export MLENDPOINTS_K8S_BIN=$K8S_BIN"
+  # kubectl of the cluster's own version first (eval "$(cluster.sh env)" in a shell).
+  echo "export PATH=$K8S_BIN:\$PATH"
 }
 
 [ $# -ge 1 ] || die "usage: $0 up|down|env|status|docker|load TAG..."
