@@ -86,6 +86,7 @@ def save_wine_mlp(
     serialization_format: str | None = None,
     columns: bool = False,
     hidden: int = 64,
+    epochs: int = 300,
 ) -> Path:
     """The MLflow model directory; kept if already there. Signature: a float32 tensor [-1, 13] -> [-1, 3],
     or with `columns` the 13 wine columns as doubles (what a CSV file reads as: the batch driver's input).
@@ -100,7 +101,7 @@ def save_wine_mlp(
     dest = Path(dest)
     if (dest / "MLmodel").exists():
         return dest
-    model = train_mlp(hidden=hidden)
+    model = train_mlp(hidden=hidden, epochs=epochs)
     if behaving:
         import cloudpickle
 

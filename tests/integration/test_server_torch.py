@@ -84,6 +84,28 @@ def test_predictions_equal_mlflow_pytorch_load_model(server: Server, models: dic
         np.testing.assert_allclose(np.asarray(one.json(), dtype=np.float32), expected[i : i + 1], rtol=1e-6)
 
 
+def test_a_column_signature_model_answers_records_as_mlflow_does(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """The wine columns as doubles (what the batch driver reads from CSV): mlflow.pytorch answers a
+    DataFrame with columns 0, 1, 2, written as records with string keys, as `mlflow models serve` does."""
+    from sklearn.datasets import load_wine
+
+    model = save_wine_mlp(tmp_path / "columns", columns=True)
+    names = [str(n) for n in load_wine().feature_names]
+    x, _ = wine()
+    expected = reference(model, x[:20])
+    with serve(model, tmp_path / "columns.log", *BATCHING, env=BATCH_ENV) as s, s.client() as c:
+        reply = c.post(
+            "/score", json={"input_data": {"columns": names, "data": x[:20].astype(float).tolist()}}
+        )
+    assert reply.status_code == 200, reply.text
+    records = reply.json()
+    assert list(records[0]) == ["0", "1", "2"]
+    got = np.asarray([list(r.values()) for r in records], dtype=np.float32)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
 def test_concurrent_one_row_requests_are_batched_and_each_gets_its_own_rows(
     server: Server, models: dict[str, Path]
 ) -> None:

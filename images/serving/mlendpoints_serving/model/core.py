@@ -369,10 +369,14 @@ def jsonable(predictions: Any) -> Any:
     if isinstance(predictions, np.ndarray):
         # orjson writes numeric arrays natively
         return predictions if predictions.dtype.kind in "fiub" else predictions.tolist()
-    if isinstance(predictions, pd.DataFrame):
-        return predictions.to_dict(orient="records")
     if isinstance(predictions, pd.Series):
-        return pd.DataFrame(predictions).to_dict(orient="records")
+        predictions = pd.DataFrame(predictions)
+    if isinstance(predictions, pd.DataFrame):
+        if not all(isinstance(c, str) for c in predictions.columns):
+            # e.g. mlflow.pytorch's DataFrame of columns 0, 1, 2: JSON keys are strings ("0"), as
+            # json.dumps writes them in MLflow's server; orjson refuses other keys.
+            predictions = predictions.rename(columns=str)
+        return predictions.to_dict(orient="records")
     return predictions
 
 
