@@ -129,6 +129,7 @@ def test_apply_creates_children_and_becomes_ready_then_traffic_moves(
         ("poddisruptionbudget", "diabetes-router"),
         ("deployment", "blue-server"),
         ("service", "blue-server"),
+        ("networkpolicy", "blue-server"),  # the model servers answer the routers only
         ("deployment", "green-server"),
     ]:
         assert kubectl.get(kind, name, ns) is not None, f"{kind}/{name} missing"

@@ -101,6 +101,10 @@ them: RBAC lets the operator grant only what it holds, hence endpointslices), ev
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, list, watch, create, patch, delete]
+# One NetworkPolicy per OnlineDeployment (serving.networkPolicy.enabled), deleted when turned off.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
   verbs: [get, list, watch, create, patch]

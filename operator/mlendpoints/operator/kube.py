@@ -42,6 +42,7 @@ PLURALS: dict[str, str] = {
     "Job": "jobs",
     "PodDisruptionBudget": "poddisruptionbudgets",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "NetworkPolicy": "networkpolicies",
     "EndpointSlice": "endpointslices",
     **{k.kind: k.plural for k in KINDS},
 }

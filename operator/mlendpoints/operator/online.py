@@ -213,6 +213,7 @@ class Reconciler:
             optional = [
                 Ref(self.versions.policy, "PodDisruptionBudget", namespace, server_name(name)),
                 Ref(self.versions.autoscaling, "HorizontalPodAutoscaler", namespace, server_name(name)),
+                Ref("networking.k8s.io/v1", "NetworkPolicy", namespace, server_name(name)),
             ]
             absent = [ref for ref in optional if ref.kind not in present]
             key = (DEPLOYMENT, namespace, name)
@@ -378,6 +379,7 @@ def child_kinds(versions: ApiVersions) -> list[tuple[str, str]]:
         ("apps/v1", "deployments"),
         (versions.policy, "poddisruptionbudgets"),
         (versions.autoscaling, "horizontalpodautoscalers"),
+        ("networking.k8s.io/v1", "networkpolicies"),
     ]
 
 

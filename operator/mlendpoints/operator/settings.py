@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,14 @@ class OperatorSettings(BaseSettings):
         default_factory=list,
         description="Secrets (JSON list) for pulling the serving image, on every pod rendered.",
     )
+    network_policies: bool = Field(
+        default=True,
+        description="A NetworkPolicy per OnlineDeployment: its servers answer its endpoint's routers only.",
+    )
+    metrics_from: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="NetworkPolicy peers (JSON list) that may also reach model servers, to scrape /metrics.",
+    )
     field_manager: str = Field(default="mlendpoints", description="Server-side apply field manager.")
     health_port: int = Field(default=8080, description="Port of /healthz.")
     metrics_port: int = Field(default=9090, description="Port of Prometheus /metrics; 0 turns it off.")
@@ -81,4 +90,6 @@ class OperatorSettings(BaseSettings):
             azure_credentials_secret=self.azure_credentials_secret,
             gcs_credentials_secret=self.gcs_credentials_secret,
             image_pull_secrets=tuple(self.image_pull_secrets),
+            network_policies=self.network_policies,
+            metrics_from=tuple(self.metrics_from),
         )

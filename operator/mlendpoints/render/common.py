@@ -43,6 +43,10 @@ class RenderSettings(BaseModel):
     azure_credentials_secret: str | None = None  # AZURE_STORAGE_* / AZURE_CLIENT_* variables
     gcs_credentials_secret: str | None = None  # a service-account key under GCS_CREDENTIALS_KEY
     image_pull_secrets: tuple[str, ...] = ()  # for the serving image, on every pod the operator renders
+    # A NetworkPolicy per OnlineDeployment: its model servers take traffic from their endpoint's
+    # routers only, and metrics scrapes from these peers (NetworkPolicy `from` entries).
+    network_policies: bool = False
+    metrics_from: tuple[Object, ...] = ()
     run_as_user: int = 1000
 
 

@@ -216,6 +216,10 @@ def render_deployment(
             },
         ),
     ]
+    if settings.network_policies:
+        children.append(
+            make("networking.k8s.io/v1", "NetworkPolicy", {"spec": network_policy_spec(name, spec, settings)})
+        )
     min_replicas = spec.scaleSettings.minInstances if autoscaled else spec.instanceCount
     if min_replicas >= 2:
         children.append(
@@ -230,6 +234,21 @@ def render_deployment(
             make(versions.autoscaling, "HorizontalPodAutoscaler", {"spec": _hpa_spec(obj_name, spec)})
         )
     return children
+
+
+def network_policy_spec(name: str, spec: OnlineDeploymentSpec, settings: RenderSettings) -> Object:
+    """Model servers answer their endpoint's routers only (the router does auth, split and mirror:
+    a pod that calls a server directly skips all three), and metrics scrapers named in settings."""
+    server_port = [{"port": contract.SERVER_PORT, "protocol": "TCP"}]
+    routers = {"podSelector": {"matchLabels": labels(spec.endpointName, contract.COMPONENT_ROUTER)}}
+    ingress: list[Object] = [{"from": [routers], "ports": server_port}]
+    if settings.metrics_from:
+        ingress.append({"from": list(settings.metrics_from), "ports": server_port})
+    return {
+        "podSelector": {"matchLabels": labels(spec.endpointName, contract.COMPONENT_SERVER, name)},
+        "policyTypes": ["Ingress"],
+        "ingress": ingress,
+    }
 
 
 def _hpa_spec(target: str, spec: OnlineDeploymentSpec) -> Object:

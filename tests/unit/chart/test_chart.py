@@ -184,7 +184,12 @@ def test_rbac_is_least_privilege(name: str) -> None:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
         assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"]), rule
         if "delete" in rule["verbs"]:
-            assert set(rule["resources"]) <= {"jobs", "poddisruptionbudgets", "horizontalpodautoscalers"}
+            assert set(rule["resources"]) <= {
+                "jobs",
+                "poddisruptionbudgets",
+                "horizontalpodautoscalers",
+                "networkpolicies",
+            }
     # The webhook registration: the operator patches only its own configurations.
     webhook_rules = [
         r for r in rules_of(docs, "ClusterRole") if r["apiGroups"] == ["admissionregistration.k8s.io"]
@@ -336,6 +341,15 @@ def test_defaults_for_rendered_pods_reach_the_operator() -> None:
     assert got["MLENDPOINTS_GCS_CREDENTIALS_SECRET"] == "gcs-key"
     assert got["MLENDPOINTS_AZURE_CREDENTIALS_SECRET"] == "azure-creds"
     assert not {k for k in env(render()) if k.endswith("_CREDENTIALS_SECRET") or k.endswith("PULL_SECRETS")}
+
+
+def test_model_server_network_policies_on_by_default_with_an_opt_out() -> None:
+    assert env(render())["MLENDPOINTS_NETWORK_POLICIES"] == "true"
+    assert "MLENDPOINTS_METRICS_FROM" not in env(render())
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    got = env(render({"serving": {"networkPolicy": {"enabled": False, "metricsFrom": peers}}}))
+    assert got["MLENDPOINTS_NETWORK_POLICIES"] == "false"
+    assert json.loads(got["MLENDPOINTS_METRICS_FROM"]) == peers
 
 
 # Custom resources have no schema in Kubernetes' release (cert-manager's, the Prometheus Operator's,

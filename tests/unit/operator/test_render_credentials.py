@@ -164,3 +164,44 @@ def test_rendered_pods_are_valid_for_the_oldest_and_newest_supported_kubernetes(
     for spec in pods:
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec}
         kubernetes_validate.validate(pod, kube_version, strict=True)
+
+
+def test_network_policy_admits_only_the_endpoints_routers_and_the_metrics_peers() -> None:
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    settings = BARE.model_copy(update={"network_policies": True, "metrics_from": (monitoring,)})
+    dep = OnlineDeployment.model_validate(
+        {**_meta("OnlineDeployment", "blue"), "spec": {"endpointName": "ep", "model": "s3://models/ridge"}}
+    )
+    children = render_deployment(dep, MODEL, MODERN, settings)
+    [policy] = [c for c in children if c["kind"] == "NetworkPolicy"]
+    [server] = [c for c in children if c["kind"] == "Deployment"]
+    router = router_pod_labels(settings)
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == server["spec"]["template"]["metadata"]["labels"]
+    assert spec["policyTypes"] == ["Ingress"]
+    [from_routers, from_metrics] = spec["ingress"]
+    [peer] = from_routers["from"]
+    assert peer == {"podSelector": {"matchLabels": router}}  # same namespace, the endpoint's routers
+    assert from_metrics["from"] == [monitoring]
+    port = server["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+    assert from_routers["ports"] == from_metrics["ports"] == [{"port": port, "protocol": "TCP"}]
+    kubernetes_validate.validate(policy, "1.31.0", strict=True)
+    # Off (local mode's settings, or the chart's opt-out): no policy at all.
+    assert "NetworkPolicy" not in {c["kind"] for c in render_deployment(dep, MODEL, MODERN, BARE)}
+
+
+def router_pod_labels(settings: RenderSettings) -> dict[str, str]:
+    ep = OnlineEndpoint.model_validate({**_meta("OnlineEndpoint", "ep"), "spec": {}})
+    config = router_config("ep", "ml", ep.spec, {}, effective_routing(ep.spec, {}, None))
+    [deployment] = [c for c in render_endpoint(ep, config, MODERN, settings) if c["kind"] == "Deployment"]
+    labels: dict[str, str] = deployment["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def test_operator_settings_turn_network_policies_on_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert OperatorSettings().render_settings().network_policies is True
+    monkeypatch.setenv("MLENDPOINTS_NETWORK_POLICIES", "false")
+    monkeypatch.setenv("MLENDPOINTS_METRICS_FROM", '[{"namespaceSelector": {}}]')
+    settings = OperatorSettings().render_settings()
+    assert settings.network_policies is False
+    assert settings.metrics_from == ({"namespaceSelector": {}},)
