@@ -54,6 +54,9 @@ class OperatorSettings(BaseSettings):
         default_factory=list,
         description="NetworkPolicy peers (JSON list) that may also reach model servers, to scrape /metrics.",
     )
+    prestop_seconds: int = Field(
+        default=5, ge=0, description="preStop sleep of model servers and routers: EndpointSlice propagation."
+    )
     field_manager: str = Field(default="mlendpoints", description="Server-side apply field manager.")
     health_port: int = Field(default=8080, description="Port of /healthz.")
     metrics_port: int = Field(default=9090, description="Port of Prometheus /metrics; 0 turns it off.")
@@ -92,4 +95,5 @@ class OperatorSettings(BaseSettings):
             image_pull_secrets=tuple(self.image_pull_secrets),
             network_policies=self.network_policies,
             metrics_from=tuple(self.metrics_from),
+            prestop_seconds=self.prestop_seconds,
         )

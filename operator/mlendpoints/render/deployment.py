@@ -17,10 +17,12 @@ from mlendpoints.render.common import (
     child,
     credentials,
     dump,
+    grace_period,
     image_pull_secrets,
     labels,
     owner_reference,
     pod_security_context,
+    prestop,
     server_name,
 )
 from mlendpoints.render.discovery import ApiVersions
@@ -159,6 +161,7 @@ def render_deployment(
         },
         "readinessProbe": _probe("/health", spec.readinessProbe),
         "livenessProbe": _probe("/", spec.livenessProbe),
+        "lifecycle": prestop(settings),
         "volumeMounts": mounts
         + ([{"name": "code", "mountPath": CODE_DIR, "readOnly": True}] if spec.codeConfiguration else []),
         "securityContext": CONTAINER_SECURITY_CONTEXT,
@@ -169,6 +172,7 @@ def render_deployment(
         "initContainers": [fetch],
         "containers": [server],
         "volumes": volumes,
+        "terminationGracePeriodSeconds": grace_period(settings, spec.requestSettings.requestTimeoutMs),
         "nodeSelector": spec.nodeSelector,
         "tolerations": gpu.tolerations(spec.tolerations, gpus),
     }

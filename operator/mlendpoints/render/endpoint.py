@@ -14,10 +14,12 @@ from mlendpoints.render.common import (
     child,
     credentials,
     dump,
+    grace_period,
     image_pull_secrets,
     labels,
     owner_reference,
     pod_security_context,
+    prestop,
     router_name,
     server_name,
 )
@@ -25,6 +27,8 @@ from mlendpoints.render.discovery import ApiVersions
 from mlendpoints_serving import contract
 
 SERVICE_PORT = 80
+# The router's own default budget for writing collected records on SIGTERM (--collector-flush-timeout-s).
+ROUTER_FLUSH_S = 15
 PVC_SCHEME = "pvc://"
 COLLECTOR_MOUNT_ROOT = "/var/mlendpoints/collector"  # pvc://CLAIM/PATH is mounted at <root>/CLAIM
 
@@ -240,6 +244,7 @@ def render_endpoint(
         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 2},
         "livenessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 10, "failureThreshold": 6},
         "resources": dump(spec.router.resources),
+        "lifecycle": prestop(settings),
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -261,6 +266,12 @@ def render_endpoint(
                         "serviceAccountName": router,
                         "securityContext": pod_security_context(settings),
                         "containers": [container],
+                        # The longest request any deployment may take, then the collector's flush.
+                        "terminationGracePeriodSeconds": grace_period(
+                            settings,
+                            max((d.requestTimeoutMs for d in config.deployments.values()), default=0),
+                            ROUTER_FLUSH_S,
+                        ),
                         **(
                             {"imagePullSecrets": image_pull_secrets(settings)}
                             if settings.image_pull_secrets

@@ -205,3 +205,28 @@ def test_operator_settings_turn_network_policies_on_by_default(monkeypatch: pyte
     settings = OperatorSettings().render_settings()
     assert settings.network_policies is False
     assert settings.metrics_from == ({"namespaceSelector": {}},)
+
+
+def test_servers_and_routers_drain_gracefully() -> None:
+    """A terminating pod keeps serving through the preStop sleep (its removal from the EndpointSlices
+    reaches kube-proxy and the routers meanwhile), then has the longest request's time to finish."""
+    dep = OnlineDeployment.model_validate(
+        {
+            **_meta("OnlineDeployment", "blue"),
+            "spec": {"endpointName": "ep", "model": "s3://m", "requestSettings": {"requestTimeoutMs": 30500}},
+        }
+    )
+    [deployment] = [c for c in render_deployment(dep, MODEL, MODERN, BARE) if c["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    [server] = pod["containers"]
+    assert server["lifecycle"] == {"preStop": {"sleep": {"seconds": BARE.prestop_seconds}}}
+    assert pod["terminationGracePeriodSeconds"] == BARE.prestop_seconds + 31 + 5
+    ep = OnlineEndpoint.model_validate({**_meta("OnlineEndpoint", "ep"), "spec": {"traffic": {"blue": 100}}})
+    config = router_config(
+        "ep", "ml", ep.spec, {"blue": dep.spec}, effective_routing(ep.spec, {"blue": dep.spec}, None)
+    )
+    [router_deployment] = [c for c in render_endpoint(ep, config, MODERN, BARE) if c["kind"] == "Deployment"]
+    router = router_deployment["spec"]["template"]["spec"]
+    assert router["containers"][0]["lifecycle"] == server["lifecycle"]
+    # The slowest deployment behind it, and the collector's flush budget.
+    assert router["terminationGracePeriodSeconds"] == BARE.prestop_seconds + 31 + 15 + 5
