@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from mlendpoints.render.deployment import ResolvedModel, render_deployment
 from mlendpoints.render.discovery import MODERN
 from mlendpoints.render.gpu import GPU_DEFAULT_MAX_BATCH_SIZE
@@ -126,3 +128,22 @@ def test_a_gpu_batch_deployment_scores_on_the_gpu_and_merges_without_one() -> No
     assert merger["resources"] == {"limits": {}, "requests": {"memory": "8Gi"}}
     assert CAPABILITIES not in merger["env"]
     assert merge["tolerations"] == [GPU_TOLERATION]  # it may still land on the GPU node pool
+
+
+@pytest.mark.parametrize("kube_version", ["1.31.0", "1.37.0"])
+def test_gpu_pods_are_valid_for_the_oldest_and_newest_supported_kubernetes(kube_version: str) -> None:
+    """The strict OpenAPI schemas of each release (kubernetes-validate, offline) accept the GPU pods."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="in the [test] extra")
+    from mlendpoints.render.batch import render_merge_job, render_score_jobs
+    from tests.unit.batch.test_render_batch import SETTINGS as BATCH_SETTINGS
+    from tests.unit.batch.test_render_batch import _deployment, _job
+
+    dep = _deployment(resources={"instanceCount": 2, "limits": {"nvidia.com/gpu": "1"}})
+    pods = [
+        pod_of(resources={"requests": {"nvidia.com/gpu": 2}}, tolerations=[{"operator": "Exists"}]),
+        render_score_jobs(_job(), dep, MODEL, BATCH_SETTINGS)[0]["spec"]["template"]["spec"],
+        render_merge_job(_job(), dep, BATCH_SETTINGS)["spec"]["template"]["spec"],
+    ]
+    for spec in pods:
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec}
+        kubernetes_validate.validate(pod, kube_version, strict=True)
