@@ -123,10 +123,13 @@ def test_an_idle_model_runs_an_input_at_once_and_arrivals_meanwhile_go_as_the_ne
     model: ServedModel,
 ) -> None:
     rec = Recorder(model, hold_first=True)
+    starts: list[int] = []  # the stuck-prediction watchdog's clock restarts with each batch
 
     async def go() -> list[Any]:
         with ThreadPoolExecutor(1) as pool:
-            batcher = AdaptiveBatcher(rec.predict_many, rec.predict_one, pool, max_rows=8)
+            batcher = AdaptiveBatcher(
+                rec.predict_many, rec.predict_one, pool, max_rows=8, on_start=lambda: starts.append(1)
+            )
             first = asyncio.ensure_future(batcher.submit(row(model, 0)))
             await wait_for(rec.entered)  # running alone: nothing waited for company
             later = [asyncio.ensure_future(batcher.submit(row(model, n, 1 + n % 2))) for n in range(1, 9)]
@@ -138,6 +141,7 @@ def test_an_idle_model_runs_an_input_at_once_and_arrivals_meanwhile_go_as_the_ne
     # 1 alone, then the 8 queued inputs (12 rows) in arrival order as batches of at most 8 rows
     assert rec.batches == [[1], [2, 1, 2, 1, 2], [1, 2, 1]]
     assert rec.alone == []
+    assert len(starts) == len(rec.batches)
     for n, got in enumerate(results):
         expected = model.predict(row(model, n, 1 if n == 0 else 1 + n % 2))
         assert dumps(jsonable(got)) == dumps(jsonable(expected))

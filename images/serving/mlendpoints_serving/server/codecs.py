@@ -7,6 +7,7 @@ or threads; the transport (app.py) picks the codec by route.
 from __future__ import annotations
 
 import io
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -29,6 +30,7 @@ class ClientError(Exception):
         self.message = message
 
 
+@lru_cache(maxsize=64)  # clients send the same few Content-Type values; refusals are not cached
 def media_type(content_type: str | None, allowed: tuple[str, ...], missing_as: str | None = None) -> str:
     """The request's media type, when allowed and UTF-8; 415 otherwise."""
     if not content_type:

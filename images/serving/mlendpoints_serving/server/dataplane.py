@@ -47,6 +47,10 @@ class InferenceThread(ThreadPoolExecutor):
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         return super().submit(self._timed, fn, *args, **kwargs)
 
+    def mark_busy(self) -> None:
+        """The current job starts a new unit of work (a batch): time it from now."""
+        self.busy_since = time.monotonic()
+
     def _timed(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         self.busy_since = time.monotonic()
         try:
@@ -132,6 +136,7 @@ class DataPlane:
                 max_rows=self.settings.max_batch_size,
                 max_wait_s=self.settings.max_batch_time_ms / 1000.0,
                 on_batch=self.metrics.batch_size.observe,
+                on_start=self._executor.mark_busy,
             )
 
     def _batches(self, model: ServedModel) -> bool:
