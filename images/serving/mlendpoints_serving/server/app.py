@@ -27,6 +27,7 @@ from mlendpoints_serving.model.core import dumps
 from mlendpoints_serving.server import openapi, v2
 from mlendpoints_serving.server.codecs import AzureCodec, ClientError, MlflowCodec
 from mlendpoints_serving.server.dataplane import DataPlane
+from mlendpoints_serving.server.deadlines import Deadlines
 from mlendpoints_serving.server.metrics import Metrics
 from mlendpoints_serving.server.settings import ServeSettings
 
@@ -89,7 +90,7 @@ class ServerApp:
         # Called once with the reason when the worker must exit (a stuck prediction, a lost GPU).
         self._on_fatal = on_fatal
         self._exiting = False
-        self._timeout_s = settings.request_timeout_ms / 1000.0
+        self._deadlines = Deadlines(settings.request_timeout_ms / 1000.0)  # one timer, not one per request
         self._azure, self._mlflow, self._v2 = AzureCodec(), MlflowCodec(), v2.V2Codec(settings.model_name)
         self._swagger: bytes | None = None
         self._counters: dict[tuple[str, int], Any] = {}
@@ -152,11 +153,15 @@ class ServerApp:
             if handler is None:
                 status, ctype, body, extra = self._no_route(scope["method"], path)
             else:
+                deadline = self._deadlines.start()
                 try:
-                    async with asyncio.timeout(self._timeout_s):
-                        request = Request(scope, await self._read_body(scope, receive))
-                        status, ctype, body, extra = await handler(request)
-                except TimeoutError:
+                    request = Request(scope, await self._read_body(scope, receive))
+                    status, ctype, body, extra = await handler(request)
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if not deadline.expired or task is None:
+                        raise
+                    task.uncancel()  # our deadline's cancel: answered, not propagated
                     status, ctype, body, extra = _error_for(path)(
                         408, "request_timeout", f"no response within {self.settings.request_timeout_ms} ms"
                     )
@@ -167,6 +172,8 @@ class ServerApp:
                     status, ctype, body, extra = _error_for(path)(
                         500, "internal_error", f"{type(exc).__name__}: {exc}"
                     )
+                finally:
+                    deadline.done = True
             headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
             if extra:
                 headers.extend(extra)
