@@ -1,10 +1,21 @@
-"""Benchmark of `mlendpoints-serve` against `mlflow models serve` (the anchor), in the same run.
+"""Benchmark of `mlendpoints-serve` against the limit of its stack and its peers, in one run.
 
-Workload (issue 3): the diabetes Ridge model, single-row requests, 32 concurrent
-keep-alive connections from wrk (Lua script for the POST body). The server (one
-worker) is pinned to CPU 0 with taskset, wrk to CPU 1. Reported: requests/s, p50/p99,
-the ratio to `mlflow models serve -w 1 --env-manager local`, start-to-ready seconds
-and RSS of the worker, with batching off and on.
+Workload: the diabetes Ridge model (examples/models.py), one worker, the server pinned to
+CPU 0 with taskset, wrk to CPU 1. In the same run:
+
+- the limit: a bare uvicorn + httptools + uvloop ASGI app answering a fixed JSON body
+  (bench/bare_asgi.py), the stack mlendpoints-serve runs on;
+- KServe's ModelServer (`kserve` from PyPI, a minimal `kserve.Model` loading the same model
+  file, bench/kserve_model.py), in its own venv under the cache (kserve pins packages this
+  project's constraints do not allow): built by this script on first use;
+- `mlflow models serve -w 1 --env-manager local`, the historic anchor;
+- mlendpoints-serve with its defaults (batching auto: on for this model) and with
+  `--batching off`, on `/score`, `/invocations` and V2 `infer`.
+
+Measures: 1-row requests on 32 keep-alive connections; 1-row requests at a fixed ~200
+requests/s (wrk on 4 connections, each waiting a Lua `delay()` drawn from 0-40 ms); 100-row
+requests on 32 connections. mlendpoints defaults and batching off run side by side (both
+servers up, idle one costs nothing), alternating for ROUNDS rounds; the medians are reported.
 
     python -m bench.serving [SECONDS_PER_RUN]
 """
@@ -16,31 +27,52 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.report import table, write_section
 from examples.models import save_diabetes_regressor
 
+ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SERVER_CPU, LOAD_CPU = "0", "1"
 CONNECTIONS = 32
+FIXED_RATE_CONNECTIONS, FIXED_RATE_MAX_DELAY_MS = 4, 40  # ~200 requests/s
+ROUNDS = 3
 COLUMNS = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 ROW = [0.038, 0.050, 0.061, 0.021, -0.044, -0.034, -0.043, -0.002, 0.019, -0.017]
-BODIES = {
-    "/score": {"input_data": {"columns": COLUMNS, "data": [ROW]}},
-    "/invocations": {"dataframe_split": {"columns": COLUMNS, "data": [ROW]}},
-}
-TARGETS = (
-    "batching off: >= 1,500 req/s, >= 10x mlflow serve, p99 <= 30 ms; batching on: >= 5,000 req/s, "
-    "p99 <= 20 ms; start to ready <= 3 s; RSS <= 250 MB per worker"
-)
+V2 = "/v2/models/model/infer"
+ROUTES = ("/score", "/invocations", V2)
+KSERVE_ROUTE = "/v1/models/model:predict"
+KSERVE_VERSION = "0.21.0"
+
+
+def rows(n: int) -> list[list[float]]:
+    return [[round(v + 0.001 * i, 6) for v in ROW] for i in range(n)]
+
+
+def body(route: str, n: int) -> Mapping[str, object]:
+    data = rows(n)
+    if route == "/score":
+        return {"input_data": {"columns": COLUMNS, "data": data}}
+    if route == "/invocations":
+        return {"dataframe_split": {"columns": COLUMNS, "data": data}}
+    if route == V2:
+        return {
+            "inputs": [
+                {"name": c, "shape": [n], "datatype": "FP64", "data": [r[j] for r in data]}
+                for j, c in enumerate(COLUMNS)
+            ]
+        }
+    return {"instances": data}  # KServe V1
 
 
 @dataclass
@@ -51,6 +83,15 @@ class Load:
     errors: int
 
 
+def median_load(loads: list[Load]) -> Load:
+    return Load(
+        statistics.median(x.rps for x in loads),
+        statistics.median(x.p50_ms for x in loads),
+        statistics.median(x.p99_ms for x in loads),
+        sum(x.errors for x in loads),
+    )
+
+
 def free_port() -> int:
     import socket
 
@@ -59,7 +100,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> float:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if proc.poll() is not None:
@@ -91,12 +132,19 @@ def parse_ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, body: Mapping[str, object], seconds: int, scratch: Path) -> Load:
+def wrk(
+    url: str, payload: Mapping[str, object], seconds: int, scratch: Path, fixed_rate: bool = False
+) -> Load:
     script = scratch / "post.lua"
-    script.write_text(
+    lua = (
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {json.dumps(json.dumps(body))}\n"
+        f"wrk.body = {json.dumps(json.dumps(payload))}\n"
     )
+    if fixed_rate:
+        # Random delays spread the arrivals (a constant one keeps connections in phase: bursts).
+        lua += f"math.randomseed(1)\nfunction delay() return math.random(0, {FIXED_RATE_MAX_DELAY_MS}) end\n"
+    script.write_text(lua)
+    conns = FIXED_RATE_CONNECTIONS if fixed_rate else CONNECTIONS
     out = subprocess.run(
         [
             "taskset",
@@ -104,7 +152,7 @@ def wrk(url: str, body: Mapping[str, object], seconds: int, scratch: Path) -> Lo
             LOAD_CPU,
             "wrk",
             "-t1",
-            f"-c{CONNECTIONS}",
+            f"-c{conns}",
             f"-d{seconds}s",
             "--latency",
             "-s",
@@ -124,27 +172,28 @@ def wrk(url: str, body: Mapping[str, object], seconds: int, scratch: Path) -> Lo
     return Load(rps, p50, p99, errors)
 
 
-def run_server(
-    argv: list[str],
-    port: int,
-    routes: list[str],
-    seconds: int,
-    scratch: Path,
-    env: dict[str, str] | None = None,
-) -> tuple[float, float, dict[str, Load]]:
+@dataclass
+class Running:
+    port: int
+    ready_s: float
+    pid: int
+
+    def url(self, route: str) -> str:
+        return f"http://127.0.0.1:{self.port}{route}"
+
+
+@contextmanager
+def server(argv: list[str], port: int, ready: str, env: dict[str, str] | None = None) -> Iterator[Running]:
     proc = subprocess.Popen(
         ["taskset", "-c", SERVER_CPU, *argv],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
         env={**os.environ, **(env or {})},
+        cwd=ROOT,
     )
     try:
-        ready_s = wait_ready(f"http://127.0.0.1:{port}/ping", proc)
-        results = {
-            route: wrk(f"http://127.0.0.1:{port}{route}", BODIES[route], seconds, scratch) for route in routes
-        }
-        return ready_s, rss_mb(proc.pid), results
+        yield Running(port, wait_ready(f"http://127.0.0.1:{port}{ready}", proc), proc.pid)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -154,115 +203,226 @@ def run_server(
             proc.wait()
 
 
+def kserve_python(cache: Path) -> Path:
+    """The Python of a venv with kserve (and the model's scikit-learn and skops, as pinned here)."""
+    venv = cache / f"kserve-{KSERVE_VERSION}-venv"
+    python = venv / "bin" / "python"
+    if (venv / ".installed").exists():
+        return python
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;]+)", (ROOT / "constraints.txt").read_text(), re.M))
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [
+            str(python), "-m", "pip", "install", "--quiet",
+            f"kserve=={KSERVE_VERSION}",
+            f"scikit-learn=={pins['scikit-learn']}",
+            f"skops=={pins['skops']}",
+        ],
+        check=True,
+    )  # fmt: skip
+    (venv / ".installed").touch()
+    return python
+
+
+def ours(model: Path, port: int, *extra: str) -> list[str]:
+    return [
+        str(BIN / "mlendpoints-serve"), "--model-dir", str(model), "--port", str(port),
+        "--host", "127.0.0.1", "--workers", "1", *extra,
+    ]  # fmt: skip
+
+
 def main() -> int:
-    seconds = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 10
+    seconds = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 6
     if not shutil.which("wrk") or not shutil.which("taskset"):
         print("bench.serving: needs wrk and taskset")
         return 1
     cache = Path(os.environ.get("MLENDPOINTS_CACHE", Path.home() / ".cache" / "mlendpoints"))
     model = save_diabetes_regressor(cache / "bench" / "diabetes")
-    rows = []
+    kserve = kserve_python(cache / "bench")
+    load_start = os.getloadavg()
+    one: dict[str, Load] = {}  # "<server> <route>" -> 1-row c=32
+    info: dict[str, tuple[float, float]] = {}  # server -> (start to ready s, RSS MB)
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
+        # The anchors, one at a time.
         port = free_port()
         mlflow = [
-            str(BIN / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            str(model),
-            "-p",
-            str(port),
-            "-h",
-            "127.0.0.1",
-            "-w",
-            "1",
-            "--env-manager",
-            "local",
-        ]
+            str(BIN / "mlflow"), "models", "serve", "-m", str(model), "-p", str(port), "-h", "127.0.0.1",
+            "-w", "1", "--env-manager", "local",
+        ]  # fmt: skip
         path_env = {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # it runs uvicorn through bash
-        ready, rss, anchor = run_server(mlflow, port, ["/invocations"], seconds, scratch, env=path_env)
-        base = anchor["/invocations"]
-        rows.append(
+        with server(mlflow, port, "/ping", env=path_env) as s:
+            one["mlflow /invocations"] = wrk(s.url("/invocations"), body("/invocations", 1), seconds, scratch)
+            info["mlflow"] = (s.ready_s, rss_mb(s.pid))
+        port = free_port()
+        with server([sys.executable, "-m", "bench.bare_asgi", str(port)], port, "/") as s:
+            one["bare /invocations"] = wrk(s.url("/invocations"), body("/invocations", 1), seconds, scratch)
+            info["bare"] = (s.ready_s, rss_mb(s.pid))
+        port = free_port()
+        argv = [str(kserve), "-m", "bench.kserve_model", "--model_dir", str(model), "--http_port", str(port)]
+        with server(argv, port, "/v1/models/model") as s:
+            one["kserve " + KSERVE_ROUTE] = wrk(s.url(KSERVE_ROUTE), body(KSERVE_ROUTE, 1), seconds, scratch)
+            info["kserve"] = (s.ready_s, rss_mb(s.pid))
+        # mlendpoints: defaults and batching off, side by side, alternating.
+        fixed: dict[str, Load] = {}
+        hundred: dict[str, Load] = {}
+        on_port, off_port = free_port(), free_port()
+        with (
+            server(ours(model, on_port), on_port, "/health") as on,
+            server(ours(model, off_port, "--batching", "off"), off_port, "/health") as off,
+        ):
+            runs: dict[str, list[Load]] = {}
+            for _ in range(ROUNDS):
+                for route in ROUTES:
+                    for label, s in (("off", off), ("defaults", on)):
+                        key = f"{label} {route}"
+                        runs.setdefault("c32 " + key, []).append(
+                            wrk(s.url(route), body(route, 1), seconds, scratch)
+                        )
+                        runs.setdefault("rate " + key, []).append(
+                            wrk(s.url(route), body(route, 1), seconds, scratch, fixed_rate=True)
+                        )
+                        runs.setdefault("c32x100 " + key, []).append(
+                            wrk(s.url(route), body(route, 100), seconds, scratch)
+                        )
+            info["defaults"] = (on.ready_s, rss_mb(on.pid))
+            info["off"] = (off.ready_s, rss_mb(off.pid))
+        for key, loads in runs.items():
+            kind, rest = key.split(" ", 1)
+            {"c32": one, "rate": fixed, "c32x100": hundred}[kind][rest] = median_load(loads)
+    load_end = os.getloadavg()
+    body_md = report(one, fixed, hundred, info, seconds, load_start, load_end)
+    write_section(
+        "serving",
+        "Model server: mlendpoints-serve vs the bare stack, KServe and mlflow models serve",
+        f"flock -o /tmp/mlendpoints-bench.lock python -m bench.serving {seconds}",
+        body_md,
+    )
+    print(body_md)
+    return 0
+
+
+def report(
+    one: dict[str, Load],
+    fixed: dict[str, Load],
+    hundred: dict[str, Load],
+    info: dict[str, tuple[float, float]],
+    seconds: int,
+    load_start: tuple[float, float, float],
+    load_end: tuple[float, float, float],
+) -> str:
+    bare = one["bare /invocations"].rps
+    kserve = one["kserve " + KSERVE_ROUTE].rps
+    mlflow = one["mlflow /invocations"].rps
+    names = {
+        "mlflow": "mlflow models serve -w 1 (historic anchor)",
+        "bare": "bare uvicorn ASGI app, fixed body (the limit)",
+        "kserve": f"KServe {KSERVE_VERSION} ModelServer, quiet logging (V1)",
+        "defaults": "mlendpoints-serve, defaults (batching auto: on)",
+        "off": "mlendpoints-serve --batching off",
+    }
+    rows_1 = []
+    for key, load in one.items():
+        who, route = key.split(" ", 1)
+        ready, rss = info[who]
+        rows_1.append(
             [
-                "mlflow models serve -w 1 (anchor)",
-                "/invocations",
-                "-",
-                f"{base.rps:,.0f}",
-                f"{base.p50_ms:.1f}",
-                f"{base.p99_ms:.1f}",
-                "1.0x",
-                base.errors,
+                names[who],
+                route,
+                f"{load.rps:,.0f}",
+                f"{load.p50_ms:.2f}",
+                f"{load.p99_ms:.2f}",
+                f"{100 * load.rps / bare:.0f}%",
+                f"{load.rps / kserve:.1f}x",
+                f"{load.rps / mlflow:.1f}x",
+                load.errors,
                 f"{ready:.2f}",
                 f"{rss:.0f}",
             ]
         )
-        for label, extra in (
-            ("off", []),
-            ("on (32 rows, 2 ms)", ["--max-batch-size", "32", "--max-batch-time-ms", "2"]),
-        ):
-            port = free_port()
-            ours = [
-                str(BIN / "mlendpoints-serve"),
-                "--model-dir",
-                str(model),
-                "--port",
-                str(port),
-                "--host",
-                "127.0.0.1",
-                "--workers",
-                "1",
-                *extra,
+    rows_rate = []
+    for route in ROUTES:
+        o, d = fixed[f"off {route}"], fixed[f"defaults {route}"]
+        h_o, h_d = hundred[f"off {route}"], hundred[f"defaults {route}"]
+        rows_rate.append(
+            [
+                route,
+                f"{d.rps:,.0f} / {o.rps:,.0f}",
+                f"{d.p50_ms:.3f} / {o.p50_ms:.3f} ({d.p50_ms - o.p50_ms:+.3f})",
+                f"{d.p99_ms:.2f} / {o.p99_ms:.2f}",
+                f"{h_d.rps:,.0f} / {h_o.rps:,.0f} ({h_d.rps / h_o.rps:.2f}x)",
+                f"{h_d.p99_ms:.1f} / {h_o.p99_ms:.1f}",
+                d.errors + o.errors + h_d.errors + h_o.errors,
             ]
-            ready, rss, results = run_server(ours, port, list(BODIES), seconds, scratch)
-            for route, load in results.items():
-                rows.append(
-                    [
-                        "mlendpoints-serve",
-                        route,
-                        label,
-                        f"{load.rps:,.0f}",
-                        f"{load.p50_ms:.1f}",
-                        f"{load.p99_ms:.1f}",
-                        f"{load.rps / base.rps:.1f}x",
-                        load.errors,
-                        f"{ready:.2f}",
-                        f"{rss:.0f}",
-                    ]
-                )
-    load_avg = os.getloadavg()
-    body = (
-        f"Diabetes Ridge (examples/models.py), one row per request, {CONNECTIONS} keep-alive connections, "
-        f"{seconds} s per run; server pinned to CPU {SERVER_CPU}, wrk to CPU {LOAD_CPU}. Ratio = requests/s "
-        "over the anchor's /invocations requests/s in this run (mlflow serve has no /score). "
-        "Errors = non-2xx responses + socket errors. RSS of the serving process after the load.\n\n"
+        )
+    verdicts = []
+
+    def verdict(measure: str, result: str, target: str, met: bool) -> None:
+        verdicts.append([measure, result, target, "met" if met else "missed"])
+
+    for route in ROUTES:
+        d = one[f"defaults {route}"]
+        verdict(f"1-row c=32, defaults, {route}", f"{100 * d.rps / bare:.0f}% of the bare limit", ">= 60%",
+                d.rps >= 0.6 * bare)  # fmt: skip
+    for route in ROUTES:
+        delta = fixed[f"defaults {route}"].p50_ms - fixed[f"off {route}"].p50_ms
+        verdict(f"1-row at ~200 req/s, defaults, {route}", f"p50 {delta:+.3f} ms vs batching off",
+                "within 0.1 ms", abs(delta) <= 0.1)  # fmt: skip
+    for route in ROUTES:
+        ratio = hundred[f"defaults {route}"].rps / hundred[f"off {route}"].rps
+        verdict(f"100-row c=32, defaults, {route}", f"{ratio:.2f}x batching off", ">= 1.0x", ratio >= 1.0)
+    for route in ROUTES:
+        ratio = one[f"defaults {route}"].rps / kserve
+        verdict(f"vs KServe ModelServer, 1-row c=32, defaults, {route}", f"{ratio:.1f}x", ">= 3x", ratio >= 3)
+    worst = max(one[f"defaults {route}"].p99_ms for route in ROUTES)
+    verdict("p99 at c=32, defaults (worst route)", f"{worst:.2f} ms", "<= 5 ms", worst <= 5)
+    v2_ratio = one[f"defaults {V2}"].rps / one["defaults /invocations"].rps
+    return (
+        f"Diabetes Ridge (examples/models.py), one worker; server pinned to CPU {SERVER_CPU}, wrk to CPU "
+        f"{LOAD_CPU}, {seconds} s per run. mlendpoints defaults and `--batching off` run side by side, "
+        f"alternating for {ROUNDS} rounds (medians). Fixed rate: wrk on {FIXED_RATE_CONNECTIONS} "
+        f"connections, each waiting a Lua `delay()` drawn from 0-{FIXED_RATE_MAX_DELAY_MS} ms (wrk2 is not "
+        'in Debian). KServe gets V1 `{"instances": [[...]]}` with Content-Type JSON, in its own venv '
+        "(`kserve` pins pandas 2; this project pins pandas 3), built by the benchmark under the cache. "
+        "Errors = non-2xx + socket errors. RSS of the serving process after the load.\n\n"
+        "**1-row requests, 32 connections**\n\n"
         + table(
             [
                 "server",
                 "route",
-                "batching",
                 "req/s",
                 "p50 ms",
                 "p99 ms",
-                "ratio",
+                "of bare",
+                "x KServe",
+                "x mlflow",
                 "errors",
                 "start to ready s",
                 "RSS MB",
             ],
-            rows,
+            rows_1,
         )
-        + f"\n\nTargets (issue 3): {TARGETS}.\n\nLoad average at the end of the run: "
-        f"{load_avg[0]:.1f} / {load_avg[1]:.1f} / {load_avg[2]:.1f} (the machine is shared with other work, "
-        "so absolute numbers drift; compare the ratios)."
+        + "\n\n**Defaults / batching off: 1 row at a fixed rate, 100 rows at 32 connections**\n\n"
+        + table(
+            [
+                "route",
+                "fixed rate req/s",
+                "p50 ms (difference)",
+                "p99 ms",
+                "100-row req/s (ratio)",
+                "100-row p99 ms",
+                "errors",
+            ],
+            rows_rate,
+        )
+        + f"\n\nV2 `infer` over `/invocations`, 1-row c=32, defaults: {v2_ratio:.2f}x.\n\n"
+        + "**Targets (issue 20)**\n\n"
+        + table(["measure", "result", "target", "verdict"], verdicts)
+        + f"\n\nLoad average (1 / 5 / 15 min) at the start: {load_start[0]:.2f} / {load_start[1]:.2f} / "
+        f"{load_start[2]:.2f}; at the end: {load_end[0]:.2f} / {load_end[1]:.2f} / {load_end[2]:.2f} on 2 "
+        "cores shared with other work: absolute numbers drift, the same-run ratios are what to compare."
     )
-    write_section(
-        "serving",
-        "Model server: mlendpoints-serve vs mlflow models serve",
-        "make bench  (python -m bench.run_all serving)",
-        body,
-    )
-    print(body)
-    return 0
 
 
 if __name__ == "__main__":
