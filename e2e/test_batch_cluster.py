@@ -335,3 +335,157 @@ def test_deleting_a_batch_job_stops_its_pods(
         interval=1,
     )
     print(f"pods of a deleted BatchJob gone in {time.monotonic() - started:.1f}s")
+
+
+# Azure's "customize outputs in batch deployments" script: a parquet file per input file in
+# $AZUREML_BI_OUTPUT_PATH; slow enough (SECONDS_PER_FILE) for the job's progress to be watched.
+AZURE_OUTPUT_SCRIPT = """\
+import os
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+
+def init():
+    global model, output_path
+    output_path = os.environ["AZUREML_BI_OUTPUT_PATH"]
+    model = mlflow.pyfunc.load_model(os.environ["AZUREML_MODEL_DIR"])
+
+
+def run(mini_batch):
+    done = []
+    for file_path in mini_batch:
+        time.sleep(float(os.environ["SECONDS_PER_FILE"]))
+        if not file_path.endswith(".csv"):
+            continue  # not returned: a failed item
+        data = pd.read_csv(file_path)
+        data["prediction"] = model.predict(data)
+        data.to_parquet(os.path.join(output_path, Path(file_path).stem + ".parquet"))
+        done.append(file_path)
+    return done
+"""
+SECONDS_PER_FILE = 3  # 6 files, one instance: about 18 s of scoring, reported every 5 s
+
+
+def expected_predictions(iris_model: Path) -> dict[str, pd.DataFrame]:
+    """Each input file's rows with the model's predictions, by file name."""
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(str(iris_model))
+    frame = iris_frame()
+    out = {}
+    for name, (start, end) in FILES.items():
+        rows = frame.iloc[start:end].reset_index(drop=True)
+        out[name] = rows.assign(prediction=model.predict(rows))
+    return out
+
+
+def test_custom_outputs_land_once_and_progress_moves_while_the_job_runs(
+    kube_cluster: Any, kubectl: Kubectl, namespace: str, data: Path, iris_uri: str, iris_model: Path
+) -> None:
+    kubectl.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "azure-outputs"},
+                "data": {"batch_driver.py": AZURE_OUTPUT_SCRIPT},
+            },
+            *endpoint_and_deployment(
+                iris_uri,
+                codeConfiguration={"configMap": "azure-outputs", "scoringScript": "batch_driver.py"},
+                env=[{"name": "SECONDS_PER_FILE", "value": str(SECONDS_PER_FILE)}],
+            ),
+        ],
+        namespace,
+    )
+    env = {**os.environ, "KUBECONFIG": str(kube_cluster.kubeconfig)}
+    invoke = subprocess.Popen(
+        [CLI, "batch", "invoke", "iris", "--name", "custom", "-n", namespace, "--stream",
+         "-i", f"pvc://{CLAIM}/input", "-o", f"pvc://{CLAIM}/out/custom", "--mini-batch-size", "1",
+         "--set", "instanceCount=1", "--output-format", "jsonl"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    seen: list[tuple[str, int, int]] = []  # (phase, mini-batches done, total) as the operator recorded
+    columns = ""
+    try:
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while time.monotonic() < deadline:
+            status = (kubectl.get("batchjob", "custom", namespace) or {}).get("status") or {}
+            mini = status.get("miniBatches") or {}
+            seen.append((status.get("phase") or "", mini.get("succeeded", 0) + mini.get("failed", 0),
+                         mini.get("total", 0)))  # fmt: skip
+            if 0 < seen[-1][1] < seen[-1][2] and not columns:
+                columns = kubectl.run("-n", namespace, "get", "bj", "custom")
+            if status.get("phase") in ("Succeeded", "Failed"):
+                break
+            time.sleep(0.5)
+        output, _ = invoke.communicate(timeout=60)
+    finally:
+        if invoke.poll() is None:
+            invoke.kill()
+    if invoke.returncode != 0 or status.get("phase") != "Succeeded":
+        debug_dump(kubectl, namespace)
+    assert invoke.returncode == 0, output
+    partial = [s for s in seen if s[0] == "Running" and 0 < s[1] < s[2]]
+    print(f"progress seen while running: {sorted(set(partial))}")
+    assert partial, f"a partial count before completion (seen: {sorted(set(seen))})"
+    assert len({s[1] for s in partial}) >= 2, "the count moved more than once while it ran"
+    header, row = columns.splitlines()[:2]
+    assert header.split()[:4] == ["NAME", "ENDPOINT", "PHASE", "PROGRESS"]
+    assert "/6 (" in row, row
+    assert "6/6 mini-batches" in output and "Succeeded" in output, output
+    assert status["progress"] == "6/6 (100%)" and status["items"] == {"total": 6, "succeeded": 5, "failed": 1}
+
+    # The script's parquet files, once each, beside the job's own files; the rows file is JSON lines.
+    out = data / "out" / "custom"
+    expected = expected_predictions(iris_model)
+    assert sorted(p.name for p in out.glob("*.parquet")) == sorted(f"{Path(n).stem}.parquet" for n in FILES)
+    for name, frame in expected.items():
+        got = pd.read_parquet(out / f"{Path(name).stem}.parquet")
+        pd.testing.assert_frame_equal(got, frame, check_dtype=False)
+    assert status["outputUri"] == f"pvc://{CLAIM}/out/custom/predictions.jsonl"
+    assert len(pd.read_json(out / "predictions.jsonl", lines=True)) == 5
+    assert not [p for p in (out / "_parts").iterdir() if p.is_dir()], "no attempt folder is left"
+
+    # Progress went through the job's ConfigMap, which only the job's identity may patch.
+    progress = kubectl.get("configmap", "custom-progress", namespace) or {}
+    assert json.loads(progress["data"]["instance-0"])["phase"] == "Succeeded"
+    role = kubectl.get("role", "custom-batch", namespace) or {}
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                              "resourceNames": ["custom-progress"], "verbs": ["get", "patch"]}]  # fmt: skip
+    can = kubectl.try_run(
+        "auth", "can-i", "patch", "configmaps/azure-outputs", "-n", namespace,
+        f"--as=system:serviceaccount:{namespace}:custom-batch",
+    )  # fmt: skip
+    assert can.stdout.strip() == "no"
+
+
+def test_partitioned_parquet_outputs_in_the_cluster_match_pyfunc_predict(
+    kube_cluster: Any, kubectl: Kubectl, namespace: str, data: Path, iris_uri: str, iris_model: Path
+) -> None:
+    kubectl.apply(
+        endpoint_and_deployment(iris_uri, settings={
+            "miniBatchSize": MINI_BATCH_SIZE, "outputFormat": "parquet", "partitionOutputs": True,
+        }),
+        namespace,
+    )  # fmt: skip
+    done = cli(
+        kube_cluster, namespace, "batch", "invoke", "iris", "--name", "parts",
+        "--input", f"pvc://{CLAIM}/input", "--output", f"pvc://{CLAIM}/out/parts", timeout=JOB_TIMEOUT,
+    )  # fmt: skip
+    if done.returncode != 0:
+        debug_dump(kubectl, namespace)
+    assert done.returncode == 0, done.stdout + done.stderr
+    status = (kubectl.get("batchjob", "parts", namespace) or {})["status"]
+    assert status["outputUri"] == f"pvc://{CLAIM}/out/parts/predictions"
+    assert status["progress"] == "3/3 (100%)"
+    folder = data / "out" / "parts" / "predictions"
+    written = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert written == sorted(n.replace(".csv", ".parquet") for n in FILES)
+    for name, frame in expected_predictions(iris_model).items():
+        got = pd.read_parquet(folder / name.replace(".csv", ".parquet"))
+        assert got["row"].tolist() == list(range(len(frame))) and set(got["file_name"]) == {name}
+        assert got["prediction"].tolist() == frame["prediction"].tolist()
