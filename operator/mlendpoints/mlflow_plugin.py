@@ -7,7 +7,8 @@ Settings come as `-C key=value`:
     instance_count=N                  spec.instanceCount
     traffic=P                         this deployment's live share; the others are scaled to 100-P
     request_timeout_ms=, max_concurrent_requests_per_instance=, workers=, max_batch_size=,
-    max_batch_time_ms=, env_manager=local|virtualenv, image=
+    max_batch_time_ms=, batching=true|false (unset: the server batches row-independent models),
+    env_manager=local|virtualenv, image=
     wait=true|false (true), timeout=SECONDS (600)
 
 and for endpoints: traffic='{"blue": 80, "green": 20}', mirror_traffic='{"shadow": 10}', auth_mode=key|none.
@@ -45,6 +46,7 @@ _KNOWN = {
     "timeout",
     "env_manager",
     "image",
+    "batching",
     *_INT_SETTINGS,
     *_REQUEST_SETTINGS,
     *_BATCHING,
@@ -93,7 +95,12 @@ def _deployment_spec(config: dict[str, Any]) -> dict[str, Any]:
     request = {field: _int(config, key) for key, field in _REQUEST_SETTINGS.items() if key in config}
     if request:
         spec["requestSettings"] = request
-    batching = {field: _int(config, key) for key, field in _BATCHING.items() if key in config}
+    batching: dict[str, Any] = {field: _int(config, key) for key, field in _BATCHING.items() if key in config}
+    if "batching" in config:
+        value = str(config["batching"]).lower()
+        if value not in ("true", "false"):
+            raise MlflowException(f"-C batching={config['batching']!r}: expected true or false")
+        batching["enabled"] = value == "true"
     if batching:
         spec["batching"] = batching
     if "env_manager" in config:

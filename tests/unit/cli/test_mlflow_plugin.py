@@ -43,6 +43,9 @@ def test_settings_become_the_spec_and_unknown_ones_are_named() -> None:
         "requestSettings": {"requestTimeoutMs": 900},
         "batching": {"maxBatchSize": 16},
     }
+    assert _deployment_spec({"batching": "false"}) == {"batching": {"enabled": False}}
+    with pytest.raises(MlflowException, match="-C batching='maybe': expected true or false"):
+        _deployment_spec({"batching": "maybe"})
     with pytest.raises(MlflowException, match="unknown -C settings: instnace_count"):
         _deployment_spec({"instnace_count": "2"})
     with pytest.raises(MlflowException, match="-C instance_count='two': expected an integer"):
