@@ -71,7 +71,10 @@ _register_commands()
 
 def run(argv: list[str] | None = None) -> int:
     try:
-        cli.main(args=argv, prog_name="mlendpoints", standalone_mode=False)
+        # Not standalone, click returns a command's `Exit(code)` instead of raising it.
+        rc = cli.main(args=argv, prog_name="mlendpoints", standalone_mode=False)
+        if isinstance(rc, int) and not isinstance(rc, bool):
+            return rc
     except click.exceptions.Abort:
         stderr.print("aborted")
         return 130

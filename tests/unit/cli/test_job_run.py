@@ -84,3 +84,18 @@ def test_bad_inputs_are_refused_before_the_cluster_is_asked(
     assert result.exit_code != 0
     assert message in str(result.exception) or message in result.output, (result.output, result.exception)
     assert "no usable Kubernetes configuration" not in result.output
+
+
+def test_a_commands_exit_status_is_the_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`job run` exits with the command's status: click hands a raised Exit back as a return value."""
+    import click
+
+    from mlendpoints.cli import app
+
+    @click.command("exit-three")
+    def exit_three() -> None:
+        raise click.exceptions.Exit(3)
+
+    monkeypatch.setitem(app.cli.commands, "exit-three", exit_three)
+    assert app.run(["exit-three"]) == 3
+    assert app.run(["job", "--help"]) == 0
