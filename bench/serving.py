@@ -14,8 +14,9 @@ CPU 0 with taskset, wrk to CPU 1. In the same run:
 
 Measures: 1-row requests on 32 keep-alive connections; 1-row requests at a fixed ~200
 requests/s (wrk on 4 connections, each waiting a Lua `delay()` drawn from 0-40 ms); 100-row
-requests on 32 connections. mlendpoints defaults and batching off run side by side (both
-servers up, idle one costs nothing), alternating for ROUNDS rounds; the medians are reported.
+requests on 32 connections. The bare app, KServe and mlendpoints (defaults, batching off) are
+all up at once and measured in turns (a server waiting for its turn is idle) for ROUNDS rounds,
+so that drift from other work on the machine hits them alike; the medians are reported.
 
     python -m bench.serving [SECONDS_PER_RUN]
 """
@@ -245,7 +246,7 @@ def main() -> int:
     info: dict[str, tuple[float, float]] = {}  # server -> (start to ready s, RSS MB)
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
-        # The anchors, one at a time.
+        # The historic anchor, alone (it takes 1 GB and most of the core while it loads).
         port = free_port()
         mlflow = [
             str(BIN / "mlflow"), "models", "serve", "-m", str(model), "-p", str(port), "-h", "127.0.0.1",
@@ -255,39 +256,36 @@ def main() -> int:
         with server(mlflow, port, "/ping", env=path_env) as s:
             one["mlflow /invocations"] = wrk(s.url("/invocations"), body("/invocations", 1), seconds, scratch)
             info["mlflow"] = (s.ready_s, rss_mb(s.pid))
-        port = free_port()
-        with server([sys.executable, "-m", "bench.bare_asgi", str(port)], port, "/") as s:
-            one["bare /invocations"] = wrk(s.url("/invocations"), body("/invocations", 1), seconds, scratch)
-            info["bare"] = (s.ready_s, rss_mb(s.pid))
-        port = free_port()
-        argv = [str(kserve), "-m", "bench.kserve_model", "--model_dir", str(model), "--http_port", str(port)]
-        with server(argv, port, "/v1/models/model") as s:
-            one["kserve " + KSERVE_ROUTE] = wrk(s.url(KSERVE_ROUTE), body(KSERVE_ROUTE, 1), seconds, scratch)
-            info["kserve"] = (s.ready_s, rss_mb(s.pid))
-        # mlendpoints: defaults and batching off, side by side, alternating.
+        # The limit, KServe and mlendpoints (defaults, batching off): all up, measured in turns
+        # (a server waiting for its turn is idle), so that drift from other work hits them alike.
         fixed: dict[str, Load] = {}
         hundred: dict[str, Load] = {}
-        on_port, off_port = free_port(), free_port()
+        bare_port, kserve_port, on_port, off_port = (free_port() for _ in range(4))
+        kserve_argv = [
+            str(kserve), "-m", "bench.kserve_model",
+            "--model_dir", str(model), "--http_port", str(kserve_port),
+        ]  # fmt: skip
         with (
+            server([sys.executable, "-m", "bench.bare_asgi", str(bare_port)], bare_port, "/") as bare,
+            server(kserve_argv, kserve_port, "/v1/models/model") as kserve_server,
             server(ours(model, on_port), on_port, "/health") as on,
             server(ours(model, off_port, "--batching", "off"), off_port, "/health") as off,
         ):
             runs: dict[str, list[Load]] = {}
+
+            def measure(key: str, url: str, payload: Mapping[str, object], fixed_rate: bool = False) -> None:
+                runs.setdefault(key, []).append(wrk(url, payload, seconds, scratch, fixed_rate=fixed_rate))
+
             for _ in range(ROUNDS):
+                measure("c32 bare /invocations", bare.url("/invocations"), body("/invocations", 1))
+                measure(f"c32 kserve {KSERVE_ROUTE}", kserve_server.url(KSERVE_ROUTE), body(KSERVE_ROUTE, 1))
                 for route in ROUTES:
                     for label, s in (("off", off), ("defaults", on)):
-                        key = f"{label} {route}"
-                        runs.setdefault("c32 " + key, []).append(
-                            wrk(s.url(route), body(route, 1), seconds, scratch)
-                        )
-                        runs.setdefault("rate " + key, []).append(
-                            wrk(s.url(route), body(route, 1), seconds, scratch, fixed_rate=True)
-                        )
-                        runs.setdefault("c32x100 " + key, []).append(
-                            wrk(s.url(route), body(route, 100), seconds, scratch)
-                        )
-            info["defaults"] = (on.ready_s, rss_mb(on.pid))
-            info["off"] = (off.ready_s, rss_mb(off.pid))
+                        measure(f"c32 {label} {route}", s.url(route), body(route, 1))
+                        measure(f"rate {label} {route}", s.url(route), body(route, 1), fixed_rate=True)
+                        measure(f"c32x100 {label} {route}", s.url(route), body(route, 100))
+            for who, s in (("bare", bare), ("kserve", kserve_server), ("defaults", on), ("off", off)):
+                info[who] = (s.ready_s, rss_mb(s.pid))
         for key, loads in runs.items():
             kind, rest = key.split(" ", 1)
             {"c32": one, "rate": fixed, "c32x100": hundred}[kind][rest] = median_load(loads)
@@ -380,8 +378,9 @@ def report(
     v2_ratio = one[f"defaults {V2}"].rps / one["defaults /invocations"].rps
     return (
         f"Diabetes Ridge (examples/models.py), one worker; server pinned to CPU {SERVER_CPU}, wrk to CPU "
-        f"{LOAD_CPU}, {seconds} s per run. mlendpoints defaults and `--batching off` run side by side, "
-        f"alternating for {ROUNDS} rounds (medians). Fixed rate: wrk on {FIXED_RATE_CONNECTIONS} "
+        f"{LOAD_CPU}, {seconds} s per run. The bare app, KServe and mlendpoints (defaults, `--batching off`) "
+        f"are all up and measured in turns for {ROUNDS} rounds (medians; mlflow serve once, alone). "
+        f"Fixed rate: wrk on {FIXED_RATE_CONNECTIONS} "
         f"connections, each waiting a Lua `delay()` drawn from 0-{FIXED_RATE_MAX_DELAY_MS} ms (wrk2 is not "
         'in Debian). KServe gets V1 `{"instances": [[...]]}` with Content-Type JSON, in its own venv '
         "(`kserve` pins pandas 2; this project pins pandas 3), built by the benchmark under the cache. "
