@@ -57,6 +57,14 @@ class OperatorSettings(BaseSettings):
     prestop_seconds: int = Field(
         default=5, ge=0, description="preStop sleep of model servers and routers: EndpointSlice propagation."
     )
+    default_resources: dict[str, Any] = Field(
+        default_factory=lambda: {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}},
+        description="Requests/limits (JSON) of model servers and batch instances where their spec sets none.",
+    )
+    router_default_resources: dict[str, Any] = Field(
+        default_factory=lambda: {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
+        description="Requests/limits (JSON) of routers where the endpoint's spec sets none.",
+    )
     field_manager: str = Field(default="mlendpoints", description="Server-side apply field manager.")
     health_port: int = Field(default=8080, description="Port of /healthz.")
     metrics_port: int = Field(default=9090, description="Port of Prometheus /metrics; 0 turns it off.")
@@ -96,4 +104,6 @@ class OperatorSettings(BaseSettings):
             network_policies=self.network_policies,
             metrics_from=tuple(self.metrics_from),
             prestop_seconds=self.prestop_seconds,
+            default_resources=self.default_resources,
+            router_default_resources=self.router_default_resources,
         )

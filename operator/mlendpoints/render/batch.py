@@ -38,6 +38,7 @@ from mlendpoints.render.common import (
     labels,
     owner_reference,
     pod_security_context,
+    with_default_resources,
 )
 from mlendpoints.render.deployment import ResolvedModel
 from mlendpoints_serving import contract
@@ -162,7 +163,7 @@ def _pod_spec(
     dep = deployment.spec
     gpus = gpu.gpu_count(dep.resources)
     image = dep.image or (settings.serving_image_gpu if gpus else settings.serving_image)
-    resources = gpu.container_resources(dep.resources)
+    resources = with_default_resources(gpu.container_resources(dep.resources), settings.default_resources)
     fetch_resources = gpu.without_gpu(resources)  # the model fetch needs no GPU
     if model is None:  # the merge reads and writes files: no GPU either
         resources, gpus = fetch_resources, 0

@@ -6,6 +6,7 @@ import hashlib
 from typing import Any
 
 import orjson
+from kubernetes.utils.quantity import parse_quantity
 from pydantic import BaseModel, ConfigDict
 
 from mlendpoints.api.common import GROUP_VERSION
@@ -50,6 +51,10 @@ class RenderSettings(BaseModel):
     # from the EndpointSlices reaches kube-proxy and the routers, then stops taking connections and
     # finishes what is in flight (the server and the router do on SIGTERM).
     prestop_seconds: int = 5
+    # Requests and limits a container gets for what its resource's spec leaves unset (the operator's
+    # settings fill them; empty here: local mode runs processes).
+    default_resources: Object = {}  # model servers and batch instances
+    router_default_resources: Object = {}
     metrics_from: tuple[Object, ...] = ()
     run_as_user: int = 1000
 
@@ -198,3 +203,24 @@ def prestop(settings: RenderSettings) -> Object:
 def grace_period(settings: RenderSettings, longest_request_ms: int, flush_s: int = 0) -> int:
     """terminationGracePeriodSeconds: the preStop sleep, the longest request, then `flush_s` and a margin."""
     return settings.prestop_seconds + -(-longest_request_ms // 1000) + flush_s + DRAIN_MARGIN_S
+
+
+def with_default_resources(resources: Object, defaults: Object) -> Object:
+    """`resources` with each request and limit it leaves unset taken from `defaults`. Where a default
+    and a user's value conflict (a request above the limit), the user's value decides: a user's limit
+    lowers a default request to it, a user's request raises a default limit to it."""
+    user_requests, user_limits = dict(resources.get("requests") or {}), dict(resources.get("limits") or {})
+    requests = {**(defaults.get("requests") or {}), **user_requests}
+    limits = {**(defaults.get("limits") or {}), **user_limits}
+    for name in set(requests) & set(limits):
+        if parse_quantity(requests[name]) > parse_quantity(limits[name]):
+            if name in user_limits and name not in user_requests:
+                requests[name] = limits[name]
+            else:
+                limits[name] = requests[name]
+    out = dict(resources)
+    if requests or "requests" in resources:
+        out["requests"] = requests
+    if limits or "limits" in resources:
+        out["limits"] = limits
+    return out

@@ -24,6 +24,7 @@ from mlendpoints.render.common import (
     pod_security_context,
     prestop,
     server_name,
+    with_default_resources,
 )
 from mlendpoints.render.discovery import ApiVersions
 from mlendpoints_serving import contract
@@ -100,7 +101,7 @@ def render_deployment(
     obj_name = server_name(name)
     image = image_for(spec, settings)
     gpus = gpu.gpu_count(spec.resources)
-    resources = gpu.container_resources(spec.resources)
+    resources = with_default_resources(gpu.container_resources(spec.resources), settings.default_resources)
     creds = credentials(settings)
     mlflow_env, env_from = creds.env, creds.env_from
     # The root filesystem is read-only: HOME and temp files go to an emptyDir.

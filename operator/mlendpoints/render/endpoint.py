@@ -22,6 +22,7 @@ from mlendpoints.render.common import (
     prestop,
     router_name,
     server_name,
+    with_default_resources,
 )
 from mlendpoints.render.discovery import ApiVersions
 from mlendpoints_serving import contract
@@ -243,7 +244,7 @@ def render_endpoint(
         # /health is 503 until the keys are loaded (key auth): no request meets a router that would 401 it.
         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 2},
         "livenessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 10, "failureThreshold": 6},
-        "resources": dump(spec.router.resources),
+        "resources": with_default_resources(dump(spec.router.resources), settings.router_default_resources),
         "lifecycle": prestop(settings),
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "terminationMessagePolicy": "FallbackToLogsOnError",

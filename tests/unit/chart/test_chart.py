@@ -343,6 +343,15 @@ def test_defaults_for_rendered_pods_reach_the_operator() -> None:
     assert not {k for k in env(render()) if k.endswith("_CREDENTIALS_SECRET") or k.endswith("PULL_SECRETS")}
 
 
+def test_default_resources_of_rendered_containers_reach_the_operator() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["serving"]["defaultResources"]
+    got = env(render())
+    assert json.loads(got["MLENDPOINTS_DEFAULT_RESOURCES"]) == values["server"]
+    assert json.loads(got["MLENDPOINTS_ROUTER_DEFAULT_RESOURCES"]) == values["router"]
+    for which in values.values():
+        assert which["requests"]["cpu"] and which["requests"]["memory"] and which["limits"]["memory"]
+
+
 def test_model_server_network_policies_on_by_default_with_an_opt_out() -> None:
     assert env(render())["MLENDPOINTS_NETWORK_POLICIES"] == "true"
     assert "MLENDPOINTS_METRICS_FROM" not in env(render())

@@ -11,7 +11,12 @@ from mlendpoints.api.batch import BatchDeployment, BatchJob
 from mlendpoints.api.online import OnlineDeployment, OnlineEndpoint
 from mlendpoints.operator.settings import OperatorSettings
 from mlendpoints.render.batch import render_merge_job, render_score_jobs
-from mlendpoints.render.common import GCS_CREDENTIALS_DIR, GCS_CREDENTIALS_KEY, RenderSettings
+from mlendpoints.render.common import (
+    GCS_CREDENTIALS_DIR,
+    GCS_CREDENTIALS_KEY,
+    RenderSettings,
+    with_default_resources,
+)
 from mlendpoints.render.deployment import ResolvedModel, render_deployment
 from mlendpoints.render.discovery import MODERN
 from mlendpoints.render.endpoint import effective_routing, render_endpoint, router_config
@@ -230,3 +235,45 @@ def test_servers_and_routers_drain_gracefully() -> None:
     assert router["containers"][0]["lifecycle"] == server["lifecycle"]
     # The slowest deployment behind it, and the collector's flush budget.
     assert router["terminationGracePeriodSeconds"] == BARE.prestop_seconds + 31 + 15 + 5
+
+
+DEFAULTS = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [
+        ({}, DEFAULTS),
+        # The user's values win key by key; the others stay.
+        (
+            {"requests": {"cpu": "2"}, "limits": {"nvidia.com/gpu": "1"}},
+            {"requests": {"cpu": "2", "memory": "256Mi"}, "limits": {"memory": "2Gi", "nvidia.com/gpu": "1"}},
+        ),
+        # A user's limit below the default request lowers the request to it...
+        (
+            {"limits": {"memory": "128Mi"}},
+            {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "128Mi"}},
+        ),
+        # ...and a user's request above the default limit raises the limit.
+        (
+            {"requests": {"memory": "8Gi"}},
+            {"requests": {"cpu": "100m", "memory": "8Gi"}, "limits": {"memory": "8Gi"}},
+        ),
+    ],
+)
+def test_default_resources_fill_what_the_spec_leaves_unset(
+    user: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    assert with_default_resources(user, DEFAULTS) == expected
+
+
+def test_every_rendered_container_gets_requests_and_a_memory_limit_from_the_operator_defaults() -> None:
+    settings = OperatorSettings().render_settings()
+    pods = [online_pod(settings), router_pod(settings), *batch_pods(settings)]
+    for pod in pods:
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            resources = container["resources"]
+            assert resources["requests"]["cpu"] and resources["requests"]["memory"], container["name"]
+            assert resources["limits"]["memory"], container["name"]
+    assert router_pod(settings)["containers"][0]["resources"] == settings.router_default_resources
+    assert online_pod(settings)["containers"][0]["resources"] == settings.default_resources
