@@ -1,5 +1,7 @@
 """Benchmark of mlendpoints-router against nginx doing the same split and against the backend direct.
 
+`python -m bench.router collector` measures data collection alone (issue 17; its own section).
+
 Workload (issue 4): two fast nginx backends (`return 200` with a JSON body, on the load core), split
 90/10 with 10% mirror; the router (one process) pinned to core 0, wrk pinned to
 core 1, 32 keep-alive connections. In the same run: nginx with one worker doing
@@ -539,6 +541,182 @@ def run(tmp: Path) -> str:
     )
 
 
+# --- data collection (issue 17): `python -m bench.router collector` -------------------------------
+COLLECTOR_ROUNDS = 5
+STALLED_ROUNDS = 12  # as the mirror-isolation rows: p99 of 5 pooled rounds moved +-20% between repeats
+POST_BODY = '{"input_data":{"columns":["age","bmi","bp"],"data":[[0.038,0.061,0.021],[0.05,-0.04,0.02]]}}'
+WRK_POST = (
+    'wrk.method = "POST"\n'
+    f"wrk.body = '{POST_BODY}'\n"
+    'wrk.headers["Content-Type"] = "application/json"\n'
+    'wrk.headers["Authorization"] = "Bearer not-a-real-key"\n'
+)
+DROPPED = "mlendpoints_router_collector_dropped_total"
+WRITTEN = "mlendpoints_router_collector_records_written_total"
+
+
+async def hanging_store(port: int) -> None:
+    """An S3 endpoint that accepts connections and never answers: a stalled store."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # kept open, never answered
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096)
+    await server.serve_forever()
+
+
+def collector_config(path: Path, backend: int, collector: dict[str, Any] | None) -> None:
+    route: dict[str, Any] = {"backends": [f"127.0.0.1:{backend}"], "maxConcurrentRequestsPerInstance": 64}
+    if collector is not None:
+        route["collector"] = collector
+    config = {
+        "endpoint": "bench",
+        "authMode": "none",
+        "traffic": {"blue": 100},
+        "deployments": {"blue": route},
+    }
+    staging = path.with_suffix(".tmp")
+    staging.write_text(json.dumps(config))
+    staging.replace(path)
+
+
+def run_collector(tmp: Path) -> str:
+    """Throughput with collection at samplingRate 1.0 (request and response, to a local folder) against
+    collection off, alternating rounds on one router process; then the live p99 at a fixed rate with the
+    destination stalled (an S3 endpoint that never answers) against collection off, drops counted."""
+    if not shutil.which("wrk") or not shutil.which("nginx"):
+        raise RuntimeError("wrk and nginx (Debian wrk, nginx-light) are needed")
+    load_before = os.getloadavg()[0]
+    post, post_rate = tmp / "post.lua", tmp / "post-rate.lua"
+    post.write_text(WRK_POST + WRK_REPORT)
+    post_rate.write_text(WRK_POST + WRK_FIXED_RATE)
+    blue, store = free_port(), free_port()
+    records = tmp / "records"
+    healthy = {"destination": str(records), "samplingRate": 1.0, "request": True, "response": True}
+    stalled = {**healthy, "destination": "s3://stalled/records"}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(
+            process(
+                nginx(tmp, "backends", backend_server(blue, "blue"), core=LOAD_CORE), tmp / "backends.log"
+            )
+        )
+        store_argv = ["taskset", "-c", LOAD_CORE, sys.executable, "-m", "bench.router", "hanging-store"]
+        stack.enter_context(process([*store_argv, str(store)], tmp / "store.log"))
+        router = Router(tmp, stack)
+        collector_config(router.config_path, blue, None)
+        os.environ.update(
+            AWS_ENDPOINT_URL=f"http://127.0.0.1:{store}", AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+        )  # fmt: skip
+        pid = router.start()
+        wait_http(f"http://127.0.0.1:{blue}/")
+        url = router.url + "/score"
+
+        def switch(collector: dict[str, Any] | None) -> None:
+            collector_config(router.config_path, blue, collector)
+            time.sleep(0.6)  # polled every 0.2 s
+
+        wrk(url, 1, post)  # warm-up
+        off_runs, on_runs = [], []
+        before = metrics(router.url)
+        for _ in range(COLLECTOR_ROUNDS):
+            switch(None)
+            off_runs.append(wrk(url, THROUGHPUT_SECONDS, post))
+            switch(healthy)
+            on_runs.append(wrk(url, THROUGHPUT_SECONDS, post))
+        switch(None)
+        time.sleep(1.5)  # the last records are written
+        after = metrics(router.url)
+        written = delta(before, after, WRITTEN)
+        dropped_on = delta(before, after, DROPPED)
+        off, on = over_rounds(off_runs), over_rounds(on_runs)
+        on_requests = sum(r["requests"] for r in on_runs)
+        files = sorted(records.rglob("*.jsonl"))
+        size_mb = sum(f.stat().st_size for f in files) / 2**20
+        secret_written = any(b"not-a-real-key" in f.read_bytes() for f in files)
+
+        off_rate_runs, stalled_runs = [], []
+        switch(stalled)
+        wrk(url, 2, post_rate, FIXED_RATE_CONNECTIONS)  # the writer is stuck on the store from here on
+        before = metrics(router.url)
+        for _ in range(STALLED_ROUNDS):
+            switch(None)
+            off_rate_runs.append(wrk(url, FIXED_RATE_SECONDS, post_rate, FIXED_RATE_CONNECTIONS))
+            switch(stalled)
+            stalled_runs.append(wrk(url, FIXED_RATE_SECONDS, post_rate, FIXED_RATE_CONNECTIONS))
+        after = metrics(router.url)
+        stalled_dropped = delta(before, after, DROPPED, reason="queue_full")
+        stalled_requests = sum(r["requests"] for r in stalled_runs)
+        off_rate, stalled_rate = over_rounds(off_rate_runs), over_rounds(stalled_runs)
+        rss, peak = rss_mb(pid)
+
+    ratio = on["rps"] / off["rps"]
+    p99_move = stalled_rate["p99_us"] / off_rate["p99_us"] - 1
+    rows: list[list[object]] = [
+        [
+            "Throughput, collection off",
+            f"{off['rps']:,.0f} req/s (p50 {ms(off['p50_us'])}, p99 {ms(off['p99_us'])}, "
+            f"errors {off['errors']})",
+            "anchor",
+            "",
+        ],
+        [
+            "Throughput, collection on: samplingRate 1.0, request and response, local folder",
+            f"{on['rps']:,.0f} req/s (p50 {ms(on['p50_us'])}, p99 {ms(on['p99_us'])}, "
+            f"errors {on['errors']}); "
+            f"{written:,.0f} records written, {dropped_on:,.0f} dropped, of {on_requests:,} requests; "
+            f"{len(files)} files, {size_mb:.1f} MB; Authorization written: {secret_written}",
+            ">= 85% of collection off",
+            f"{ratio:.1%} of off: {verdict(ratio >= 0.85)}",
+        ],
+        [
+            f"Live latency at a fixed rate, destination stalled ({stalled_rate['rps']:,.0f} req/s)",
+            f"p99 {ms(stalled_rate['p99_us'])} vs {ms(off_rate['p99_us'])} with collection off "
+            f"({p99_move:+.1%}); "
+            f"p50 {ms(stalled_rate['p50_us'])} vs {ms(off_rate['p50_us'])}; errors {stalled_rate['errors']}; "
+            f"dropped (queue full) {stalled_dropped:,.0f} of {stalled_requests:,} requests",
+            "p99 moves < 10%, drops counted",
+            verdict(p99_move < 0.10 and stalled_rate["errors"] == 0 and stalled_dropped > 0),
+        ],
+        ["Router memory", f"RSS {rss:.1f} MB, peak {peak:.1f} MB", "", ""],
+    ]
+    return (
+        "One router process pinned to core 0 (its collector thread with it), wrk on core 1 with 32 "
+        "keep-alive connections POSTing a 92-byte JSON body with an Authorization header, an nginx "
+        "`return 200` backend and the stalled store (an asyncio server that accepts and never "
+        "answers, as AWS_ENDPOINT_URL) on wrk's core. Collection on and off alternate on the same "
+        "process (the config file switched, 0.6 s to take effect), "
+        f"{COLLECTOR_ROUNDS} rounds of {THROUGHPUT_SECONDS} s each; rate: the median round, latency "
+        "percentiles over the rounds' requests pooled. The stalled-store rows use the fixed rate of the "
+        "router section (10 connections, 0-20 ms random delay), "
+        f"{STALLED_ROUNDS} alternating rounds of {FIXED_RATE_SECONDS} s; queue 10,000 records, "
+        "written every 1 s or when half full. "
+        "Load average (1 min) from other work: "
+        f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on 2 cores.\n\n"
+        + table(["Measure", "Result", "Target", "Verdict"], rows)
+    )
+
+
+def main_collector() -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-router-collector-") as tmp:
+        try:
+            body = run_collector(Path(tmp))
+        except Exception as exc:
+            print(f"bench.router collector failed: {exc}", file=sys.stderr)
+            for log in sorted(Path(tmp).glob("*.log")):
+                print(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}", file=sys.stderr)
+            raise
+    write_section(
+        "router-collector",
+        "Router data collection (mlendpoints-router)",
+        "flock -o /tmp/mlendpoints-bench.lock .venv/bin/python -m bench.router collector",
+        body,
+    )
+    print(body)
+    return 0
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-router-") as tmp:
         try:
@@ -556,5 +734,9 @@ def main() -> int:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["mirror-backend"]:
         asyncio.run(mirror_backend(int(sys.argv[2]), float(sys.argv[3])))
+    elif sys.argv[1:2] == ["hanging-store"]:
+        asyncio.run(hanging_store(int(sys.argv[2])))
+    elif sys.argv[1:2] == ["collector"]:
+        sys.exit(main_collector())
     else:
         sys.exit(main())

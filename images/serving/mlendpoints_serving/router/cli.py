@@ -252,7 +252,7 @@ async def run(settings: RouterSettings) -> None:
     await _drain(router)
     # Collected records still queued are written within the flush budget (the thread is a daemon:
     # a destination that hangs cannot keep the process past it).
-    await asyncio.to_thread(router.collector.flush, settings.collector_flush_timeout_s)
+    await router.collector.aflush(settings.collector_flush_timeout_s)
     if cluster is not None:
         cluster.stop()
     router.pool.close()

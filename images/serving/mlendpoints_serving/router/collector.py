@@ -1,9 +1,10 @@
 """Data collection and shadow comparison, off the request path.
 
 The request path only appends a tuple of references (no copy, no serialisation) to a
-bounded deque, or counts a drop when it is full. One daemon thread wakes every
-`collectorFlushSeconds`, takes what is queued, serialises one JSON line per record
-(contract.CollectedRecord), groups them by file and writes each file whole:
+bounded deque, or counts a drop when it is full. A background task on the event loop wakes
+every `collectorFlushSeconds`, serialises one JSON line per queued record
+(contract.CollectedRecord) in slices that yield to the loop between them, groups the lines
+by file and hands the batch to a daemon writer thread, which writes each file whole:
 
     <destination>/<endpoint>/<deployment>/<yyyy>/<mm>/<dd>/<hh>/<router-pod>-<seq>.jsonl
 
@@ -13,18 +14,21 @@ sees half a line. A destination that fails drops that batch (counted) and is rep
 (`health`, and in cluster mode the collector-status ConfigMap the operator reads).
 
 Mirrored requests also meet here: the live and the mirror answer of one request form a
-pair, compared in the same thread with contract.compare_answers into the shadow metrics.
-The thread is a daemon: a store that hangs can delay, but never block, the exit.
+pair, compared by the same task with contract.compare_answers into the shadow metrics.
+The writer is a daemon thread: a store that hangs can delay, but never block, the exit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
+import contextlib
 import datetime as dt
 import logging
 import os
 import posixpath
+import queue
 import threading
 import time
 import zlib
@@ -51,6 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("mlendpoints.router.collector")
 NEVER_KEPT = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
 _MAX_ERROR = 400
+CHUNK = 256  # records serialised (or pairs compared) between two yields to the event loop
+MAX_PENDING = 2  # serialised batches the writer thread may have waiting
 
 # (route, endpoint, deployment, modelVersion, role, request id, wall time, latency s, status,
 #  request body, request headers, response body)
@@ -66,48 +72,95 @@ def sampled(route: CollectorRoute, request_id: bytes) -> bool:
     return rate > 0.0 and zlib.crc32(request_id) < rate * 4294967296.0
 
 
-def body_field(body: bytes, limit: int) -> dict[str, Any]:
+def body_json(body: bytes, limit: int, headers: bytes | None = None) -> bytes:
+    """A CollectedBody as JSON: the text (base64 when it is not UTF-8), cut at `limit` and marked."""
     size = len(body)
     cut = body[:limit] if size > limit else body
     try:
-        out: dict[str, Any] = {"body": cut.decode("utf-8"), "encoding": "utf-8", "size": size}
+        text, encoding = orjson.dumps(cut.decode("utf-8")), b"utf-8"
     except UnicodeDecodeError:
-        out = {"body": base64.b64encode(cut).decode(), "encoding": "base64", "size": size}
+        text, encoding = b'"' + base64.b64encode(cut) + b'"', b"base64"
+    out = b'{"body":%b,"encoding":"%b","size":%d' % (text, encoding, size)
     if size > limit:
-        out["truncated"] = True
-    return out
+        out += b',"truncated":true'
+    if headers is not None:
+        out += b',"headers":' + headers
+    return out + b"}"
+
+
+def body_field(body: bytes, limit: int) -> dict[str, Any]:
+    return orjson.loads(body_json(body, limit))  # type: ignore[no-any-return]
+
+
+_SECONDS: dict[int, tuple[bytes, tuple[int, int, int, int]]] = {}  # whole second -> (ISO prefix, y m d h)
+_PARTITIONS: dict[tuple[str, str, int, int, int, int | None], str] = {}
+_CONSTANTS: dict[tuple[str, str, str | None, str], bytes] = {}
+
+
+def _second(wall: float) -> tuple[bytes, tuple[int, int, int, int]]:
+    """Formatting a time costs microseconds; records come thousands a second: once per second."""
+    second = int(wall)
+    cached = _SECONDS.get(second)
+    if cached is None:
+        if len(_SECONDS) > 64:
+            _SECONDS.clear()
+        when = dt.datetime.fromtimestamp(second, dt.UTC)
+        cached = _SECONDS[second] = (
+            when.strftime("%Y-%m-%dT%H:%M:%S").encode(),
+            (when.year, when.month, when.day, when.hour),
+        )
+    return cached
+
+
+def _partition(endpoint: str, deployment: str, ymdh: tuple[int, int, int, int], hourly: bool) -> str:
+    key = (endpoint, deployment, ymdh[0], ymdh[1], ymdh[2], ymdh[3] if hourly else None)
+    cached = _PARTITIONS.get(key)
+    if cached is None:
+        if len(_PARTITIONS) > 1024:
+            _PARTITIONS.clear()
+        cached = _PARTITIONS[key] = collector_partition(*key)
+    return cached
+
+
+def _constants(endpoint: str, deployment: str, version: str | None, role: str) -> bytes:
+    key = (endpoint, deployment, version, role)
+    cached = _CONSTANTS.get(key)
+    if cached is None:
+        if len(_CONSTANTS) > 1024:
+            _CONSTANTS.clear()
+        fields = {"endpoint": endpoint, "deployment": deployment, "modelVersion": version, "role": role}
+        cached = _CONSTANTS[key] = orjson.dumps(fields)[1:-1]
+    return cached
 
 
 def record_line(record: Record) -> tuple[bytes, str, str, str]:
-    """One JSON line and the (destination, deployment, partition) it is filed under."""
+    """One JSON line (contract.CollectedRecord) and the (destination, deployment, partition) it is
+    filed under. Formatted with bytes templates (the constant parts cached): thousands a second."""
     route, endpoint, deployment, version, role, request_id, wall, latency, status, req, headers, resp = record
-    when = dt.datetime.fromtimestamp(wall, dt.UTC)
-    doc: dict[str, Any] = {
-        "requestId": request_id.decode("latin-1"),
-        "endpoint": endpoint,
-        "deployment": deployment,
-        "modelVersion": version,
-        "role": role,
-        "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "latencyMs": round(latency * 1000, 3),
-        "status": status,
-    }
+    prefix, ymdh = _second(wall)
+    line = b'{"requestId":%b,%b,"time":"%b.%03dZ","latencyMs":%.3f,"status":%d' % (
+        orjson.dumps(request_id.decode("latin-1")),
+        _constants(endpoint, deployment, version, role),
+        prefix,
+        int((wall % 1) * 1000),
+        latency * 1000,
+        status,
+    )
     if route.request:
-        request = body_field(req, route.maxBodyBytes)
+        kept = None
         if route.headers:
             keep = {h.lower() for h in route.headers} - NEVER_KEPT
-            kept = {}
+            found = {}
             for name, value in headers:
                 lowered = name.decode("latin-1").lower()
                 if lowered in keep:
-                    kept[lowered] = value.decode("latin-1")
-            request["headers"] = kept
-        doc["request"] = request
+                    found[lowered] = value.decode("latin-1")
+            kept = orjson.dumps(found)
+        line += b',"request":' + body_json(req, route.maxBodyBytes, kept)
     if route.response:
-        doc["response"] = body_field(resp, route.maxBodyBytes)
-    hour = when.hour if route.rolling == "hour" else None
-    partition = collector_partition(endpoint, deployment, when.year, when.month, when.day, hour)
-    return orjson.dumps(doc) + b"\n", route.destination, deployment, partition
+        line += b',"response":' + body_json(resp, route.maxBodyBytes)
+    partition = _partition(endpoint, deployment, ymdh, route.rolling == "hour")
+    return line + b"}\n", route.destination, deployment, partition
 
 
 class ShadowPair:
@@ -134,7 +187,13 @@ class ShadowPair:
 
 
 class Collector:
-    """The bounded queues and the writer thread."""
+    """The bounded queues, the serialising task on the event loop and the writer thread.
+
+    Serialising and comparing are CPU work: they run on the event loop in slices of CHUNK records
+    (yielding between slices), so they never contend with request handling for the GIL from another
+    thread. Only file I/O runs in the writer thread, which takes at most MAX_PENDING batches: while it
+    is behind (a slow or stalled store), records stay in the bounded queue and the excess is dropped.
+    """
 
     def __init__(
         self,
@@ -151,10 +210,10 @@ class Collector:
         self._report = report
         self._records: collections.deque[Record] = collections.deque()
         self._pairs: collections.deque[ShadowPair] = collections.deque()
-        self._wake = threading.Event()
+        self._batches: queue.Queue[dict[tuple[str, str, str], list[bytes]]] = queue.Queue(MAX_PENDING)
         self._stopping = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self._thread: threading.Thread | None = None
         self._seq = 0
         self._start_ms = int(time.time() * 1000)
@@ -170,18 +229,23 @@ class Collector:
 
     # --- the request path: O(1), never blocks --------------------------------------------
     def offer(self, record: Record) -> None:
-        if len(self._records) >= self._capacity():
+        queued, capacity = len(self._records), self._capacity()
+        if queued >= capacity:
             self._dropped(record[2], "queue_full")
             return
         self._records.append(record)
-        self._ensure_thread()
+        if self._task is None:
+            self._start()
+        elif queued == capacity // 2:
+            self._wake.set()  # half full: write now rather than at the next tick
 
     def offer_pair(self, pair: ShadowPair) -> None:
         if len(self._pairs) >= self._capacity():
             self.metrics.shadow_dropped.labels(pair.live_name, pair.mirror_name).inc()
             return
         self._pairs.append(pair)
-        self._ensure_thread()
+        if self._task is None:
+            self._start()
 
     def _dropped(self, deployment: str, reason: str, count: int = 1) -> None:
         key = (deployment, reason)
@@ -191,77 +255,107 @@ class Collector:
         child.inc(count)
         self._counts.setdefault(deployment, [0, 0])[1] += count
 
-    def _ensure_thread(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
-            self._thread.start()
+    def _start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._every_flush())
 
-    # --- shutdown --------------------------------------------------------------------------
-    def flush(self, timeout: float) -> bool:
-        """Write everything queued, waiting at most `timeout` seconds; whether it all went out.
-        Blocking: call it from a thread (`asyncio.to_thread`)."""
-        if self._thread is None:
+    # --- on the event loop ------------------------------------------------------------------
+    async def _every_flush(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._flush_seconds())
+            self._wake.clear()
+            try:
+                await self._round()
+            except Exception:  # never let the task die: the next round tries again
+                log.exception("collector round failed")
+
+    async def _round(self) -> bool:
+        """Compare the pairs, serialise the queued records into one batch for the writer; False when
+        the writer is behind (the records wait in the bounded queue)."""
+        pairs = self._pairs
+        for i in range(len(pairs)):
+            self._compare(pairs.popleft())
+            if i % CHUNK == CHUNK - 1:
+                await asyncio.sleep(0)
+        if not self._records:
             return True
+        if self._batches.full():
+            return False
+        files: dict[tuple[str, str, str], list[bytes]] = {}
+        records = self._records
+        for i in range(len(records)):
+            line, destination, deployment, partition = record_line(records.popleft())
+            files.setdefault((destination, deployment, partition), []).append(line)
+            if i % CHUNK == CHUNK - 1:
+                await asyncio.sleep(0)
+        self._batches.put_nowait(files)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._write_forever, name="collector", daemon=True)
+            self._thread.start()
+        return True
+
+    async def aflush(self, timeout: float) -> bool:
+        """On shutdown: write everything queued, within `timeout` seconds; whether it all went out.
+        The writer thread is a daemon: a store that hangs cannot keep the process past the budget."""
         deadline = time.monotonic() + timeout
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while (self._records or self._pairs) and time.monotonic() < deadline:
+            if not await self._round():
+                await asyncio.sleep(0.05)
         self._stopping.set()
-        self._wake.set()
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        done = not self._thread.is_alive()
+        done = not (self._records or self._pairs)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, max(0.0, deadline - time.monotonic()))
+            done = done and not self._thread.is_alive()
         if not done:
-            left = len(self._records)
+            left = len(self._records) + sum(len(v) for b in list(self._batches.queue) for v in b.values())
             log.error("collector: %d records not written within the %.1f s shutdown budget", left, timeout)
         return done
 
-    # --- the writer thread -------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            stopping = self._stopping.is_set()
-            if not stopping:
-                self._wake.wait(self._flush_seconds())
-                self._wake.clear()
-            try:
-                self._compare_pairs()
-                self._write_queued()
-            except Exception:  # never let the thread die: the next round tries again
-                log.exception("collector round failed")
-            if stopping and not self._records:
-                return
-
-    def _compare_pairs(self) -> None:
-        while self._pairs:
-            pair = self._pairs.popleft()
-            assert pair.live is not None and pair.mirror is not None
-            (live_status, live_body, live_latency) = pair.live
-            (mirror_status, mirror_body, mirror_latency) = pair.mirror
-            labels = (pair.live_name, pair.mirror_name)
-            metrics = self.metrics
-            metrics.shadow_compared.labels(*labels).inc()
-            if live_status == mirror_status:
-                metrics.shadow_status_match.labels(*labels).inc()
-            metrics.shadow_latency.labels(pair.live_name, "live").observe(live_latency)
-            metrics.shadow_latency.labels(pair.mirror_name, "mirror").observe(mirror_latency)
-            if not (200 <= live_status < 300 and 200 <= mirror_status < 300):
-                continue
-            result = compare_answers(live_body, mirror_body)
-            if result.equal:
-                metrics.shadow_agreed.labels(*labels).inc()
-            if result.labels:
-                metrics.shadow_labels.labels(*labels).inc(result.labels)
-                metrics.shadow_labels_equal.labels(*labels).inc(result.labels_equal)
-            if result.numbers:
-                metrics.shadow_abs_diff.labels(*labels).observe(result.abs_diff_sum / result.numbers)
-                if result.abs_diff_max > self._diff_max.get(labels, -1.0):
-                    self._diff_max[labels] = result.abs_diff_max
-                    metrics.shadow_abs_diff_max.labels(*labels).set(result.abs_diff_max)
-
-    def _write_queued(self) -> None:
-        if not self._records:
+    def _compare(self, pair: ShadowPair) -> None:
+        assert pair.live is not None and pair.mirror is not None
+        (live_status, live_body, live_latency) = pair.live
+        (mirror_status, mirror_body, mirror_latency) = pair.mirror
+        labels = (pair.live_name, pair.mirror_name)
+        metrics = self.metrics
+        metrics.shadow_compared.labels(*labels).inc()
+        if live_status == mirror_status:
+            metrics.shadow_status_match.labels(*labels).inc()
+        metrics.shadow_latency.labels(pair.live_name, "live").observe(live_latency)
+        metrics.shadow_latency.labels(pair.mirror_name, "mirror").observe(mirror_latency)
+        if not (200 <= live_status < 300 and 200 <= mirror_status < 300):
             return
-        files: dict[tuple[str, str, str], list[bytes]] = {}
-        records = self._records
-        for _ in range(len(records)):
-            line, destination, deployment, partition = record_line(records.popleft())
-            files.setdefault((destination, deployment, partition), []).append(line)
+        result = compare_answers(live_body, mirror_body)
+        if result.equal:
+            metrics.shadow_agreed.labels(*labels).inc()
+        if result.labels:
+            metrics.shadow_labels.labels(*labels).inc(result.labels)
+            metrics.shadow_labels_equal.labels(*labels).inc(result.labels_equal)
+        if result.numbers:
+            metrics.shadow_abs_diff.labels(*labels).observe(result.abs_diff_sum / result.numbers)
+            if result.abs_diff_max > self._diff_max.get(labels, -1.0):
+                self._diff_max[labels] = result.abs_diff_max
+                metrics.shadow_abs_diff_max.labels(*labels).set(result.abs_diff_max)
+
+    # --- the writer thread: file I/O only ----------------------------------------------------
+    def _write_forever(self) -> None:
+        while True:
+            try:
+                files = self._batches.get(timeout=0.1)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return
+                continue
+            try:
+                self._write_batch(files)
+            except Exception:
+                log.exception("collector batch failed")
+
+    def _write_batch(self, files: dict[tuple[str, str, str], list[bytes]]) -> None:
         failed: dict[str, str] = {}
         for (destination, deployment, partition), lines in files.items():
             try:
