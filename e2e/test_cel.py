@@ -149,6 +149,17 @@ DEPLOYMENT_CASES: dict[str, tuple[dict[str, Any], bool]] = {
         False,
     ),
     "autoscaled-without-cpu": ({"model": "/mnt/m", "scaleSettings": {"type": "targetUtilization"}}, False),
+    "collector-with-headers": (
+        {"model": "/mnt/m", "dataCollector": {"destination": "s3://b/r", "headers": ["X-Trace"]}},
+        True,
+    ),
+    "collector-keeping-authorization": (
+        {
+            "model": "/mnt/m",
+            "dataCollector": {"destination": "/records", "headers": ["X-Trace", "Authorization"]},
+        },
+        False,
+    ),
 }
 
 
