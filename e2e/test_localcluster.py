@@ -21,7 +21,14 @@ from kubernetes import client, dynamic
 
 from e2e.localcluster.fixture import KubeCluster, docker_build, open_through_service, wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.e2e,
+    pytest.mark.pod_security(
+        "baseline",
+        reason="its probe pods test the cluster itself (DNS, Services, Jobs), not what the operator renders",
+    ),
+]
 
 TINY_IMAGE = "mlendpoints/e2e-tiny-http:dev"
 APP = "tiny"

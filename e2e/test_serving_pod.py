@@ -21,7 +21,13 @@ from kubernetes import client
 from e2e.localcluster.fixture import Images, KubeCluster, open_through_service, wait_for
 from mlendpoints_serving.contract import SERVER_PORT
 
-pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.e2e,
+    pytest.mark.pod_security(
+        "baseline", reason="the model reaches its hand-written pod through a hostPath volume"
+    ),
+]
 
 NAME = "diabetes-server"
 

@@ -273,11 +273,19 @@ def docker_build(cluster: KubeCluster, tag: str, context: Path, base: str) -> st
 
 @pytest.fixture
 def namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace per test (with its default ServiceAccount ready), deleted after."""
+    """A fresh namespace per test (with its default ServiceAccount ready), deleted after.
+
+    It enforces the `restricted` Pod Security profile: every pod the operator renders there must be
+    admitted under it. A test whose own pods cannot be (a hostPath volume, a probe of the cluster
+    itself) says so with `@pytest.mark.pod_security("baseline", reason=...)`.
+    """
     core = client.CoreV1Api(kube_cluster.api_client)
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"t-{slug}-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    marker = request.node.get_closest_marker("pod_security")
+    level = marker.args[0] if marker else "restricted"
+    labels = {"pod-security.kubernetes.io/enforce": level, "pod-security.kubernetes.io/warn": "restricted"}
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
     # Pods are refused until the controller-manager has made the default ServiceAccount
     # and, before 1.24 (token Secrets), its token: "No API token found for service account".
     needs_token_secret = kube_cluster.version < (1, 24)
