@@ -110,6 +110,7 @@ class ColumnDecoder:
         # All columns of one MLflow type: the types a request's values may have, checked at once.
         types = {c.type for c in self.columns}
         self._shared_types = _TYPES[types.pop()] if len(types) == 1 else None
+        self._known_positions: dict[tuple[object, ...], list[int]] = {}
 
     def _all_valid(self, values: list[list[object]]) -> bool:
         """Whether every value is of its column's type, when one set check can tell (else False)."""
@@ -126,6 +127,17 @@ class ColumnDecoder:
 
     def _positions(self, given: Sequence[object]) -> list[int]:
         """Where each signature column is in `given` columns; extra columns are ignored as MLflow does."""
+        try:
+            key = tuple(given)
+            return self._known_positions[key]
+        except (KeyError, TypeError):  # not seen yet, or names that are not even hashable
+            pass
+        positions = self._find_positions(given)
+        if len(self._known_positions) < 64:  # clients send the same few column lists
+            self._known_positions[key] = positions
+        return positions
+
+    def _find_positions(self, given: Sequence[object]) -> list[int]:
         for name in given:
             if not isinstance(name, str):
                 raise InputError(f"column names must be strings, got {_json_type(name)} {name!r:.60}")
