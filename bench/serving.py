@@ -272,16 +272,23 @@ def main() -> int:
             server(ours(model, off_port, "--batching", "off"), off_port, "/health") as off,
         ):
             runs: dict[str, list[Load]] = {}
+            of_bare: dict[str, list[float]] = {}  # route -> defaults' req/s over the bare app's, per pair
 
             def measure(key: str, url: str, payload: Mapping[str, object], fixed_rate: bool = False) -> None:
                 runs.setdefault(key, []).append(wrk(url, payload, seconds, scratch, fixed_rate=fixed_rate))
 
             for _ in range(ROUNDS):
-                measure("c32 bare /invocations", bare.url("/invocations"), body("/invocations", 1))
                 measure(f"c32 kserve {KSERVE_ROUTE}", kserve_server.url(KSERVE_ROUTE), body(KSERVE_ROUTE, 1))
                 for route in ROUTES:
                     for label, s in (("off", off), ("defaults", on)):
+                        if label == "defaults":  # the limit right before: a ratio of two runs seconds apart
+                            measure(
+                                "c32 bare /invocations", bare.url("/invocations"), body("/invocations", 1)
+                            )
+                            limit = runs["c32 bare /invocations"][-1].rps
                         measure(f"c32 {label} {route}", s.url(route), body(route, 1))
+                        if label == "defaults":
+                            of_bare.setdefault(route, []).append(runs[f"c32 {label} {route}"][-1].rps / limit)
                         measure(f"rate {label} {route}", s.url(route), body(route, 1), fixed_rate=True)
                         measure(f"c32x100 {label} {route}", s.url(route), body(route, 100))
             for who, s in (("bare", bare), ("kserve", kserve_server), ("defaults", on), ("off", off)):
@@ -290,7 +297,8 @@ def main() -> int:
             kind, rest = key.split(" ", 1)
             {"c32": one, "rate": fixed, "c32x100": hundred}[kind][rest] = median_load(loads)
     load_end = os.getloadavg()
-    body_md = report(one, fixed, hundred, info, seconds, load_start, load_end)
+    paired = {route: statistics.median(ratios) for route, ratios in of_bare.items()}
+    body_md = report(one, fixed, hundred, paired, info, seconds, load_start, load_end)
     write_section(
         "serving",
         "Model server: mlendpoints-serve vs the bare stack, KServe and mlflow models serve",
@@ -305,6 +313,7 @@ def report(
     one: dict[str, Load],
     fixed: dict[str, Load],
     hundred: dict[str, Load],
+    paired: dict[str, float],
     info: dict[str, tuple[float, float]],
     seconds: int,
     load_start: tuple[float, float, float],
@@ -360,16 +369,21 @@ def report(
         verdicts.append([measure, result, target, "met" if met else "missed"])
 
     for route in ROUTES:
-        d = one[f"defaults {route}"]
-        verdict(f"1-row c=32, defaults, {route}", f"{100 * d.rps / bare:.0f}% of the bare limit", ">= 60%",
-                d.rps >= 0.6 * bare)  # fmt: skip
+        share = paired[route]
+        verdict(f"1-row c=32, defaults, {route}", f"{100 * share:.0f}% of the bare limit (paired runs)",
+                ">= 60%", share >= 0.6)  # fmt: skip
     for route in ROUTES:
         delta = fixed[f"defaults {route}"].p50_ms - fixed[f"off {route}"].p50_ms
         verdict(f"1-row at ~200 req/s, defaults, {route}", f"p50 {delta:+.3f} ms vs batching off",
                 "within 0.1 ms", abs(delta) <= 0.1)  # fmt: skip
     for route in ROUTES:
         ratio = hundred[f"defaults {route}"].rps / hundred[f"off {route}"].rps
-        verdict(f"100-row c=32, defaults, {route}", f"{ratio:.2f}x batching off", ">= 1.0x", ratio >= 1.0)
+        verdict(
+            f"100-row c=32, defaults, {route}",
+            f"{ratio:.2f}x batching off (100 >= maxBatchSize rows: bypass, the same path as off)",
+            ">= 1.0x",
+            ratio >= 1.0,
+        )
     for route in ROUTES:
         ratio = one[f"defaults {route}"].rps / kserve
         verdict(f"vs KServe ModelServer, 1-row c=32, defaults, {route}", f"{ratio:.1f}x", ">= 3x", ratio >= 3)
@@ -384,6 +398,8 @@ def report(
         f"connections, each waiting a Lua `delay()` drawn from 0-{FIXED_RATE_MAX_DELAY_MS} ms (wrk2 is not "
         'in Debian). KServe gets V1 `{"instances": [[...]]}` with Content-Type JSON, in its own venv '
         "(`kserve` pins pandas 2; this project pins pandas 3), built by the benchmark under the cache. "
+        "Each defaults run at c=32 comes right after a run of the bare app; its share of the limit in the "
+        "targets is the median of those paired ratios ('of bare' in the table divides medians). "
         "Errors = non-2xx + socket errors. RSS of the serving process after the load.\n\n"
         "**1-row requests, 32 connections**\n\n"
         + table(
