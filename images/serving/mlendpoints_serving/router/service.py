@@ -156,11 +156,16 @@ class Router:
         elapsed = time.perf_counter() - started
         self.metrics.observe(label, response.status, elapsed)
         if deployment is not None:
-            collect = deployment.route.collector
+            route = deployment.route
+            collect = route.collector
             if collect is not None and sampled(collect, request_id):
-                self._collect(
-                    deployment, "live", request, request_id, elapsed, response.status, response.body
-                )
+                self.collector.offer(
+                    (
+                        collect, self.state.config.endpoint, deployment.name, route.modelVersion, "live",
+                        request_id, time.time() - elapsed, elapsed, response.status, request.body,
+                        request.headers, response.body,
+                    )
+                )  # fmt: skip
         if pair is not None:
             pair.set_live(response.status, response.body, elapsed)
         if self.state.config.accessLog:
