@@ -214,10 +214,11 @@ def test_mirror_agreement_by_version_and_a_failing_destination(
     # The human-readable table names both pairs.
     env = {**os.environ, "KUBECONFIG": str(kube_cluster.kubeconfig), "AWS_ENDPOINT_URL": moto_store["local"]}
     env |= {"AWS_ACCESS_KEY_ID": "e2e", "AWS_SECRET_ACCESS_KEY": "e2e", "AWS_DEFAULT_REGION": "us-east-1"}
+    env["COLUMNS"] = "200"  # no terminal here: rich would wrap the table at 80 columns, cells and all
     table = subprocess.run(
         [CLI, "compare", "shadowed", "-n", ns, "--since", "1h"], env=env, capture_output=True, text=True
     )
-    assert table.returncode == 0 and "100.0%" in table.stdout and "other" in table.stdout
+    assert table.returncode == 0 and "100.0%" in table.stdout and "other" in table.stdout, table.stdout
 
     # A bucket that does not exist: the condition names it; live requests are all answered.
     patch(
