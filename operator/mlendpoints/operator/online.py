@@ -218,8 +218,10 @@ class Reconciler:
             optional = [
                 Ref(self.versions.policy, "PodDisruptionBudget", namespace, server_name(name)),
                 Ref(self.versions.autoscaling, "HorizontalPodAutoscaler", namespace, server_name(name)),
-                Ref("networking.k8s.io/v1", "NetworkPolicy", namespace, server_name(name)),
             ]
+            if self.render_settings.network_policies:
+                # Opted out, the operator leaves NetworkPolicies alone (and needs no RBAC for them).
+                optional.append(Ref("networking.k8s.io/v1", "NetworkPolicy", namespace, server_name(name)))
             absent = [ref for ref in optional if ref.kind not in present]
             key = (DEPLOYMENT, namespace, name)
             workload = await self._converge(key, children, absent, dep.metadata["uid"], workload_ref)
@@ -372,7 +374,7 @@ def _essence(body: Any) -> dict[str, Any]:
     }
 
 
-def child_kinds(versions: ApiVersions) -> list[tuple[str, str]]:
+def child_kinds(versions: ApiVersions, network_policies: bool = True) -> list[tuple[str, str]]:
     """(apiVersion, plural) of every child kind watched to put back hand edits and deletions."""
     return [
         ("v1", "configmaps"),
@@ -384,7 +386,7 @@ def child_kinds(versions: ApiVersions) -> list[tuple[str, str]]:
         ("apps/v1", "deployments"),
         (versions.policy, "poddisruptionbudgets"),
         (versions.autoscaling, "horizontalpodautoscalers"),
-        ("networking.k8s.io/v1", "networkpolicies"),
+        *([("networking.k8s.io/v1", "networkpolicies")] if network_policies else []),
     ]
 
 
@@ -475,7 +477,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
             reconciler.children_changed.add(key)
         scheduler.trigger(key)
 
-    for api_version, plural in [*child_kinds(reconciler.versions), ("v1", "pods")]:
+    kinds = child_kinds(reconciler.versions, reconciler.render_settings.network_policies)
+    for api_version, plural in [*kinds, ("v1", "pods")]:
         group, _, version = api_version.rpartition("/")
         kopf.on.event(group, version, plural, labels=MANAGED, registry=registry)(child_event)
 

@@ -30,6 +30,9 @@ from mlendpoints_serving import contract
 SERVICE_PORT = 80
 # The router's own default budget for writing collected records on SIGTERM (--collector-flush-timeout-s).
 ROUTER_FLUSH_S = 15
+# The in-flight requests a terminating router waits for (its pods' grace period does not follow the
+# deployments' requestTimeoutMs, or every new deployment would roll the routers).
+ROUTER_REQUEST_BUDGET_MS = 60_000
 PVC_SCHEME = "pvc://"
 COLLECTOR_MOUNT_ROOT = "/var/mlendpoints/collector"  # pvc://CLAIM/PATH is mounted at <root>/CLAIM
 
@@ -267,11 +270,10 @@ def render_endpoint(
                         "serviceAccountName": router,
                         "securityContext": pod_security_context(settings),
                         "containers": [container],
-                        # The longest request any deployment may take, then the collector's flush.
+                        # Fixed, not from the deployments' timeouts: adding a deployment must not
+                        # roll the routers. A router that has drained exits sooner anyway.
                         "terminationGracePeriodSeconds": grace_period(
-                            settings,
-                            max((d.requestTimeoutMs for d in config.deployments.values()), default=0),
-                            ROUTER_FLUSH_S,
+                            settings, ROUTER_REQUEST_BUDGET_MS, ROUTER_FLUSH_S
                         ),
                         **(
                             {"imagePullSecrets": image_pull_secrets(settings)}

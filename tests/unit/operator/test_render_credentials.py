@@ -233,8 +233,14 @@ def test_servers_and_routers_drain_gracefully() -> None:
     [router_deployment] = [c for c in render_endpoint(ep, config, MODERN, BARE) if c["kind"] == "Deployment"]
     router = router_deployment["spec"]["template"]["spec"]
     assert router["containers"][0]["lifecycle"] == server["lifecycle"]
-    # The slowest deployment behind it, and the collector's flush budget.
-    assert router["terminationGracePeriodSeconds"] == BARE.prestop_seconds + 31 + 15 + 5
+    # A fixed 60 s for in-flight requests and the collector's flush budget: not from the deployments,
+    # whose coming and going must not roll the routers.
+    assert router["terminationGracePeriodSeconds"] == BARE.prestop_seconds + 60 + 15 + 5
+    config_without = router_config("ep", "ml", ep.spec, {}, effective_routing(ep.spec, {}, None))
+    [bare_router] = [
+        c for c in render_endpoint(ep, config_without, MODERN, BARE) if c["kind"] == "Deployment"
+    ]
+    assert bare_router["spec"]["template"] == router_deployment["spec"]["template"]
 
 
 DEFAULTS = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}
