@@ -25,7 +25,8 @@ pytestmark = [
     pytest.mark.cluster,
     pytest.mark.e2e,
     pytest.mark.pod_security(
-        "privileged", reason="the model reaches its hand-written pod through a hostPath volume (baseline refuses it)"
+        "privileged",
+        reason="the model reaches its hand-written pod through a hostPath volume (baseline refuses)",
     ),
 ]
 
