@@ -92,6 +92,10 @@ them: RBAC lets the operator grant only what it holds, hence endpointslices), ev
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch]
+# scaleSettings.type concurrency: the operator sets the replicas of the model servers it scales.
+- apiGroups: [apps]
+  resources: [deployments/scale]
+  verbs: [patch]
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, patch, delete]

@@ -115,6 +115,20 @@ class DeploymentRoute(BaseModel):
     collector: CollectorRoute | None = Field(
         default=None, description="Data collection of this deployment's requests and responses."
     )
+    maxQueueWaitMs: int | None = Field(
+        default=None,
+        ge=0,
+        description="Hold a request this long for a free pod (none ready, or all at their limit) before "
+        "503 with Retry-After; None: answer 503 (no pod) or 429 (all busy) at once.",
+    )
+    maxQueuedRequests: int = Field(
+        default=1000, ge=1, description="Requests held at once for this deployment; more get 503 at once."
+    )
+    autoscaled: bool = Field(
+        default=False,
+        description="Scaled on its load (scaleSettings.type concurrency): the router integrates its "
+        "requests in flight and held over time for the scaler (ROUTER_SCALING_PATH).",
+    )
 
 
 class RouterConfig(BaseModel):
@@ -168,6 +182,32 @@ class RouterConfig(BaseModel):
             if self.traffic.get(name, 0) > 0:
                 raise ValueError(f"mirrorTraffic.{name}: a deployment cannot take live and mirror traffic")
         return self
+
+
+# --- autoscaling on load (scaleSettings.type concurrency; docs/contract.md "Autoscaling") -------------
+# Every router pod answers GET ROUTER_SCALING_PATH on ROUTER_PORT with a ScalingReport. The operator
+# scrapes each router of an endpoint every second or so and adds the reports up per deployment.
+ROUTER_SCALING_PATH = "/-/scaling"
+RETRY_AFTER_STARTING_S = 5  # Retry-After of a 503 for a held request that timed out waiting for a pod
+
+
+class DeploymentLoad(BaseModel):
+    """One deployment's load as one router pod sees it. Counters only grow (for the life of the
+    router process, named by ScalingReport.instance): a scraper takes differences between reports."""
+
+    inFlight: int = Field(description="Requests sent to a pod and not yet answered (live and mirror).")
+    queued: int = Field(description="Requests held, waiting for a pod.")
+    requests: int = Field(description="Requests that arrived for this deployment (counter).")
+    concurrencySeconds: float = Field(
+        description="Integral over time of inFlight + queued (counter; its rate is the mean concurrency)."
+    )
+
+
+class ScalingReport(BaseModel):
+    """A router pod's answer on ROUTER_SCALING_PATH."""
+
+    instance: str = Field(description="Random per router process: counters restart when it changes.")
+    deployments: dict[str, DeploymentLoad] = Field(default_factory=dict)
 
 
 # --- data collection (the router's collector; docs/contract.md "Data collection") -----------------

@@ -61,8 +61,13 @@ MODEL_URI = rule(
 ABSOLUTE_PATH = rule("self.startsWith('/')", f"{_quoted('self')} + ' must be an absolute path'")
 
 MIN_NOT_ABOVE_MAX = rule(
-    "!has(self.type) || self.type != 'targetUtilization' || self.minInstances <= self.maxInstances",
+    "!has(self.type) || self.type == 'default' || self.minInstances <= self.maxInstances",
     "'minInstances %d exceeds maxInstances %d'.format([self.minInstances, self.maxInstances])",
+)
+
+ZERO_ONLY_WITH_CONCURRENCY = rule(
+    "!has(self.minInstances) || self.minInstances >= 1 || (has(self.type) && self.type == 'concurrency')",
+    "'minInstances 0 (scale to zero) needs type concurrency'",
 )
 
 CPU_REQUEST_FOR_UTILIZATION = rule(

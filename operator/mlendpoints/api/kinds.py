@@ -51,6 +51,7 @@ ONLINE_ENDPOINT = Kind(
     (
         Column("State", ".status.provisioningState", description="Provisioning state."),
         _ready("endpoint"),
+        Column("Instances", ".status.instances", description="Ready/desired pods, all deployments."),
         Column("Auth", ".spec.authMode", description="Auth mode."),
         Column("Scoring URI", ".status.scoringUri", priority=1, description="In-cluster scoring URL."),
         AGE,
@@ -66,6 +67,7 @@ ONLINE_DEPLOYMENT = Kind(
         Column("Version", ".status.resolvedModelVersion", description="Model version served."),
         Column("Ready", ".status.readyReplicas", "integer", description="Ready pods."),
         Column("Replicas", ".status.replicas", "integer", description="Pods."),
+        Column("Desired", ".status.desiredReplicas", "integer", description="Pods wanted now."),
         Column("Model", ".spec.model", priority=1, description="Model URI."),
         AGE,
     ),

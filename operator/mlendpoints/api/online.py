@@ -80,6 +80,7 @@ class DeploymentSummary(ApiModel):
     name: str = Field(description="Deployment name.")
     replicas: int = Field(default=0, description="Pods that exist.")
     readyReplicas: int = Field(default=0, description="Pods ready to serve.")
+    desiredReplicas: int | None = Field(default=None, description="Pods wanted now.")
     modelVersion: str | None = Field(default=None, description="Resolved model version it serves.")
 
 
@@ -98,26 +99,74 @@ class OnlineEndpointStatus(ApiModel):
     deployments: list[DeploymentSummary] = Field(
         default_factory=list, description="Deployments of this endpoint."
     )
+    instances: str | None = Field(
+        default=None, description="Ready/desired pods over all deployments, e.g. 3/4 (kubectl get oe)."
+    )
     conditions: list[Condition] = Field(default_factory=list, description="Ready, RouterReady, TrafficValid.")
     observedGeneration: int | None = Field(default=None, description="Generation last reconciled.")
 
 
 class ScaleSettings(ApiModel):
-    """Fixed instance count (default) or CPU-based autoscaling (targetUtilization, an HPA)."""
+    """Fixed instance count (default), CPU-based autoscaling (targetUtilization, an HPA), or scaling on
+    requests in flight (concurrency: the operator scales on what the routers report; may go to zero)."""
 
     model_config = ApiModel.model_config | ConfigDict(
-        json_schema_extra=cel.validations(cel.MIN_NOT_ABOVE_MAX)
+        json_schema_extra=cel.validations(cel.MIN_NOT_ABOVE_MAX, cel.ZERO_ONLY_WITH_CONCURRENCY)
     )
 
-    type: Literal["default", "targetUtilization"] = Field(default="default", description="Scaling mode.")
-    minInstances: int = Field(default=1, ge=1, description="targetUtilization: fewest pods.")
-    maxInstances: int = Field(default=1, ge=1, description="targetUtilization: most pods.")
+    type: Literal["default", "targetUtilization", "concurrency"] = Field(
+        default="default", description="Scaling mode."
+    )
+    minInstances: int = Field(
+        default=1, ge=0, description="targetUtilization, concurrency: fewest pods (0: concurrency only)."
+    )
+    maxInstances: int = Field(default=1, ge=1, description="targetUtilization, concurrency: most pods.")
     targetUtilizationPercentage: int = Field(
         default=70, ge=1, le=100, description="targetUtilization: CPU utilization the HPA aims at."
     )
     pollingInterval: int = Field(
         default=1, ge=1, description="targetUtilization: seconds per scaling step (the HPA's policy period)."
     )
+    targetConcurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="concurrency: requests in flight (or waiting) per pod to aim at; "
+        "default requestSettings.maxConcurrentRequestsPerInstance.",
+    )
+    scaleToZeroAfterSeconds: int = Field(
+        default=300, ge=1, description="concurrency, minInstances 0: seconds with no request before 0 pods."
+    )
+    stableWindowSeconds: int | None = Field(
+        default=None,
+        ge=6,
+        le=3600,
+        description="Seconds of load averaged before scaling down. concurrency: default 60 (Knative's KPA); "
+        "targetUtilization: the HPA's scale-down stabilization window, default 300 (the HPA's).",
+    )
+    panicWindowSeconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=600,
+        description="concurrency: seconds of load averaged to scale up fast (panic mode); "
+        "default a tenth of the stable window.",
+    )
+    panicThresholdPercent: int = Field(
+        default=200,
+        ge=110,
+        le=1000,
+        description="concurrency: load over the panic window, in percent of what the ready pods target, "
+        "that starts panic mode (scale up at once, never down, for a stable window).",
+    )
+
+    def stable_window_seconds(self) -> int:
+        if self.stableWindowSeconds is not None:
+            return self.stableWindowSeconds
+        return 300 if self.type == "targetUtilization" else 60
+
+    def panic_window_seconds(self) -> int:
+        if self.panicWindowSeconds is not None:
+            return self.panicWindowSeconds
+        return max(1, self.stable_window_seconds() // 10)
 
 
 class RequestSettings(ApiModel):
@@ -128,7 +177,11 @@ class RequestSettings(ApiModel):
         default=8, ge=1, description="Requests in flight per pod; more wait in the router."
     )
     maxQueueWaitMs: int | None = Field(
-        default=None, ge=0, description="Deprecated (as in Azure ML); accepted, ignored."
+        default=None,
+        ge=0,
+        description="Longest a request waits in the router for a pod (starting from zero, or all busy) "
+        "before a 503 with Retry-After; default 30000 with scaleSettings.type concurrency, "
+        "else no wait (429 or 503 at once).",
     )
 
 
@@ -282,6 +335,9 @@ class OnlineDeploymentStatus(ApiModel):
 
     replicas: int = Field(default=0, description="Pods that exist.")
     readyReplicas: int = Field(default=0, description="Pods ready to serve.")
+    desiredReplicas: int | None = Field(
+        default=None, description="Pods wanted now (by instanceCount, the HPA or the concurrency scaler)."
+    )
     modelUri: str | None = Field(default=None, description="The pinned model URI the pods fetch.")
     resolvedModelVersion: str | None = Field(
         default=None, description="Registry version the URI resolved to."

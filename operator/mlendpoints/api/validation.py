@@ -101,10 +101,12 @@ def validate_deployment(name: str, spec: OnlineDeploymentSpec) -> list[str]:
     errors = validate_name(name)
     errors += validate_model_uri(spec.model)
     scale = spec.scaleSettings
-    if scale.type == "targetUtilization" and scale.minInstances > scale.maxInstances:
+    if scale.type != "default" and scale.minInstances > scale.maxInstances:
         errors.append(
             f"spec.scaleSettings: minInstances {scale.minInstances} exceeds maxInstances {scale.maxInstances}"
         )
+    if scale.minInstances == 0 and scale.type != "concurrency":
+        errors.append("spec.scaleSettings.minInstances: 0 (scale to zero) needs type concurrency")
     if scale.type == "targetUtilization" and "cpu" not in spec.resources.requests:
         errors.append("spec.resources.requests.cpu: required by scaleSettings.type targetUtilization")
     if not spec.modelMountPath.startswith("/"):

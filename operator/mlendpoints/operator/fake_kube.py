@@ -23,7 +23,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from mlendpoints.operator.kube import ApiServer, Object, Ref, merge_patch
+from mlendpoints.operator.kube import ApiServer, KubeError, Object, Ref, merge_patch
 
 _Key = tuple[str, str, str]  # (kind, namespace, name)
 
@@ -123,6 +123,14 @@ class MemoryKube(ApiServer):
     async def delete(self, ref: Ref) -> None:
         if self.objects.pop(_key(ref.kind, ref.namespace, ref.name), None) is not None:
             self.writes.append(("delete", ref))
+
+    async def scale(self, ref: Ref, replicas: int) -> None:
+        live = self.objects.get(_key(ref.kind, ref.namespace, ref.name))
+        if live is None:
+            raise KubeError(404, f"{ref} not found")
+        self.writes.append(("scale", ref))
+        live.setdefault("spec", {})["replicas"] = replicas
+        live["metadata"]["generation"] = live["metadata"].get("generation", 1) + 1
 
     # -----------------------------------------------------------------------------------------------
     def _new(self, obj: Object) -> Object:

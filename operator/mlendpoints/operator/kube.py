@@ -178,6 +178,10 @@ class ApiServer(abc.ABC):
     async def delete(self, ref: Ref) -> None:
         """Delete; an object already gone is no error."""
 
+    @abc.abstractmethod
+    async def scale(self, ref: Ref, replicas: int) -> None:
+        """Set a workload's replicas through its scale subresource (no other field is touched)."""
+
     async def ensure(self, desired: Object) -> tuple[Object, bool]:
         """The live object after making it hold `desired`; and whether that took a write."""
         live = await self.get(Ref.of(desired))
@@ -325,6 +329,14 @@ class Kube(ApiServer):
         except KubeError as exc:
             if exc.status != 404:
                 raise
+
+    async def scale(self, ref: Ref, replicas: int) -> None:
+        await self.request(
+            "PATCH",
+            resource_path(ref.api_version, ref.kind, ref.namespace, ref.name) + "/scale",
+            {"spec": {"replicas": replicas}},
+            content_type="application/merge-patch+json",
+        )
 
     async def served_versions(self) -> tuple[set[str], tuple[int, int]]:
         """Group/versions the server serves, and its (major, minor) version."""

@@ -38,6 +38,7 @@ from mlendpoints.api.online import (
 from mlendpoints.api.validation import parse_model_uri, schema_errors, validate_deployment
 from mlendpoints.operator import models
 from mlendpoints.operator.kube import ApiServer, Object, Ref
+from mlendpoints.operator.scaler import RouterPods, Scaler
 from mlendpoints.operator.scheduler import Key, Scheduler
 from mlendpoints.operator.settings import OperatorSettings
 from mlendpoints.operator.status import (
@@ -108,6 +109,8 @@ class Reconciler:
         self._ensured: dict[Key, str] = {}
         self.children_changed: set[Key] = set()  # fed by child watch events
         self.workloads: dict[tuple[str, str], Object] = {}  # live Deployments by (namespace, name), watched
+        self.router_pods = RouterPods()  # ready router pods, watched: the scaler scrapes them
+        self.scaler = Scaler(kube, self.router_pods, self.workloads, settings.scale_interval_seconds)
 
     async def reconcile(self, key: Key) -> None:
         kind, namespace, name = key
@@ -454,6 +457,9 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     async def child_event(event: kopf.RawEvent, namespace: str | None, labels: Any, **_: Any) -> None:
         obj, namespace = event["object"], namespace or ""
         meta: Any = obj["metadata"]
+        component = (labels or {}).get(contract.LABEL_COMPONENT)
+        if obj.get("kind") == "Pod" and component == contract.COMPONENT_ROUTER:
+            reconciler.router_pods.update(obj, deleted=event["type"] == "DELETED")
         if obj.get("kind") == "Deployment":
             if event["type"] == "DELETED":
                 reconciler.workloads.pop((namespace, meta["name"]), None)
@@ -485,6 +491,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     @kopf.on.startup(registry=registry, id="online-resync")
     async def start_resync(**_: Any) -> None:
         asyncio.get_running_loop().create_task(resync(reconciler))
+        asyncio.get_running_loop().create_task(reconciler.scaler.run(lambda: store.of(DEPLOYMENT)))
 
 
 async def resync(reconciler: Reconciler) -> None:

@@ -87,6 +87,9 @@ class OperatorSettings(BaseSettings):
     resync_seconds: float = Field(
         default=600.0, gt=0, description="Level-based safety net: re-reconcile all."
     )
+    scale_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often the scaler reads the routers' load (type concurrency)."
+    )
     api_concurrency: int = Field(default=16, ge=1, description="Concurrent requests to the API server.")
     log_level: str = Field(default="info", description="debug, info, warning or error.")
 

@@ -122,7 +122,9 @@ def deployment_status(
     replicas = int(wl_status.get("replicas") or 0)
     ready = int(wl_status.get("readyReplicas") or 0)
     updated = int(wl_status.get("updatedReplicas") or 0)
-    desired = int(((workload or {}).get("spec") or {}).get("replicas") or spec.instanceCount)
+    wl_spec = (workload or {}).get("spec") or {}
+    desired = int(wl_spec["replicas"]) if wl_spec.get("replicas") is not None else spec.instanceCount
+    scaled_to_zero = spec.scaleSettings.type == "concurrency" and workload is not None and desired == 0
     rolled_out = workload is not None and wl_status.get("observedGeneration") == workload["metadata"].get(
         "generation"
     )
@@ -151,8 +153,11 @@ def deployment_status(
             generation,
         )
     )
-    is_ready = model is not None and not validation_errors and ready >= desired > 0 and not progressing
-    if is_ready:
+    healthy = model is not None and not validation_errors and not progressing
+    if healthy and scaled_to_zero:
+        message = "no request for a while: 0 pods; the router holds the next request and starts one"
+        conditions.append(condition("Ready", True, "ScaledToZero", message, generation))
+    elif healthy and ready >= desired > 0:
         conditions.append(condition("Ready", True, "Serving", f"{ready}/{desired} pods ready", generation))
     else:
         reason = "Failed" if (failure or validation_errors or model is None) else "Waiting"
@@ -163,6 +168,7 @@ def deployment_status(
     return OnlineDeploymentStatus(
         replicas=replicas,
         readyReplicas=ready,
+        desiredReplicas=desired if workload is not None else None,
         modelUri=model.uri if model else previous.modelUri,
         resolvedModelVersion=model.version if model else previous.resolvedModelVersion,
         conditions=merge_conditions(previous.conditions, conditions, now),
@@ -212,6 +218,13 @@ def collector_condition(
 
 def is_true(conditions: Iterable[Condition], type_: str) -> bool:
     return any(c.type == type_ and c.status == "True" for c in conditions)
+
+
+def _instances(statuses: Iterable[OnlineDeploymentStatus]) -> str:
+    deployments = list(statuses)
+    ready = sum(d.readyReplicas for d in deployments)
+    desired = sum(d.desiredReplicas if d.desiredReplicas is not None else d.replicas for d in deployments)
+    return f"{ready}/{desired}"
 
 
 def endpoint_status(
@@ -283,10 +296,12 @@ def endpoint_status(
                 name=d,
                 replicas=status.replicas,
                 readyReplicas=status.readyReplicas,
+                desiredReplicas=status.desiredReplicas,
                 modelVersion=status.resolvedModelVersion,
             )
             for d, status in sorted(deployments.items())
         ],
+        instances=_instances(deployments.values()),
         conditions=merge_conditions(previous.conditions, conditions, now),
         observedGeneration=generation,
     )

@@ -32,6 +32,7 @@ from mlendpoints_serving import contract
 # A slow model load (large artifacts, a virtualenv build) gets up to 10 minutes before liveness applies.
 STARTUP_PERIOD_S = 5
 STARTUP_FAILURES = 120
+STARTUP_BUDGET_S = STARTUP_PERIOD_S * STARTUP_FAILURES
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,8 @@ def render_deployment(
         *gpu.gpu_env(user_env, gpus),
         *user_env,
     ]
+    # Held requests wait for a pod scaled on load: see it ready within a second of its model loading.
+    startup_period = 1 if spec.scaleSettings.type == "concurrency" else STARTUP_PERIOD_S
     server = {
         "name": contract.COMPONENT_SERVER,
         "image": image,
@@ -156,11 +159,11 @@ def render_deployment(
         "resources": resources,
         "startupProbe": {
             "httpGet": {"path": "/health", "port": "http"},
-            "periodSeconds": STARTUP_PERIOD_S,
+            "periodSeconds": startup_period,
             "timeoutSeconds": spec.readinessProbe.timeout,
-            "failureThreshold": STARTUP_FAILURES,
+            "failureThreshold": STARTUP_BUDGET_S // startup_period,
         },
-        "readinessProbe": _probe("/health", spec.readinessProbe),
+        "readinessProbe": _probe("/health", readiness_probe(spec)),
         "livenessProbe": _probe("/", spec.livenessProbe),
         "lifecycle": prestop(settings),
         "volumeMounts": mounts
@@ -186,7 +189,8 @@ def render_deployment(
     else:
         pod_spec["automountServiceAccountToken"] = False  # the server never talks to the API
 
-    autoscaled = spec.scaleSettings.type == "targetUtilization"
+    hpa = spec.scaleSettings.type == "targetUtilization"
+    autoscaled = spec.scaleSettings.type != "default"
     template_annotations = {MODEL_URI_ANNOTATION: model.uri}
     if model.version is not None:
         template_annotations[MODEL_VERSION_ANNOTATION] = model.version
@@ -198,7 +202,7 @@ def render_deployment(
             "spec": pod_spec,
         },
     }
-    if not autoscaled:  # with an HPA, the HPA owns the replica count
+    if not autoscaled:  # else the HPA, or the operator's scaler, owns the replica count
         deployment_spec["replicas"] = spec.instanceCount
     children = [
         make("apps/v1", "Deployment", {"spec": deployment_spec}),
@@ -234,11 +238,23 @@ def render_deployment(
                 {"spec": {"maxUnavailable": 1, "selector": {"matchLabels": server_labels}}},
             )
         )
-    if autoscaled:
+    if hpa:
         children.append(
             make(versions.autoscaling, "HorizontalPodAutoscaler", {"spec": _hpa_spec(obj_name, spec)})
         )
     return children
+
+
+# Scaled on load, a pod is awaited by held requests: probe readiness every second from the start
+# (Azure's defaults, 10 s then every 10 s, would make every start from zero take 10 s or more).
+FAST_READINESS = ProbeSettings(initialDelay=0, period=1, timeout=1, successThreshold=1, failureThreshold=3)
+
+
+def readiness_probe(spec: OnlineDeploymentSpec) -> ProbeSettings:
+    """The readiness probe as set; for a deployment scaled on load, FAST_READINESS unless set."""
+    if spec.scaleSettings.type == "concurrency" and "readinessProbe" not in spec.model_fields_set:
+        return FAST_READINESS
+    return spec.readinessProbe
 
 
 def network_policy_spec(name: str, spec: OnlineDeploymentSpec, settings: RenderSettings) -> Object:
@@ -258,8 +274,11 @@ def network_policy_spec(name: str, spec: OnlineDeploymentSpec, settings: RenderS
 
 def _hpa_spec(target: str, spec: OnlineDeploymentSpec) -> Object:
     scale = spec.scaleSettings
-    # autoscaling/v2 and v2beta2 share this shape.
-    step = {"policies": [{"type": "Percent", "value": 100, "periodSeconds": scale.pollingInterval}]}
+    # autoscaling/v2 and v2beta2 share this shape. Up at once (window 0); down only to the highest
+    # recommendation of the last stableWindowSeconds (the HPA's own default, 300 s, unless set).
+    policies = [{"type": "Percent", "value": 100, "periodSeconds": scale.pollingInterval}]
+    up = {"stabilizationWindowSeconds": 0, "policies": policies}
+    down = {"stabilizationWindowSeconds": scale.stable_window_seconds(), "policies": policies}
     return {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
         "minReplicas": scale.minInstances,
@@ -276,5 +295,5 @@ def _hpa_spec(target: str, spec: OnlineDeploymentSpec) -> Object:
                 },
             }
         ],
-        "behavior": {"scaleUp": step, "scaleDown": step},
+        "behavior": {"scaleUp": up, "scaleDown": down},
     }

@@ -124,10 +124,23 @@ def router_config(
                 ].requestSettings.maxConcurrentRequestsPerInstance,
                 modelVersion=model_versions.get(dep),
                 collector=collector_route(deployments[dep].dataCollector),
+                maxQueueWaitMs=queue_wait_ms(deployments[dep]),
+                autoscaled=deployments[dep].scaleSettings.type == "concurrency",
             )
             for dep in sorted(deployments)
         },
     )
+
+
+DEFAULT_QUEUE_WAIT_MS = 30_000  # how long the router holds a request for a deployment scaled on load
+
+
+def queue_wait_ms(spec: OnlineDeploymentSpec) -> int | None:
+    """How long the router holds a request for a pod: as set, else 30 s for a deployment scaled on
+    load (it may be at zero, or scaling up), else not at all (503 or 429 at once, as before)."""
+    if spec.requestSettings.maxQueueWaitMs is not None:
+        return spec.requestSettings.maxQueueWaitMs
+    return DEFAULT_QUEUE_WAIT_MS if spec.scaleSettings.type == "concurrency" else None
 
 
 def scoring_uri(name: str, namespace: str) -> str:
