@@ -129,8 +129,10 @@ def decide(
         if wanted < current and now - state.started < policy.stable_window_s:
             wanted, reason = current, "warming-up"  # too little history to scale down on
 
-    if busy and wanted == 0:
-        wanted, reason = 1, "activate" if current == 0 else reason
+    if busy and current == 0:
+        wanted, reason = max(wanted, 1), "activate"
+    elif busy and wanted == 0:
+        wanted = 1
     elif wanted == 0:
         idle_for = now - state.last_active
         if current == 0:
