@@ -259,9 +259,11 @@ async def run(settings: RouterSettings) -> None:
 
 
 async def _drain(router: Router) -> None:
-    """Let requests under way finish (bounded) before exiting."""
+    """Let requests under way, and held ones, finish (bounded) before exiting."""
     deadline = time.monotonic() + DRAIN_SECONDS
-    while time.monotonic() < deadline and any(d.in_flight for d in router.state.deployments.values()):
+    while time.monotonic() < deadline and any(
+        d.in_flight or d.queue for d in router.state.deployments.values()
+    ):
         await asyncio.sleep(0.05)
 
 

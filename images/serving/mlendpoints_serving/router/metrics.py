@@ -41,6 +41,12 @@ class RouterMetrics:
             ["deployment"],
             registry=self.registry,
         )
+        self.queued = Gauge(
+            prefix + "queued_requests",
+            "Requests held for a free pod (maxQueueWaitMs), per deployment.",
+            ["deployment"],
+            registry=self.registry,
+        )
         self.retries = Counter(
             prefix + "upstream_retries",
             "Requests sent again to another pod after a refused or reset connection.",
@@ -152,11 +158,13 @@ class RouterMetrics:
         histogram.observe(seconds)
 
     def sync_gauges(self, deployments: Iterable[Deployment], now: float) -> None:
-        """In-flight and ready-pod gauges are read from the routing state when scraped, not per request."""
+        """In-flight, queued and ready-pod gauges are read from the routing state when scraped."""
         self.in_flight.clear()
+        self.queued.clear()
         self.ready_pods.clear()
         for deployment in deployments:
             self.in_flight.labels(deployment.name).set(deployment.in_flight)
+            self.queued.labels(deployment.name).set(len(deployment.queue))
             self.ready_pods.labels(deployment.name).set(len(deployment.ready_pods(now)))
 
     def render(self) -> bytes:

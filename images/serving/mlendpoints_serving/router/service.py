@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import os
 import random
 import time
 
@@ -20,6 +21,9 @@ from mlendpoints_serving.contract import (
     HEADER_REROUTED,
     HEADER_SERVED_BY,
     HEADER_SERVED_BY_AZURE,
+    RETRY_AFTER_STARTING_S,
+    ROUTER_SCALING_PATH,
+    ScalingReport,
 )
 from mlendpoints_serving.router.auth import KeyChecker
 from mlendpoints_serving.router.collector import Collector, ShadowPair, sampled
@@ -50,6 +54,9 @@ _SERVED_BY = HEADER_SERVED_BY.encode()
 _SERVED_BY_AZURE = HEADER_SERVED_BY_AZURE.encode()
 _REROUTED = HEADER_REROUTED.encode()
 _JSON = (b"content-type", b"application/json")
+_RETRY_AFTER = b"retry-after"
+_SCALING = ROUTER_SCALING_PATH.encode()
+_OWN_PATHS = (b"/health", b"/metrics", _SCALING)
 
 
 class Request:
@@ -127,6 +134,8 @@ class Router:
         self._rand = (rand or random.Random()).random
         self._mirror_in_flight = 0
         self._mirror_tasks: set[asyncio.Task[None]] = set()
+        # Names this process in its scaling reports: their counters restart with it.
+        self.instance = os.urandom(8).hex()
 
     # --- the router's own endpoints -------------------------------------------
     def health(self) -> Response:
@@ -134,14 +143,24 @@ class Router:
             return error_response(503, "keys_not_loaded", "key auth is on but no key has been loaded yet")
         return Response(200, [_JSON], b'{"status":"ok"}')
 
+    def scaling_report(self) -> Response:
+        now = time.monotonic()
+        report = ScalingReport(
+            instance=self.instance,
+            deployments={name: d.load(now) for name, d in self.state.deployments.items()},
+        )
+        return Response(200, [_JSON], report.model_dump_json().encode())
+
     def render_metrics(self) -> Response:
         self.metrics.sync_gauges(self.state.deployments.values(), time.monotonic())
         return Response(200, [(b"content-type", self.metrics.content_type.encode())], self.metrics.render())
 
     # --- scoring requests --------------------------------------------------------
     async def handle(self, request: Request) -> Response:
-        if request.method == b"GET" and request.target in (b"/health", b"/metrics"):
-            return self.health() if request.target == b"/health" else self.render_metrics()
+        if request.method == b"GET" and request.target in _OWN_PATHS:
+            if request.target == b"/health":
+                return self.health()
+            return self.render_metrics() if request.target == b"/metrics" else self.scaling_report()
         started = time.perf_counter()
         request_id = request.request_id or new_request_id()
         deployment, rerouted_from, response, pair = await self._route(request, request_id)
@@ -221,7 +240,7 @@ class Router:
                 return None, None, error_response(404, "deployment_not_found", message), None
             deployment = state.deployments[name]
             ready = deployment.ready_pods(now)
-            if not ready:
+            if not ready and deployment.hold_s is None:
                 return (
                     None,
                     None,
@@ -229,7 +248,7 @@ class Router:
                     None,
                 )
         else:
-            pick = state.split.pick(self._rand, lambda n: state.deployments[n].has_ready_pod(now))
+            pick = state.split.pick(self._rand, lambda n: state.deployments[n].takes_traffic(now))
             if pick is None:
                 message = "no deployment with traffic has a ready pod"
                 return None, None, error_response(503, "no_ready_pod", message), None
@@ -240,20 +259,38 @@ class Router:
                 self.metrics.rerouted.labels(rerouted_from, deployment.name).inc()
         route = deployment.route
         limit = concurrency_limit(route.maxConcurrentRequestsPerInstance, len(ready))
-        if deployment.in_flight >= limit:
-            message = f"deployment {deployment.name!r} has {limit} requests in flight, its limit; retry later"
-            return deployment, rerouted_from, error_response(429, "too_many_requests", message), None
+        tracked = deployment.tracked
+        if tracked:
+            deployment.requests += 1
+        if deployment.in_flight >= limit or deployment.queue:
+            if deployment.hold_s is None:
+                message = (
+                    f"deployment {deployment.name!r} has {limit} requests in flight, its limit; retry later"
+                )
+                return deployment, rerouted_from, error_response(429, "too_many_requests", message), None
+            # Held until a slot is free: the slot comes reserved (in_flight counts it already), and
+            # requestTimeoutMs starts now, when the request goes to a pod.
+            refused = await self._hold(deployment, deployment.hold_s)
+            if refused is not None:
+                return deployment, rerouted_from, refused, None
+            now = time.monotonic()
+            ready = deployment.ready_pods(now)
+            if not ready:  # its pods went away between the wake-up and now
+                deployment.finish()
+                return deployment, rerouted_from, _refused(deployment, "queue_timeout", "no pod"), None
+        elif tracked:
+            deployment.start(now)
+        else:
+            deployment.in_flight += 1
 
-        data = _upstream_request(request, request_id)
-        head = request.method == b"HEAD"
         pair = None
-        if state.mirror is not None and request.pin is None:
-            mirror, share = state.mirror
-            if should_mirror(share, False, self._rand):
-                pair = self._send_mirror(mirror, data, head, now, request, request_id, deployment.name)
-
-        deployment.in_flight += 1
         try:
+            data = _upstream_request(request, request_id)
+            head = request.method == b"HEAD"
+            if state.mirror is not None and request.pin is None:
+                mirror, share = state.mirror
+                if should_mirror(share, False, self._rand):
+                    pair = self._send_mirror(mirror, data, head, now, request, request_id, deployment.name)
             # time.monotonic() is the event loop's clock (asyncio's and, to the millisecond, uvloop's)
             upstream = await self._forward(deployment, ready, data, head, now + deployment.timeout_s)
         except TimeoutError:
@@ -268,13 +305,41 @@ class Router:
                 pair,
             )
         finally:
-            deployment.in_flight -= 1
+            if deployment.tracked:
+                deployment.finish()
+            else:
+                deployment.in_flight -= 1
         return (
             deployment,
             rerouted_from,
             Response(upstream.status, upstream.headers, upstream.body, upstream.reason),
             pair,
         )
+
+    async def _hold(self, deployment: Deployment, wait_s: float) -> Response | None:
+        """Wait for a free slot, FIFO: None once admitted (the slot already counted in in_flight),
+        else the 503 to answer (queue full, or the wait is over)."""
+        if len(deployment.queue) >= deployment.route.maxQueuedRequests:
+            message = f"it already holds {len(deployment.queue)} requests (maxQueuedRequests)"
+            return _refused(deployment, "queue_full", message)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        deployment.hold(waiter)
+        timer = loop.call_later(wait_s, _expire, deployment, waiter)
+        try:
+            admitted = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.result():
+                deployment.finish()  # admitted, then cancelled: give the slot back
+            else:
+                deployment.leave(waiter)
+            raise
+        finally:
+            timer.cancel()
+        if admitted:
+            return None
+        message = f"no free slot within maxQueueWaitMs ({deployment.route.maxQueueWaitMs} ms)"
+        return _refused(deployment, "queue_timeout", message)
 
     async def _forward(
         self, deployment: Deployment, ready: list[Pod], data: bytes, head: bool, deadline: float
@@ -323,6 +388,7 @@ class Router:
             not ready
             or self._mirror_in_flight >= self.state.config.mirrorMaxInFlight
             or deployment.in_flight >= limit
+            or deployment.queue  # never held: copies wait for nothing and wake nothing
         ):
             self.metrics.mirror.labels(deployment.name, "dropped").inc()
             return None
@@ -348,7 +414,10 @@ class Router:
         pair: ShadowPair,
     ) -> None:
         self._mirror_in_flight += 1
-        deployment.in_flight += 1
+        if deployment.tracked:
+            deployment.start(time.monotonic())
+        else:
+            deployment.in_flight += 1
         failed = True
         started = time.perf_counter()
         status, body = 502, b""
@@ -362,7 +431,10 @@ class Router:
             status = 503 if exc.retryable else 502
         finally:
             self._mirror_in_flight -= 1
-            deployment.in_flight -= 1
+            if deployment.tracked:
+                deployment.finish()
+            else:
+                deployment.in_flight -= 1
             if failed:
                 self.metrics.mirror.labels(deployment.name, "failed").inc()
         elapsed = time.perf_counter() - started
@@ -395,6 +467,32 @@ class Router:
         if rerouted_from is not None:
             fields["rerouted_from"] = rerouted_from
         access_log.info("request", extra={"fields": fields})
+
+
+def _expire(deployment: Deployment, waiter: asyncio.Future[bool]) -> None:
+    """A held request's wait is over (unless it was admitted just before)."""
+    if not waiter.done():
+        deployment.leave(waiter)
+        waiter.set_result(False)
+
+
+def _refused(deployment: Deployment, code: str, reason: str) -> Response:
+    """503 for a request that could not be held (code queue_full) or was held in vain (queue_timeout).
+    With no ready pod the deployment is starting (or scaled to zero and waking up): a timed-out request
+    says deployment_starting, and either says retry in RETRY_AFTER_STARTING_S; else in 1 s."""
+    name = deployment.name
+    if not deployment.has_ready_pod(time.monotonic()):
+        retry_after = RETRY_AFTER_STARTING_S
+        if code == "queue_timeout":
+            code, message = "deployment_starting", f"deployment {name!r} has no ready pod yet; it is starting"
+        else:
+            message = f"deployment {name!r} has no ready pod yet (it is starting) and {reason}"
+    else:
+        retry_after = 1
+        message = f"deployment {name!r} is busy: {reason}; retry later"
+    response = error_response(503, code, message)
+    response.headers.append((_RETRY_AFTER, str(retry_after).encode()))
+    return response
 
 
 def _upstream_request(request: Request, request_id: bytes) -> bytes:
