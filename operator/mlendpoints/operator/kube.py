@@ -10,6 +10,8 @@ rendered one, so reconciling an unchanged resource writes nothing.
 from __future__ import annotations
 
 import abc
+import asyncio
+import builtins
 import logging
 import os
 import ssl
@@ -46,6 +48,10 @@ PLURALS: dict[str, str] = {
     "EndpointSlice": "endpointslices",
     **{k.kind: k.plural for k in KINDS},
 }
+
+# Objects that name others of the same converge go in a later wave: a RoleBinding is refused (404)
+# while the Role it binds does not exist yet (seen with many endpoints created at once).
+APPLY_WAVE: dict[str, int] = {"RoleBinding": 1}
 
 
 class KubeError(Exception):
@@ -188,6 +194,16 @@ class ApiServer(abc.ABC):
         if live is not None and is_subset(desired, live):
             return live, False
         return await self.apply(desired), True
+
+    async def ensure_all(self, desired: Iterable[Object]) -> builtins.list[tuple[Object, bool]]:
+        """`ensure` each object, concurrently within a wave (APPLY_WAVE), wave after wave."""
+        waves: dict[int, list[Object]] = {}
+        for obj in desired:
+            waves.setdefault(APPLY_WAVE.get(obj["kind"], 0), []).append(obj)
+        results: builtins.list[tuple[Object, bool]] = []
+        for wave in sorted(waves):
+            results += await asyncio.gather(*(self.ensure(obj) for obj in waves[wave]))
+        return results
 
     async def ensure_absent(self, ref: Ref, owner_uid: str) -> bool:
         """Delete a child the resource no longer needs (only one it owns); whether that took a write."""

@@ -174,12 +174,7 @@ class Reconciler:
             cached = self.workloads.get((workload.namespace, workload.name))
             return cached if cached is not None else await self.kube.get(workload)
         self.children_changed.discard(key)
-        # A RoleBinding is refused (404) while the Role it binds does not exist yet: bind after the
-        # rest, rather than fail the reconcile and retry (seen with many endpoints created at once).
-        results = await asyncio.gather(*(self.kube.ensure(c) for c in children if c["kind"] != "RoleBinding"))
-        results += await asyncio.gather(
-            *(self.kube.ensure(c) for c in children if c["kind"] == "RoleBinding")
-        )
+        results = await self.kube.ensure_all(children)
         await asyncio.gather(*(self.kube.ensure_absent(ref, owner_uid) for ref in absent))
         self._ensured[key] = fingerprint
         return next((live for live, _ in results if Ref.of(live) == workload), None)

@@ -141,3 +141,22 @@ def test_write_metric_label_names_the_resource_not_the_object() -> None:
     assert resource_of("/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/a") == (
         "validatingwebhookconfigurations"
     )
+
+
+def test_ensure_all_binds_after_the_rest() -> None:
+    """A RoleBinding goes in a later wave than its Role (the API server refuses it before)."""
+    from mlendpoints.operator.fake_kube import MemoryKube
+
+    kube = MemoryKube()
+
+    def obj(api_version: str, kind: str) -> dict[str, object]:
+        return {"apiVersion": api_version, "kind": kind, "metadata": {"name": "r", "namespace": "ml"}}
+
+    binding = obj("rbac.authorization.k8s.io/v1", "RoleBinding")
+    role = obj("rbac.authorization.k8s.io/v1", "Role")
+    config = obj("v1", "ConfigMap")
+    results = asyncio.run(kube.ensure_all([binding, role, config]))
+    assert [ref.kind for _, ref in kube.writes] == ["Role", "ConfigMap", "RoleBinding"]
+    assert [live["kind"] for live, _ in results] == ["Role", "ConfigMap", "RoleBinding"]
+    assert all(wrote for _, wrote in results)
+    assert not any(wrote for _, wrote in asyncio.run(kube.ensure_all([binding, role, config])))
