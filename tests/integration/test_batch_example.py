@@ -8,20 +8,23 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.integration.batch_support import run_driver
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "iris-batch"
 
 
-def test_iris_batch_example(tmp_path: Path):
-    prepared = subprocess.run(
-        [sys.executable, str(EXAMPLE / "prepare.py"), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert prepared.returncode == 0, prepared.stderr
+@pytest.fixture
+def prepared(tmp_path: Path) -> Path:
+    """The example's first README step: its model and input files under tmp_path."""
+    argv = [sys.executable, str(EXAMPLE / "prepare.py"), str(tmp_path)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return tmp_path
+
+
+def test_iris_batch_example(tmp_path: Path, prepared: Path):
     base = [
         "--model-dir",
         str(tmp_path / "model"),
@@ -76,14 +79,7 @@ def test_iris_batch_example(tmp_path: Path):
     assert sorted(failed) == ["2024/june/batch-c.jsonl", "README.txt", "batch-b.parquet"]
 
 
-def test_custom_outputs_example_writes_a_parquet_file_per_input(tmp_path: Path):
-    prepared = subprocess.run(
-        [sys.executable, str(EXAMPLE / "prepare.py"), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert prepared.returncode == 0, prepared.stderr
+def test_custom_outputs_example_writes_a_parquet_file_per_input(tmp_path: Path, prepared: Path):
     out = tmp_path / "out"
     done = run_driver(
         [
