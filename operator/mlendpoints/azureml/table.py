@@ -576,7 +576,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         _ONLINE_DEP,
         "request_settings.max_queue_wait_ms",
-        "spec.requestSettings.maxQueueWaitMs (deprecated, ignored, as in Azure)",
+        "spec.requestSettings.maxQueueWaitMs (deprecated in Azure; honoured here: the router holds a request "
+        "this long for a free pod)",
         _to("requestSettings.maxQueueWaitMs"),
     ),
     *(
