@@ -1,9 +1,10 @@
 """The cluster's own tests: what every other cluster test relies on.
 
 A Deployment of a tiny HTTP server (built into a local image) gets Ready pods and
-EndpointSlices, is reachable through its ClusterIP and loses its children when
-deleted; a Job runs to completion (reaching the Service and the API server from
-inside a pod, without DNS); a crashing pod is restarted; a CRD serves custom
+EndpointSlices, is reachable through its ClusterIP, has its pods' CPU in the
+metrics API (metrics-server) and loses its children when deleted; a Job runs
+to completion (reaching the Service and the API server from inside a pod,
+without DNS); a crashing pod is restarted; a CRD serves custom
 resources with a status subresource.
 """
 
@@ -128,6 +129,28 @@ def test_endpoint_slices_list_the_ready_pods(
         }
 
     assert wait_for("EndpointSlices with both pods", lambda: ready_addresses() == pod_ips, timeout=30)
+
+
+def test_the_metrics_api_reports_each_pods_cpu(
+    kube_cluster: KubeCluster, namespace: str, tiny_app: str
+) -> None:
+    """metrics.k8s.io (metrics-server behind the aggregator): what `kubectl top` and the HPA read."""
+    if "v1beta1" not in kube_cluster.served_versions("metrics.k8s.io"):
+        assert not kube_cluster.local, "the local cluster serves no metrics.k8s.io: see metrics-server.log"
+        pytest.skip("this cluster serves no metrics.k8s.io (no metrics-server)")
+    core: Any = client.CoreV1Api(kube_cluster.api_client)
+    names = {p.metadata.name for p in pods_of(core, namespace)}
+    custom: Any = client.CustomObjectsApi(kube_cluster.api_client)
+
+    def cpu_by_pod() -> dict[str, str]:
+        items = custom.list_namespaced_custom_object("metrics.k8s.io", "v1beta1", namespace, "pods")["items"]
+        return {i["metadata"]["name"]: c["usage"]["cpu"] for i in items for c in i["containers"]}
+
+    # A pod appears once metrics-server has scraped it twice (10 s apart here).
+    usage = wait_for("pod metrics for both pods", lambda: names <= set(cpu_by_pod()) and cpu_by_pod(), 60, 2)
+    assert all(value.endswith(("n", "u", "m")) or value.isdigit() for value in usage.values()), usage
+    nodes = custom.list_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes")["items"]
+    assert nodes and nodes[0]["usage"]["cpu"] != "0", nodes
 
 
 def test_service_cluster_ip_is_reachable_from_the_host(

@@ -7,11 +7,12 @@
 #   tools/containerd-<v>/ containerd, containerd-shim-runc-v2, ctr
 #   tools/coredns-<v>/  coredns with the plugins a cluster DNS needs
 #   tools/helm-<v>/     helm (helm.sh/helm/v3), which installs the chart
+#   tools/metrics-server-<v>/ metrics-server (sigs.k8s.io/metrics-server): kubectl top, HPA
 #   tools/kind-<v>/     kind (sigs.k8s.io/kind), for `make e2e-kind` only (named, not default)
 # runc and the CNI plugins come from Debian (scripts/setup.sh). Idempotent:
 # prints the cached paths and does nothing else when everything is built.
 # Arguments name components to build only those (k8s etcd containerd coredns
-# helm); none: all of them.
+# helm metrics-server); none: all of them.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.sh
@@ -159,6 +160,20 @@ build_helm() {
   rm -rf "$HELM_BIN" && mv "$HELM_BIN.tmp" "$HELM_BIN"
 }
 
+# metrics-server, the metrics.k8s.io API (kubectl top, the HPA's resource
+# targets); its version package is stamped as its Makefile does.
+build_metrics_server() {
+  [ -x "$METRICS_SERVER_BIN/metrics-server" ] && return 0
+  log "metrics-server $METRICS_SERVER_VERSION"
+  local dir=$SRC/metrics-server-$METRICS_SERVER_VERSION p=sigs.k8s.io/metrics-server v=k8s.io/client-go/pkg/version
+  wrapper "$dir" "require $p $METRICS_SERVER_VERSION"
+  rm -rf "$METRICS_SERVER_BIN.tmp" && mkdir -p "$METRICS_SERVER_BIN.tmp"
+  (cd "$dir" && "$GO_BIN" build -trimpath \
+    -ldflags "-s -w -X $v.gitVersion=$METRICS_SERVER_VERSION -X $v.gitCommit=module-$METRICS_SERVER_VERSION -X $v.buildDate=1970-01-01T00:00:00Z" \
+    -o "$METRICS_SERVER_BIN.tmp/metrics-server" "$p/cmd/metrics-server")
+  rm -rf "$METRICS_SERVER_BIN" && mv "$METRICS_SERVER_BIN.tmp" "$METRICS_SERVER_BIN"
+}
+
 # kind, for `make e2e-kind` only (not part of the default set).
 build_kind() {
   [ -x "$KIND_BIN/kind" ] && return 0
@@ -171,12 +186,13 @@ build_kind() {
 }
 
 t0=$SECONDS
-[ $# -gt 0 ] || set -- k8s etcd containerd coredns helm
+[ $# -gt 0 ] || set -- k8s etcd containerd coredns helm metrics-server
 for c in "$@"; do
   case $c in
     k8s|etcd|containerd|coredns|helm|kind) "build_$c" ;;
-    *) log "unknown component $c (k8s etcd containerd coredns helm kind)"; exit 2 ;;
+    metrics-server) build_metrics_server ;;
+    *) log "unknown component $c (k8s etcd containerd coredns helm metrics-server kind)"; exit 2 ;;
   esac
 done
 [ $((SECONDS - t0)) -gt 1 ] && log "built in $((SECONDS - t0))s"
-echo "K8S_BIN=$K8S_BIN ETCD_BIN=$ETCD_BIN CONTAINERD_BIN=$CONTAINERD_BIN COREDNS_BIN=$COREDNS_BIN HELM_BIN=$HELM_BIN"
+echo "K8S_BIN=$K8S_BIN ETCD_BIN=$ETCD_BIN CONTAINERD_BIN=$CONTAINERD_BIN COREDNS_BIN=$COREDNS_BIN HELM_BIN=$HELM_BIN METRICS_SERVER_BIN=$METRICS_SERVER_BIN"

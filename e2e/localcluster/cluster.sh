@@ -3,7 +3,8 @@
 # K8S_VERSION=<minor>), every component built from the Go module proxy by
 # build-k8s.sh (see docs/development.md):
 #   containerd 2.x (+ runc wrapper, CNI bridge) -> etcd -> kube-apiserver ->
-#   controller-manager, scheduler, kubelet, kube-proxy (iptables), CoreDNS.
+#   controller-manager, scheduler, kubelet, kube-proxy (iptables), CoreDNS,
+#   metrics-server (the metrics.k8s.io APIService: kubectl top, HPA CPU targets).
 # A private dockerd builds the images; `load` imports them into containerd.
 #
 #   cluster.sh up        start everything (no-op when already running and healthy)
@@ -41,11 +42,14 @@ POD_CIDR=10.88.0.0/16
 SERVICE_CIDR=10.96.0.0/16
 DNS_IP=10.96.0.10
 API_PORT=6443
+# metrics-server listens on the host; the aggregator reaches it through a
+# selector-less Service whose endpoint is this port on the gateway.
+METRICS_PORT=4443
 ETCD_PORT=${MLENDPOINTS_ETCD_PORT:-23790}
 NODE=mlendpoints-node
 PAUSE_IMAGE=registry.k8s.io/pause:3.10-mlendpoints
 READY_TIMEOUT=${MLENDPOINTS_READY_TIMEOUT:-90}
-COMPONENTS=(coredns kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd dockerd)
+COMPONENTS=(metrics-server coredns kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd dockerd)
 
 log() { echo "cluster: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -139,6 +143,7 @@ any_running() {
 gen_certs() {
   [ -f "$PKI/.done" ] && return 0
   mkdir -p "$PKI"
+  rm -f "$PKI/.aggregator-done"  # a new CA and token file: the aggregator's part is made again too
   (
     cd "$PKI"
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=mlendpoints-local-ca" \
@@ -178,6 +183,37 @@ EOF
   done
   cp "$STATE/admin.kubeconfig" "$STATE/kubeconfig"
   touch "$PKI/.done"
+}
+
+# The aggregation layer (metrics-server behind metrics.k8s.io), added to a PKI
+# made before it: the API server's front-proxy client (its own CA, as kubeadm
+# does), metrics-server's serving certificate (for the Service name the
+# aggregator checks) and its kubelet client certificate, and its token.
+gen_aggregator_certs() {
+  [ -f "$PKI/.aggregator-done" ] && return 0
+  (
+    cd "$PKI"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=mlendpoints-front-proxy-ca" \
+      -keyout front-proxy-ca.key -out front-proxy-ca.crt 2>/dev/null
+    sign() { # sign NAME SUBJECT EXTFILE [CA]
+      openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
+      openssl x509 -req -in "$1.csr" -CA "${4:-ca}.crt" -CAkey "${4:-ca}.key" -CAcreateserial -days 3650 \
+        -extfile "$3" -out "$1.crt" 2>/dev/null
+    }
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    sign front-proxy-client "/CN=front-proxy-client" client.ext front-proxy-ca
+    sign metrics-server-kubelet-client "/CN=system:metrics-server" client.ext
+    printf 'subjectAltName=IP:%s,DNS:metrics-server.kube-system.svc,DNS:metrics-server.kube-system.svc.cluster.local\nextendedKeyUsage=serverAuth\n' \
+      "$GATEWAY" >metrics-server.ext
+    sign metrics-server "/CN=metrics-server" metrics-server.ext
+    rm -f ./*.csr
+  )
+  local token
+  token=$(openssl rand -hex 16)
+  echo "$token,system:metrics-server,system:metrics-server,\"system:metrics-server\"" >>"$STATE/tokens.csv"
+  echo "$token" >"$STATE/system_metrics-server.token"
+  write_kubeconfig "$STATE/system_metrics-server.kubeconfig" "$token"
+  touch "$PKI/.aggregator-done"
 }
 
 write_kubeconfig() { # write_kubeconfig FILE TOKEN
@@ -310,9 +346,14 @@ ensure_pause_image() {
 }
 
 # Objects every cluster has that no controller makes here: CoreDNS's RBAC and
-# the kube-dns Service, whose endpoint is CoreDNS on the host.
+# the kube-dns Service, whose endpoint is CoreDNS on the host; metrics-server's
+# RBAC (as its own manifest has it), its selector-less Service with an
+# Endpoints object (the EndpointSlice mirroring controller makes the slice the
+# 1.33+ aggregator and kube-proxy read; older aggregators read Endpoints) and
+# the v1beta1.metrics.k8s.io APIService.
 apply_cluster_objects() {
-  local kind path obj
+  local kind path obj ca_bundle
+  ca_bundle=$(base64 -w0 "$PKI/ca.crt")
   while IFS='|' read -r path obj; do
     [ -n "$path" ] || continue
     curl -sS --max-time 10 --cacert "$PKI/ca.crt" -H "Authorization: Bearer $(cat "$STATE/admin.token")" \
@@ -322,6 +363,14 @@ apply_cluster_objects() {
 /apis/rbac.authorization.k8s.io/v1/clusterroles|{"metadata":{"name":"system:coredns"},"rules":[{"apiGroups":[""],"resources":["endpoints","services","pods","namespaces"],"verbs":["list","watch"]},{"apiGroups":["discovery.k8s.io"],"resources":["endpointslices"],"verbs":["list","watch"]}]}
 /apis/rbac.authorization.k8s.io/v1/clusterrolebindings|{"metadata":{"name":"system:coredns"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"system:coredns"},"subjects":[{"kind":"User","name":"system:coredns"}]}
 /api/v1/namespaces/kube-system/services|{"metadata":{"name":"kube-dns","labels":{"k8s-app":"kube-dns"}},"spec":{"clusterIP":"$DNS_IP","ports":[{"name":"dns","port":53,"protocol":"UDP"},{"name":"dns-tcp","port":53,"protocol":"TCP"}]}}
+/apis/rbac.authorization.k8s.io/v1/clusterroles|{"metadata":{"name":"system:metrics-server"},"rules":[{"apiGroups":[""],"resources":["nodes/metrics"],"verbs":["get"]},{"apiGroups":[""],"resources":["pods","nodes"],"verbs":["get","list","watch"]}]}
+/apis/rbac.authorization.k8s.io/v1/clusterroles|{"metadata":{"name":"system:aggregated-metrics-reader","labels":{"rbac.authorization.k8s.io/aggregate-to-admin":"true","rbac.authorization.k8s.io/aggregate-to-edit":"true","rbac.authorization.k8s.io/aggregate-to-view":"true"}},"rules":[{"apiGroups":["metrics.k8s.io"],"resources":["pods","nodes"],"verbs":["get","list","watch"]}]}
+/apis/rbac.authorization.k8s.io/v1/clusterrolebindings|{"metadata":{"name":"system:metrics-server"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"system:metrics-server"},"subjects":[{"kind":"User","name":"system:metrics-server"}]}
+/apis/rbac.authorization.k8s.io/v1/clusterrolebindings|{"metadata":{"name":"metrics-server:system:auth-delegator"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"system:auth-delegator"},"subjects":[{"kind":"User","name":"system:metrics-server"}]}
+/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system/rolebindings|{"metadata":{"name":"metrics-server-auth-reader"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"Role","name":"extension-apiserver-authentication-reader"},"subjects":[{"kind":"User","name":"system:metrics-server"}]}
+/api/v1/namespaces/kube-system/services|{"metadata":{"name":"metrics-server","labels":{"k8s-app":"metrics-server"}},"spec":{"ports":[{"name":"https","port":443,"targetPort":$METRICS_PORT,"protocol":"TCP"}]}}
+/api/v1/namespaces/kube-system/endpoints|{"metadata":{"name":"metrics-server","labels":{"k8s-app":"metrics-server"}},"subsets":[{"addresses":[{"ip":"$GATEWAY"}],"ports":[{"name":"https","port":$METRICS_PORT,"protocol":"TCP"}]}]}
+/apis/apiregistration.k8s.io/v1/apiservices|{"metadata":{"name":"v1beta1.metrics.k8s.io","labels":{"k8s-app":"metrics-server"}},"spec":{"group":"metrics.k8s.io","version":"v1beta1","groupPriorityMinimum":100,"versionPriority":100,"service":{"namespace":"kube-system","name":"metrics-server","port":443},"caBundle":"$ca_bundle"}}
 /apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices|{"metadata":{"name":"kube-dns-host","labels":{"kubernetes.io/service-name":"kube-dns","endpointslice.kubernetes.io/managed-by":"mlendpoints-localcluster"}},"addressType":"IPv4","endpoints":[{"addresses":["$GATEWAY"],"conditions":{"ready":true}}],"ports":[{"name":"dns","port":53,"protocol":"UDP"},{"name":"dns-tcp","port":53,"protocol":"TCP"}]}
 EOF
 }
@@ -403,6 +452,32 @@ serializeImagePulls: false
 EOF
 }
 
+# metrics-server as a host process: it scrapes the kubelet's /metrics/resource
+# (CRI stats) with a client certificate of the cluster CA (the kubelet's own
+# serving certificate is self-signed: not verified), serves metrics.k8s.io with
+# a certificate the APIService's caBundle vouches for, and authenticates the
+# aggregator's front-proxy requests through kube-system's
+# extension-apiserver-authentication ConfigMap. Ready once it has scraped the
+# node twice (its resolution, 10 s, apart): the APIService then turns Available.
+start_metrics_server() {
+  start metrics-server "$METRICS_SERVER_BIN/metrics-server" \
+    --kubeconfig "$STATE/system_metrics-server.kubeconfig" \
+    --authentication-kubeconfig "$STATE/system_metrics-server.kubeconfig" \
+    --authorization-kubeconfig "$STATE/system_metrics-server.kubeconfig" \
+    --bind-address "$GATEWAY" --secure-port "$METRICS_PORT" \
+    --tls-cert-file "$PKI/metrics-server.crt" --tls-private-key-file "$PKI/metrics-server.key" \
+    --kubelet-client-certificate "$PKI/metrics-server-kubelet-client.crt" \
+    --kubelet-client-key "$PKI/metrics-server-kubelet-client.key" \
+    --kubelet-insecure-tls --kubelet-preferred-address-types InternalIP \
+    --kubelet-use-node-status-port --metric-resolution 10s --kubelet-request-timeout 5s
+  wait_for metrics-server "$READY_TIMEOUT" metrics_available
+}
+
+metrics_available() {
+  api /apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io |
+    jq -e '.status.conditions[] | select(.type=="Available") | .status=="True"' | grep -q true
+}
+
 start_control_plane() {
   mkdir -p "$STATE/etcd" "$STATE/kubelet" "$LOGS"
   start etcd "$ETCD_BIN/etcd" --name mlendpoints --data-dir "$STATE/etcd" \
@@ -424,14 +499,20 @@ start_control_plane() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
     --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
-    --kubelet-preferred-address-types InternalIP --profiling=false
+    --kubelet-preferred-address-types InternalIP --profiling=false \
+    --requestheader-client-ca-file "$PKI/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$PKI/front-proxy-client.crt" --proxy-client-key-file "$PKI/front-proxy-client.key" \
+    --enable-aggregator-routing=true
   wait_for kube-apiserver 90 api /readyz
 
   start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
     --kubeconfig "$STATE/system_kube-controller-manager.kubeconfig" \
     --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
     --use-service-account-credentials --leader-elect=false \
-    --bind-address 127.0.0.1 --secure-port 10257 --cluster-name mlendpoints-local
+    --bind-address 127.0.0.1 --secure-port 10257 --cluster-name mlendpoints-local \
+    --horizontal-pod-autoscaler-sync-period 5s
   start kube-scheduler "$K8S_BIN/kube-scheduler" \
     --kubeconfig "$STATE/system_kube-scheduler.kubeconfig" --leader-elect=false \
     --bind-address 127.0.0.1 --secure-port 10259
@@ -449,6 +530,7 @@ start_control_plane() {
   apply_cluster_objects
   start_coredns
   wait_for node "$READY_TIMEOUT" node_ready
+  start_metrics_server
   local c
   for c in kube-controller-manager kube-scheduler kube-proxy; do
     running_pid "$c" >/dev/null || { tail_log "$c"; die "$c exited during start-up"; }
@@ -480,7 +562,7 @@ remove_pods() {
 
 cmd_down() {
   local c
-  for c in coredns kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_pid "$c"; done
+  for c in metrics-server coredns kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_pid "$c"; done
   if running_pid containerd >/dev/null; then remove_pods; fi
   [ -x "$K8S_BIN/kube-proxy" ] && "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
   drop_service_chain
@@ -512,6 +594,7 @@ cmd_up() {
   bash "$HERE/build-k8s.sh" >&2
   UP_IN_PROGRESS=1
   gen_certs
+  gen_aggregator_certs
   start_dockerd
   start_containerd
   ensure_pause_image
@@ -528,6 +611,7 @@ cmd_status() {
   if [ -f "$STATE/admin.token" ] && api /readyz >/dev/null 2>&1; then
     echo "kube-apiserver: ready at https://$GATEWAY:$API_PORT ($(api /version | jq -r .gitVersion))"
     node_ready && echo "node $NODE: Ready" || { echo "node $NODE: not ready"; rc=1; }
+    metrics_available && echo "metrics.k8s.io: Available" || { echo "metrics.k8s.io: not available"; rc=1; }
   else
     echo "kube-apiserver: not answering"; rc=1
   fi

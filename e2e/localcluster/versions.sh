@@ -22,6 +22,9 @@ CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.14.7}
 # The Helm CLI that installs the chart (charts/mlendpoints) in tests and docs.
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
+# metrics-server (sigs.k8s.io/metrics-server): the resource metrics API
+# (metrics.k8s.io) behind `kubectl top` and the HPA's CPU targets.
+METRICS_SERVER_VERSION=${METRICS_SERVER_VERSION:-v0.8.0}
 # kind (sigs.k8s.io/kind), for `make e2e-kind`.
 KIND_VERSION=${KIND_VERSION:-v0.33.0}
 
@@ -32,4 +35,5 @@ ETCD_BIN=$CACHE/tools/etcd-$ETCD_VERSION
 CONTAINERD_BIN=$CACHE/tools/containerd-$CONTAINERD_VERSION
 COREDNS_BIN=$CACHE/tools/coredns-$COREDNS_VERSION
 HELM_BIN=$CACHE/tools/helm-$HELM_VERSION
+METRICS_SERVER_BIN=$CACHE/tools/metrics-server-$METRICS_SERVER_VERSION
 KIND_BIN=$CACHE/tools/kind-$KIND_VERSION

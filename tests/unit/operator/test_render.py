@@ -251,7 +251,32 @@ def test_deployment_autoscaling_renders_hpa(versions: ApiVersions) -> None:
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
     assert hpa["spec"]["behavior"]["scaleUp"]["policies"][0]["periodSeconds"] == 15
+    # Up at once; down after the HPA's own default window (stableWindowSeconds unset).
+    assert hpa["spec"]["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 0
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
     assert kinds["PodDisruptionBudget"]["apiVersion"] == versions.policy
+
+
+@BOTH
+def test_hpa_scale_down_window_is_stable_window_seconds(versions: ApiVersions) -> None:
+    dep = deployment(
+        "green",
+        scaleSettings={
+            "type": "targetUtilization",
+            "minInstances": 1,
+            "maxInstances": 3,
+            "targetUtilizationPercentage": 50,
+            "pollingInterval": 1,
+            "stableWindowSeconds": 15,
+        },
+        resources={"requests": {"cpu": "50m"}},
+    )
+    hpa = by_kind(render_deployment(dep, PINNED, versions, SETTINGS))["HorizontalPodAutoscaler"]
+    behavior = hpa["spec"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 15
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
+    assert behavior["scaleDown"]["policies"] == [{"type": "Percent", "value": 100, "periodSeconds": 1}]
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 50
 
 
 def test_deployment_options_reach_the_pod() -> None:
