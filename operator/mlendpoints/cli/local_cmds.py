@@ -18,7 +18,7 @@ from mlendpoints.errors import UserError
 from mlendpoints.local import endpoint as local_endpoint
 from mlendpoints.local import manifests
 from mlendpoints.local.runner import alive, failure_reason
-from mlendpoints.local.state import EndpointState, LocalSettings, Store
+from mlendpoints.local.state import DeploymentState, EndpointState, LocalSettings, Store
 
 console = Console()
 
@@ -138,12 +138,18 @@ def _supervise(store: Store, name: str) -> None:
     local_endpoint.claim_supervisor(store, name)
     console.print("press Ctrl-C to stop")
     reported: set[int] = set()
+    counts: dict[str, int] = {}
     try:
         while True:
             state = store.load(name)
             if state is None:  # `local down` from another shell
                 console.print(f"endpoint {name} was stopped")
                 return
+            for dep_name, dep in state.deployments.items():
+                count = len(dep.instances)
+                if dep.scaling is not None and counts.get(dep_name, count) != count:
+                    console.print(f"{dep_name}: {count} instance(s) ({dep.scale_reason})", highlight=False)
+                counts[dep_name] = count
             for proc in state.processes():
                 if proc.pid not in reported and not alive(proc.pid):
                     reported.add(proc.pid)
@@ -168,7 +174,15 @@ def ls() -> None:
       mlendpoints local ls
     """
     table = Table(
-        "endpoint", "state", "scoring URI", "deployment", "traffic", "ready", "model", box=box.SIMPLE
+        "endpoint",
+        "state",
+        "scoring URI",
+        "deployment",
+        "traffic",
+        "ready",
+        "desired",
+        "model",
+        box=box.SIMPLE,
     )
     for state in _store().endpoints():
         status = "running" if state.running() else "stopped"
@@ -185,6 +199,7 @@ def ls() -> None:
                 name,
                 f"mirror {mirror}%" if mirror else f"{share}%",
                 f"{ready}/{len(dep.instances)}" if dep else "-",
+                _desired(dep) if dep else "-",
                 dep.model_uri if dep else "-",
             )
     if not table.row_count:
@@ -193,9 +208,22 @@ def ls() -> None:
     console.print(table)
 
 
+def _desired(dep: DeploymentState) -> str:
+    """Instances wanted; scaled on load, with the scaler's last reason (e.g. `0 (scale-to-zero)`)."""
+    if dep.desired is None:
+        return "-"
+    if dep.scaling is None:
+        return str(dep.desired)
+    return f"{dep.desired} ({dep.scale_reason or 'on load'})"
+
+
 @local.command()
 @click.argument("name")
-@click.option("--deployment", "-d", help="Only this deployment's pods (default: every pod and the router).")
+@click.option(
+    "--deployment",
+    "-d",
+    help="Only this deployment's pods, or `router` or `scaler` (default: every pod, router, scaler).",
+)
 @click.option("--container", "-c", help="Only this container (e.g. fetch, server, router).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 @click.option("--tail", type=int, default=50, show_default=True, help="Lines of history per container.")
@@ -208,7 +236,11 @@ def logs(name: str, deployment: str | None, container: str | None, follow: bool,
     """
     store = _store()
     state = _existing(store, name)
-    if deployment is not None and deployment not in state.deployments and deployment != "router":
+    if (
+        deployment is not None
+        and deployment not in state.deployments
+        and deployment not in ("router", "scaler")
+    ):
         raise UserError(
             f"endpoint {name} has no deployment {deployment!r}",
             f"deployments: {', '.join(sorted(state.deployments))}",

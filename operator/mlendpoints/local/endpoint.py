@@ -6,6 +6,10 @@ starts a new set, waits until it is ready, switches the router to it and only
 then stops the old set, as a Deployment with maxUnavailable 0 rolls. Traffic
 and mirror changes only rewrite the router's config file, which the router
 re-reads without a restart.
+
+A deployment scaled on load (scaleSettings.type concurrency) keeps the count the endpoint's scaler
+process sets (`mlendpoints.local.autoscale`, started here while such a deployment exists); new, it
+starts with max(minInstances, 1) instances.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import os
 import secrets
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -29,9 +34,9 @@ from rich.console import Console
 from mlendpoints.api.online import OnlineDeployment
 from mlendpoints.errors import UserError
 from mlendpoints.local import manifests, rendering
-from mlendpoints.local.mapping import PodObjects, PodPlan, plan_pod
+from mlendpoints.local.mapping import ContainerPlan, PodObjects, PodPlan, plan_pod
 from mlendpoints.local.progress import directory_bytes
-from mlendpoints.local.runner import Process, alive, start_pod, stop, wait_ready
+from mlendpoints.local.runner import Process, alive, start, start_pod, stop, wait_ready
 from mlendpoints.local.state import DeploymentState, EndpointState, Store
 from mlendpoints_serving.contract import (
     ROUTER_CONFIG_KEY,
@@ -45,6 +50,7 @@ DEFAULT_PORT = 8080
 NAMESPACE = "local"
 ROUTER_READY_TIMEOUT_S = 60.0
 ROUTER_APPLIED_MESSAGE = b'"config applied"'  # the router's log line for each config it applies
+SCALER_MODULE = "mlendpoints.local.autoscale"  # run as `python -m` by `up`: the endpoint's scaler
 
 
 def _free(port: int) -> bool:
@@ -73,6 +79,103 @@ def _keys_secret(endpoint: str, keys: dict[str, str]) -> dict[str, Any]:
         "metadata": {"name": keys_secret_name(endpoint)},
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in keys.items()},
     }
+
+
+def backends(dep: DeploymentState) -> list[str]:
+    """The router's `host:port` backends of a deployment: each instance's first port."""
+    return [
+        f"127.0.0.1:{proc.ports[next(iter(proc.ports))]}"
+        for pod in dep.instances
+        for proc in pod
+        if proc.ports
+    ]
+
+
+def write_router_config(config_file: Path, config: RouterConfig) -> None:
+    tmp = config_file.with_suffix(".tmp")
+    tmp.write_text(RouterConfig.model_validate(config.model_dump()).model_dump_json(indent=1))
+    os.replace(tmp, config_file)  # atomic: the router never reads half a file
+
+
+def router_config_file(store: Store, endpoint: str) -> Path:
+    return store.endpoint_dir(endpoint) / ROUTER_CONFIG_KEY
+
+
+def pod_objects(state: EndpointState) -> PodObjects:
+    """The ConfigMaps and Secrets the endpoint's pods may reference, with the keys Secret."""
+    return PodObjects.from_manifests([*state.objects, _keys_secret(state.endpoint, state.keys)])
+
+
+def _wanted(deployment: OnlineDeployment, scaled: int | None) -> int:
+    """Instances to run: instanceCount; scaled on load, the scaler's count (`scaled`, None for a new
+    deployment: max(minInstances, 1)) within minInstances..maxInstances."""
+    scale = deployment.spec.scaleSettings
+    if scale.type != "concurrency":
+        return deployment.spec.instanceCount
+    count = max(scale.minInstances, 1) if scaled is None else scaled
+    return min(max(count, scale.minInstances), scale.maxInstances)
+
+
+def _describe(
+    dep: DeploymentState,
+    deployment: OnlineDeployment,
+    rendered: rendering.RenderedDeployment,
+    model_volume: str | None,
+    want: int,
+) -> None:
+    on_load = deployment.spec.scaleSettings.type == "concurrency"
+    dep.desired = want
+    dep.scaling = deployment.spec.model_dump(mode="json") if on_load else None
+    dep.pod_spec = rendered.pod_spec if on_load else None
+    dep.model_volume = model_volume
+
+
+def start_instances(
+    store: Store,
+    endpoint: str,
+    objects: PodObjects,
+    name: str,
+    dep: DeploymentState,
+    pod_spec: dict[str, Any],
+    indexes: Iterable[int],
+    timeout: float,
+    console: Console | None = None,
+) -> list[list[Process]]:
+    """Start instances `indexes` of a deployment (model fetch, then its containers) and wait until
+    all are ready; on any failure stop what was started. `console`: progress shown there."""
+    cache = store.model_dir(dep.model_uri)
+    overrides = {dep.model_volume: cache} if dep.model_volume else {}
+    started: list[list[Process]] = []
+
+    def status(label: str) -> Any:
+        return console.status(label) if console is not None else contextlib.nullcontext()
+
+    try:
+        for index in indexes:
+            pod = f"{name}-{dep.spec_hash}-{index}"
+            plan = plan_pod(
+                pod,
+                pod_spec,
+                store.pod_dir(endpoint, pod),
+                objects,
+                namespace=NAMESPACE,
+                volume_overrides=overrides,
+                allocate_port=_allocate_port,
+            )
+            label = f"{pod}: fetching {dep.model_uri}"
+            with status(label) as shown:
+
+                def report(shown: Any = shown, label: str = label) -> None:
+                    if shown is not None:
+                        shown.update(f"{label} ({directory_bytes(cache) / 1e6:.1f} MB)")
+
+                started.append(start_pod(plan, on_wait=report))
+        with status(f"{name}: waiting for {len(started)} instance(s) to be ready"):
+            wait_ready([p for pod in started for p in pod], timeout=timeout)
+    except BaseException:
+        stop(p for pod in started for p in pod)
+        raise
+    return started
 
 
 class _Applier:
@@ -107,67 +210,108 @@ class _Applier:
         )
 
     def _start_instances(
-        self, deployment: OnlineDeployment, rendered: rendering.RenderedDeployment, indexes: Iterable[int]
+        self, name: str, dep: DeploymentState, pod_spec: dict[str, Any], indexes: Iterable[int]
     ) -> list[list[Process]]:
-        name = str(deployment.metadata["name"])
-        model_volume = rendering.model_volume(rendered.pod_spec, deployment.spec.modelMountPath)
-        cache = self.store.model_dir(rendered.model_uri)
-        overrides = {model_volume: cache} if model_volume else {}
-        started: list[list[Process]] = []
-        try:
-            for index in indexes:
-                pod = f"{name}-{rendered.spec_hash}-{index}"
-                plan = self._plan(pod, rendered.pod_spec, overrides, _allocate_port)
-                label = f"{pod}: fetching {rendered.model_uri}"
-                with self.console.status(label) as status:
-
-                    def report(status: Any = status, label: str = label) -> None:
-                        status.update(f"{label} ({directory_bytes(cache) / 1e6:.1f} MB)")
-
-                    started.append(start_pod(plan, on_wait=report))
-            with self.console.status(f"{name}: waiting for {len(started)} instance(s) to be ready"):
-                wait_ready([p for pod in started for p in pod], timeout=self.timeout)
-        except BaseException:
-            stop(p for pod in started for p in pod)
-            raise
-        return started
+        return start_instances(
+            self.store,
+            self.state.endpoint,
+            self.objects,
+            name,
+            dep,
+            pod_spec,
+            indexes,
+            self.timeout,
+            self.console,
+        )
 
     def apply_deployments(self) -> list[Process]:
-        """Bring every deployment to its desired instances; return the processes to stop once routed away."""
+        """Bring every deployment to its desired instances; return the processes to stop once routed away.
+
+        A deployment scaled on load (scaleSettings.type concurrency) keeps the count its scaler set,
+        within minInstances..maxInstances; it starts with max(minInstances, 1) instances, as a new
+        Deployment on the cluster starts with 1 replica, and the scaler takes it to zero once idle.
+        """
         retired: list[Process] = []
+        self.state.objects = list(self.spec.objects)
         for name, deployment in self.spec.deployments.items():
             rendered = rendering.render_local_deployment(self.spec, deployment, NAMESPACE)
             current = self.state.deployments.get(name)
-            want = deployment.spec.instanceCount
+            model_volume = rendering.model_volume(rendered.pod_spec, deployment.spec.modelMountPath)
+            scale = deployment.spec.scaleSettings
+            on_load = scale.type == "concurrency"
             if current is not None and current.spec_hash == rendered.spec_hash:
                 healthy = [pod for pod in current.instances if all(alive(p.pid) for p in pod)]
+                want = _wanted(deployment, len(healthy) if current.scaling is not None else None)
                 retired += [p for pod in current.instances if pod not in healthy for p in pod]
                 retired += [p for pod in healthy[want:] for p in pod]
                 kept = healthy[:want]
+                _describe(current, deployment, rendered, model_volume, want)
                 used = {int(pod[0].pod.rsplit("-", 1)[1]) for pod in kept}
                 unused = (i for i in itertools.count() if i not in used)
                 added = self._start_instances(
-                    deployment, rendered, itertools.islice(unused, want - len(kept))
+                    name, current, rendered.pod_spec, itertools.islice(unused, want - len(kept))
                 )
                 current.instances = kept + added
                 if added:
                     self.console.print(f"{name}: {len(added)} instance(s) added")
             else:
+                was = None
+                if current is not None:
+                    retired += current.processes()
+                    if current.scaling is not None and on_load:  # the scaler's count carries over
+                        was = sum(1 for pod in current.instances if all(alive(p.pid) for p in pod))
+                want = _wanted(deployment, was)
                 if current is not None:
                     self.console.print(f"{name}: changed, rolling out {want} new instance(s)")
-                    retired += current.processes()
                 new = DeploymentState(
                     spec_hash=rendered.spec_hash,
                     model_uri=rendered.model_uri,
                     model_version=rendered.model_version,
-                    instances=self._start_instances(deployment, rendered, range(want)),
                 )
+                _describe(new, deployment, rendered, model_volume, want)
+                new.instances = self._start_instances(name, new, rendered.pod_spec, range(want))
                 self.state.deployments[name] = new
+            if on_load:
+                now = len(self.state.deployments[name].instances)
+                zero = (
+                    f", to zero after {scale.scaleToZeroAfterSeconds}s idle"
+                    if scale.minInstances == 0
+                    else ""
+                )
+                self.console.print(
+                    f"{name}: scaled on load, {now} instance(s) now "
+                    f"({scale.minInstances}..{scale.maxInstances}{zero})"
+                )
             self.store.save(self.state)
         for name in [n for n in self.state.deployments if n not in self.spec.deployments]:
             self.console.print(f"{name}: removed from the endpoint")
             retired += self.state.deployments.pop(name).processes()
         return retired
+
+    def apply_scaler(self) -> None:
+        """Run the endpoint's scaler process while a deployment scales on load; stop it otherwise."""
+        on_load = any(dep.scaling is not None for dep in self.state.deployments.values())
+        running = bool(self.state.scaler) and all(alive(p.pid) for p in self.state.scaler)
+        if on_load and not running:
+            stop(self.state.scaler)
+            pod = f"{self.state.endpoint}-scaler"
+            pod_dir = self.store.pod_dir(self.state.endpoint, pod)
+            plan = ContainerPlan(
+                pod=pod,
+                name="scaler",
+                argv=[sys.executable, "-m", SCALER_MODULE, self.state.endpoint],
+                env={"MLENDPOINTS_LOCAL_HOME": str(self.store.home)},
+                cwd=None,
+                ports={},
+                readiness_url=None,
+                log=pod_dir / "scaler.log",
+                termination_log=pod_dir / "termination-log",
+            )
+            self.state.scaler = [start(plan)]
+        elif not on_load and self.state.scaler:
+            stop(self.state.scaler)
+            self.state.scaler = []
+        self.store.save(self.state)
 
     def apply_router(self) -> None:
         """Write the router's config file (re-read live), and (re)start the router only if its pod changed."""
@@ -184,31 +328,24 @@ class _Applier:
                     name: route.model_copy(
                         update={
                             "service": None,
-                            "backends": [
-                                f"127.0.0.1:{proc.ports[next(iter(proc.ports))]}"
-                                for pod in self.state.deployments[name].instances
-                                for proc in pod
-                                if proc.ports
-                            ],
+                            "backends": backends(self.state.deployments[name]),
                         }
                     )
                     for name, route in rendered.config.deployments.items()
                 },
             }
         )
-        config_file = endpoint_dir / ROUTER_CONFIG_KEY
+        config_file = router_config_file(self.store, self.state.endpoint)
         router_running = bool(self.state.router) and all(alive(p.pid) for p in self.state.router)
-        log_offset = _size(self.state.router[0].log) if router_running else 0
-        tmp = config_file.with_suffix(".tmp")
-        tmp.write_text(RouterConfig.model_validate(config.model_dump()).model_dump_json(indent=1))
-        os.replace(tmp, config_file)  # atomic: the router never reads half a file
+        log_offset = log_size(self.state.router[0].log) if router_running else 0
+        write_router_config(config_file, config)
         self.state.traffic = dict(config.traffic)
         self.state.mirror_traffic = dict(config.mirrorTraffic)
         self.state.auth_mode = config.authMode
         pod_spec = rendering.file_mode(rendered.pod_spec, config_file)
         router_hash = _hash({"pod": pod_spec, "port": self.state.port})
         if self.state.router_hash == router_hash and router_running:
-            _wait_applied(Path(self.state.router[0].log), log_offset)
+            wait_applied(Path(self.state.router[0].log), log_offset)
             return
         stop(self.state.router)
         plan = self._plan(f"{self.state.endpoint}-router", pod_spec, {}, lambda: self.state.port)
@@ -219,14 +356,14 @@ class _Applier:
             wait_ready(self.state.router, timeout=ROUTER_READY_TIMEOUT_S)
 
 
-def _size(path: str) -> int:
+def log_size(path: str) -> int:
     try:
         return os.path.getsize(path)
     except OSError:
         return 0
 
 
-def _wait_applied(router_log: Path, offset: int, timeout: float = 3.0) -> None:
+def wait_applied(router_log: Path, offset: int, timeout: float = 3.0) -> None:
     """Return once the running router has re-read its config file (it logs each config it applies).
 
     The router polls the file a few times a second; waiting here makes `up` return only when
@@ -265,6 +402,7 @@ def up(files: list[Path], store: Store, port: int | None, timeout: float, consol
         store.save(state)
         retired = applier.apply_deployments()
         applier.apply_router()
+        applier.apply_scaler()
         stop(retired)
         store.save(state)
         return state
@@ -289,10 +427,12 @@ def down(store: Store, name: str) -> None:
 def log_files(
     store: Store, state: EndpointState, deployment: str | None, container: str | None
 ) -> dict[str, Path]:
-    """`pod/container` -> log file, the router first, filtered by deployment and container."""
+    """`pod/container` -> log file, the router (and scaler) first, filtered by deployment and container."""
     procs: list[Process] = []
     if deployment in (None, "router"):
         procs += state.router
+    if deployment in (None, "scaler"):
+        procs += state.scaler
     for name, dep in state.deployments.items():
         if deployment in (None, name):
             procs += dep.processes()

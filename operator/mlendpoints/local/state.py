@@ -5,7 +5,7 @@ Layout under `$MLENDPOINTS_LOCAL_HOME` (default `~/.cache/mlendpoints/local`):
     models/<sha256(resolved model URI)[:16]>/   the model cache, shared by all endpoints
     endpoints/<endpoint>/state.json              what runs: processes, ports, keys, spec hashes
     endpoints/<endpoint>/pods/<pod>/             each pod's volumes, logs and termination messages
-    endpoints/<endpoint>/lock                    held while `up` or `down` changes the endpoint
+    endpoints/<endpoint>/lock                    held while `up`, `down` or the scaler changes the endpoint
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,14 @@ class DeploymentState(BaseModel):
     model_uri: str  # the resolved URI the pods fetch
     model_version: str | None = None
     instances: list[list[Process]] = Field(default_factory=list)  # per pod, its containers
+    desired: int | None = None  # instances wanted: instanceCount, or the scaler's last decision
+    # Scaled on load (scaleSettings.type concurrency): what the endpoint's scaler process needs to
+    # start and stop instances without the YAML: the deployment's spec (its policy), the rendered pod
+    # spec and its model volume. None for a fixed instance count.
+    scaling: dict[str, Any] | None = None
+    pod_spec: dict[str, Any] | None = None
+    model_volume: str | None = None
+    scale_reason: str | None = None  # why the scaler last changed the count (activate, scale-to-zero, ...)
 
     def processes(self) -> list[Process]:
         return [p for pod in self.instances for p in pod]
@@ -50,6 +59,8 @@ class EndpointState(BaseModel):
     supervisor_pid: int | None = None  # the foreground `up` that stops everything on Ctrl-C
     router_hash: str | None = None
     router: list[Process] = Field(default_factory=list)
+    scaler: list[Process] = Field(default_factory=list)  # the scaler process, with deployments scaled on load
+    objects: list[dict[str, Any]] = Field(default_factory=list)  # ConfigMaps/Secrets the pods reference
     deployments: dict[str, DeploymentState] = Field(default_factory=dict)
 
     @property
@@ -57,7 +68,7 @@ class EndpointState(BaseModel):
         return f"http://127.0.0.1:{self.port}/score"
 
     def processes(self) -> list[Process]:
-        return [*self.router, *(p for d in self.deployments.values() for p in d.processes())]
+        return [*self.scaler, *self.router, *(p for d in self.deployments.values() for p in d.processes())]
 
     def running(self) -> bool:
         return any(alive(p.pid) for p in self.processes())
