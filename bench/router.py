@@ -1,6 +1,7 @@
 """Benchmark of mlendpoints-router against nginx doing the same split and against the backend direct.
 
-`python -m bench.router collector` measures data collection alone (issue 17; its own section).
+`python -m bench.router collector` measures data collection alone (issue 17; its own section);
+`python -m bench.router autoscale` the cost of the load reporting for autoscaling (issue 16; its own).
 
 Workload (issue 4): two fast nginx backends (`return 200` with a JSON body, on the load core), split
 90/10 with 10% mirror; the router (one process) pinned to core 0, wrk pinned to
@@ -28,7 +29,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -719,37 +720,228 @@ def run_collector(tmp: Path) -> str:
     )
 
 
-def main_collector() -> int:
-    with tempfile.TemporaryDirectory(prefix="bench-router-collector-") as tmp:
+# --- autoscaling (issue 16): `python -m bench.router autoscale` ----------------------------------------
+AUTOSCALE_ROUNDS = 7
+SCALING = "/-/scaling"
+
+
+def autoscale_config(path: Path, backend: int, on: bool) -> None:
+    route: dict[str, Any] = {"backends": [f"127.0.0.1:{backend}"], "maxConcurrentRequestsPerInstance": 64}
+    if on:
+        route.update(autoscaled=True, maxQueueWaitMs=10_000)
+    config = {
+        "endpoint": "bench",
+        "authMode": "none",
+        "traffic": {"blue": 100},
+        "deployments": {"blue": route},
+    }
+    staging = path.with_suffix(".tmp")
+    staging.write_text(json.dumps(config))
+    staging.replace(path)
+
+
+def scaling_report(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + SCALING) as resp:
+        report: dict[str, Any] = json.loads(resp.read())["deployments"]["blue"]
+    return report
+
+
+IN_PROCESS_REQUESTS = 100_000
+IN_PROCESS_ROUNDS = 7
+
+
+def in_process_cost() -> tuple[float, float]:
+    """The router's own request logic (`Router.handle`: auth, split, limits, accounting, metrics) per
+    request in microseconds, off and on, each the median of alternating rounds on one process, with a
+    pod that answers at once (no sockets: the part the load reporting adds to, without wrk's noise)."""
+    from mlendpoints_serving.contract import RouterConfig
+    from mlendpoints_serving.router.auth import KeyChecker
+    from mlendpoints_serving.router.metrics import RouterMetrics
+    from mlendpoints_serving.router.service import Request
+    from mlendpoints_serving.router.service import Router as RouterService
+    from mlendpoints_serving.router.state import RoutingState
+    from mlendpoints_serving.router.upstream import UpstreamResponse
+
+    class InstantPool:
+        async def exchange(self, *_: object) -> UpstreamResponse:
+            return UpstreamResponse(200, b"OK", [(b"content-type", b"application/json")], b"{}", True)
+
+    def config(on: bool) -> RouterConfig:
+        route: dict[str, Any] = {"backends": ["127.0.0.1:1"], "maxConcurrentRequestsPerInstance": 64}
+        if on:
+            route.update(autoscaled=True, maxQueueWaitMs=10_000)
+        return RouterConfig.model_validate(
+            {
+                "endpoint": "bench",
+                "authMode": "none",
+                "traffic": {"blue": 100},
+                "deployments": {"blue": route},
+            }
+        )
+
+    router = RouterService(RoutingState(config(False)), KeyChecker(), InstantPool(), RouterMetrics())  # type: ignore[arg-type]
+    body = POST_BODY.encode()
+
+    async def rounds() -> dict[bool, list[float]]:
+        out: dict[bool, list[float]] = {False: [], True: []}
+        for round_ in range(IN_PROCESS_ROUNDS + 1):
+            for on in (False, True) if round_ % 2 == 0 else (True, False):
+                router.state.apply_config(config(on))
+                started = time.perf_counter()
+                for _ in range(IN_PROCESS_REQUESTS):
+                    headers = [(b"content-type", b"application/json")]
+                    await router.handle(Request(b"POST", b"/score", headers, body))
+                if round_:  # the first is a warm-up
+                    out[on].append((time.perf_counter() - started) / IN_PROCESS_REQUESTS * 1e6)
+        return out
+
+    times = asyncio.run(rounds())
+    return statistics.median(times[False]), statistics.median(times[True])
+
+
+def run_autoscale(tmp: Path) -> str:
+    """Throughput with the load reporting on (autoscaled, maxQueueWaitMs set: every request counted and
+    integrated, each end looking for held requests) against off, alternating rounds on one router
+    process; the on rounds' report checked against wrk's count and connections."""
+    if not shutil.which("wrk") or not shutil.which("nginx"):
+        raise RuntimeError("wrk and nginx (Debian wrk, nginx-light) are needed")
+    load_before = os.getloadavg()[0]
+    post = tmp / "post.lua"
+    post.write_text(WRK_POST + WRK_REPORT)
+    blue = free_port()
+    with contextlib.ExitStack() as stack:
+        backend_argv = nginx(tmp, "backends", backend_server(blue, "blue"), core=LOAD_CORE)
+        stack.enter_context(process(backend_argv, tmp / "backends.log"))
+        router = Router(tmp, stack)
+        autoscale_config(router.config_path, blue, False)
+        pid = router.start()
+        wait_http(f"http://127.0.0.1:{blue}/")
+        url = router.url + "/score"
+
+        def switch(on: bool) -> None:
+            autoscale_config(router.config_path, blue, on)
+            time.sleep(0.6)  # polled every 0.2 s
+
+        wrk(url, 1, post)  # warm-up
+        off_runs: list[dict[str, Any]] = []
+        on_runs: list[dict[str, Any]] = []
+        counted, integral, on_seconds = 0, 0.0, 0.0
+        for round_ in range(AUTOSCALE_ROUNDS):
+            for on in (False, True) if round_ % 2 == 0 else (True, False):
+                switch(on)
+                if not on:
+                    off_runs.append(wrk(url, THROUGHPUT_SECONDS, post))
+                    continue
+                before = scaling_report(router.url)
+                run = wrk(url, THROUGHPUT_SECONDS, post)
+                after = scaling_report(router.url)
+                on_runs.append(run)
+                counted += after["requests"] - before["requests"]
+                integral += after["concurrencySeconds"] - before["concurrencySeconds"]
+                on_seconds += run["duration_us"] / 1e6
+        switch(False)
+        rss, peak = rss_mb(pid)
+    os.sched_setaffinity(0, {int(ROUTER_CORE)})  # as the router process; wrk and nginx have stopped
+    cost_off, cost_on = in_process_cost()
+
+    off, on_ = over_rounds(off_runs), over_rounds(on_runs)
+    added = (cost_on - cost_off) * 1e-6 * off["rps"]  # the added CPU time as a share of a request's
+    ratio = on_["rps"] / off["rps"]
+    # Each round's on against its own off (adjacent, so slower drift of the machine cancels out).
+    paired = statistics.median(a["rps"] / b["rps"] for a, b in zip(on_runs, off_runs, strict=True))
+    on_requests = sum(run["requests"] for run in on_runs)
+    mean_concurrency = integral / on_seconds
+    rows: list[list[object]] = [
+        [
+            "Throughput, load reporting off",
+            rate_line(off),
+            "anchor",
+            "",
+        ],
+        [
+            "Throughput, load reporting on (autoscaled, maxQueueWaitMs 10 s)",
+            rate_line(on_),
+            ">= 97% of off",
+            f"{ratio:.1%} of off (median of the rounds' own ratios {paired:.1%}): {verdict(ratio >= 0.97)}",
+        ],
+        [
+            f"Report over the on rounds ({SCALING})",
+            f"requests +{counted:,} (wrk: {on_requests:,} answered); mean concurrency "
+            f"{mean_concurrency:.1f} (d concurrencySeconds / d t; wrk: {CONNECTIONS} connections)",
+            f"requests >= wrk's count; concurrency <= {CONNECTIONS}",
+            # wrk's count leaves out the requests still open when a round ends (at most one per connection)
+            verdict(
+                on_requests <= counted <= on_requests + CONNECTIONS * len(on_runs)
+                and mean_concurrency <= CONNECTIONS
+            ),
+        ],
+        [
+            f"Router request logic in process, per request (pod answering at once, {IN_PROCESS_ROUNDS} "
+            f"alternating rounds of {IN_PROCESS_REQUESTS:,})",
+            f"off {cost_off:.2f} us, on {cost_on:.2f} us: {cost_on - cost_off:+.2f} us = {added:+.1%} of a "
+            f"request at the off rate ({1e6 / off['rps']:.1f} us)",
+            "<= 3%",
+            verdict(added <= 0.03),
+        ],
+        ["Router memory", f"RSS {rss:.1f} MB, peak {peak:.1f} MB", "", ""],
+    ]
+    return (
+        "One router process pinned to core 0, wrk on core 1 with 32 keep-alive connections POSTing the "
+        "92-byte JSON body of the collector section to an nginx `return 200` backend on wrk's core. "
+        "Load reporting on and off alternate on the same process (the config file switched, 0.6 s to "
+        f"take effect; the order flips every round), {AUTOSCALE_ROUNDS} rounds of {THROUGHPUT_SECONDS} s "
+        "each; rate: the median round, latency percentiles over the rounds' requests pooled. The limit "
+        "(2 x 64 per pod) is never reached, so nothing is held: this is the cost of the accounting "
+        "itself. wrk's rounds move by more than 3% with the machine's other load, so the last row times "
+        "the router's request logic (`Router.handle`, everything but the sockets and HTTP parsing) in "
+        "one process on core 0 with a pod that answers at once, on and off alternating, and gives the "
+        "added time as a share of a request at the measured off rate. Load average (1 min) from other work: "
+        f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on 2 cores.\n\n"
+        + table(["Measure", "Result", "Target", "Verdict"], rows)
+    )
+
+
+def rate_line(result: dict[str, Any]) -> str:
+    p50, p99 = ms(result["p50_us"]), ms(result["p99_us"])
+    return f"{result['rps']:,.0f} req/s (p50 {p50}, p99 {p99}, errors {result['errors']})"
+
+
+def run_and_write(run_fn: Callable[[Path], str], name: str, title: str, command: str) -> int:
+    """Run one benchmark in a temporary folder (its processes' logs printed if it fails) and write its
+    section of docs/benchmarks.md."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         try:
-            body = run_collector(Path(tmp))
+            body = run_fn(Path(tmp))
         except Exception as exc:
-            print(f"bench.router collector failed: {exc}", file=sys.stderr)
+            print(f"bench {name} failed: {exc}", file=sys.stderr)
             for log in sorted(Path(tmp).glob("*.log")):
                 print(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}", file=sys.stderr)
             raise
-    write_section(
+    write_section(name, title, command, body)
+    print(body)
+    return 0
+
+
+def main_collector() -> int:
+    return run_and_write(
+        run_collector,
         "router-collector",
         "Router data collection (mlendpoints-router)",
         "flock -o /tmp/mlendpoints-bench.lock .venv/bin/python -m bench.router collector",
-        body,
     )
-    print(body)
-    return 0
+
+
+def main_autoscale() -> int:
+    return run_and_write(
+        run_autoscale,
+        "router-autoscale",
+        "Router load reporting for autoscaling (mlendpoints-router)",
+        "flock -o /tmp/mlendpoints-bench.lock .venv/bin/python -m bench.router autoscale",
+    )
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="bench-router-") as tmp:
-        try:
-            body = run(Path(tmp))
-        except Exception as exc:
-            print(f"bench.router failed: {exc}", file=sys.stderr)
-            for log in sorted(Path(tmp).glob("*.log")):
-                print(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}", file=sys.stderr)
-            raise
-    write_section("router", "Router (mlendpoints-router)", "make bench (python -m bench.router)", body)
-    print(body)
-    return 0
+    return run_and_write(run, "router", "Router (mlendpoints-router)", "make bench (python -m bench.router)")
 
 
 if __name__ == "__main__":
@@ -759,5 +951,7 @@ if __name__ == "__main__":
         asyncio.run(hanging_store(int(sys.argv[2])))
     elif sys.argv[1:2] == ["collector"]:
         sys.exit(main_collector())
+    elif sys.argv[1:2] == ["autoscale"]:
+        sys.exit(main_autoscale())
     else:
         sys.exit(main())
