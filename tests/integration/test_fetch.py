@@ -368,3 +368,37 @@ def test_azure_with_a_wrong_account_key_is_unauthorized(azure: str, tmp_path: Pa
 def test_azure_second_fetch_changes_nothing(azure: str, tmp_path: Path) -> None:
     env = {"AZURE_STORAGE_CONNECTION_STRING": azure_connection_string(azure)}
     assert_second_fetch_changes_nothing(f"{ABFSS}/diabetes", tmp_path / "m", env)
+
+
+def test_the_server_fetches_its_model_itself(diabetes_model: Path, tmp_path: Path) -> None:
+    """`mlendpoints-serve --fetch-model-uri` (pods scaled on load: no init container) fetches, then serves;
+    a failed fetch ends it with the fetch's own failure line."""
+    import urllib.request
+
+    port = free_port()
+    dest = tmp_path / "model"
+    serve = str(BIN / "mlendpoints-serve")
+    argv = [serve, "--model-dir", str(dest), "--fetch-model-uri", str(diabetes_model),
+            "--port", str(port), "--workers", "1"]  # fmt: skip
+    with running(argv, ready_url=f"http://127.0.0.1:{port}/health", timeout=120, log=tmp_path / "serve.log"):
+        row = dict.fromkeys(["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"], 0.01)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"dataframe_records": [row]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            assert len(json.loads(resp.read())["predictions"]) == 1
+    assert record(dest)["resolved_uri"] == str(diabetes_model.resolve())
+
+    termination = tmp_path / "termination"
+    missing = tmp_path / "no-such-model"
+    proc = subprocess.run(
+        [serve, "--model-dir", str(tmp_path / "other"), "--fetch-model-uri", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": str(BIN), "HOME": str(tmp_path), "MLENDPOINTS_TERMINATION_LOG": str(termination)},
+    )
+    assert proc.returncode == 1
+    assert termination.read_text().startswith("mlendpoints-fetch failed: not found:"), termination.read_text()

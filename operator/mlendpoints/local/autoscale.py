@@ -54,7 +54,7 @@ from mlendpoints.local.endpoint import (
 )
 from mlendpoints.local.runner import Process, alive, stop
 from mlendpoints.local.state import DeploymentState, EndpointState, LocalSettings, Store
-from mlendpoints.operator.scaler import _Seen, router_loads
+from mlendpoints.operator.scaler import RouterSeen, router_loads
 from mlendpoints.operator.scaling import Decision, Observation, Policy, ScalerState, decide
 from mlendpoints_serving.contract import ROUTER_SCALING_PATH, RouterConfig, ScalingReport
 
@@ -131,7 +131,7 @@ class LocalScaler:
         self.endpoint = endpoint
         self._fetch = fetch
         self._clock = clock
-        self._seen: _Seen | None = None
+        self._seen: RouterSeen | None = None
         self.states: dict[str, ScalerState] = {}
         self.last: dict[str, Decision] = {}
         self._failures: dict[str, int] = {}
@@ -144,7 +144,7 @@ class LocalScaler:
             return None
         now = self._clock()
         loads = router_loads(self._seen, report, now)
-        self._seen = _Seen(report.instance, now, dict(report.deployments))
+        self._seen = RouterSeen(report.instance, now, dict(report.deployments))
         return {
             dep: Observation(now, mean, queued, arrived) for dep, (mean, queued, arrived) in loads.items()
         }

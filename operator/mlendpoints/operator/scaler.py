@@ -59,14 +59,14 @@ class RouterPods:
 
 
 @dataclass
-class _Seen:
+class RouterSeen:
     instance: str
     at: float
     loads: dict[str, contract.DeploymentLoad]
 
 
 def router_loads(
-    previous: _Seen | None, report: contract.ScalingReport, at: float
+    previous: RouterSeen | None, report: contract.ScalingReport, at: float
 ) -> dict[str, tuple[float, int, int]]:
     """One router's load per deployment since its previous report: (mean concurrency, held now,
     requests arrived). A first report, or one from a restarted router, counts what is in flight
@@ -102,7 +102,7 @@ class Scaler:
         self._fetch = fetch or self._http_fetch
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
-        self._seen: dict[tuple[str, str], dict[str, _Seen]] = {}  # by endpoint, then router pod name
+        self._seen: dict[tuple[str, str], dict[str, RouterSeen]] = {}  # by endpoint, then router pod name
         self._rounds: dict[tuple[str, str], tuple[float, dict[str, Observation] | None]] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.states: dict[tuple[str, str], ScalerState] = {}
@@ -148,7 +148,7 @@ class Scaler:
                     total[0] += mean
                     total[1] += queued
                     total[2] += arrived
-                seen[pod] = _Seen(report.instance, now, dict(report.deployments))
+                seen[pod] = RouterSeen(report.instance, now, dict(report.deployments))
             observed = None
             if answered:
                 observed = {

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from mlendpoints.api.online import OnlineDeploymentSpec, OnlineDeploymentStatus
 from mlendpoints.api.validation import validate_deployment
 from mlendpoints.operator.fake_kube import MemoryKube
-from mlendpoints.operator.scaler import RouterPods, Scaler, _Seen, router_loads
+from mlendpoints.operator.scaler import RouterPods, RouterSeen, Scaler, router_loads
 from mlendpoints.operator.status import deployment_status
 from mlendpoints.render.deployment import FAST_READINESS, ResolvedModel, render_deployment
 from mlendpoints.render.discovery import MODERN
@@ -42,6 +42,9 @@ def test_the_scaler_owns_the_replicas_and_pods_report_ready_fast() -> None:
     assert server["readinessProbe"]["initialDelaySeconds"] == 0
     assert server["startupProbe"]["periodSeconds"] == 1
     assert server["startupProbe"]["periodSeconds"] * server["startupProbe"]["failureThreshold"] == 600
+    # No init container: the server fetches the model itself (one container start less).
+    assert "initContainers" not in workload["template"]["spec"]
+    assert server["args"][-2:] == ["--fetch-model-uri", MODEL.uri]
     # A readiness probe the user set is kept.
     own = deployment(scaleSettings=CONCURRENCY, readinessProbe={"period": 7})
     server = render_deployment(own, MODEL, MODERN, SETTINGS)[0]["spec"]["template"]["spec"]["containers"][0]
@@ -102,7 +105,7 @@ def test_a_deployment_at_zero_is_ready_as_scaled_to_zero() -> None:
 def test_router_loads_take_differences_and_restart_on_a_new_instance() -> None:
     first = contract.ScalingReport(instance="a", deployments={"blue": load(2, 1, 10, 100.0)})
     assert router_loads(None, first, 10.0) == {"blue": (3.0, 1, 0)}
-    seen = _Seen("a", 10.0, dict(first.deployments))
+    seen = RouterSeen("a", 10.0, dict(first.deployments))
     later = contract.ScalingReport(instance="a", deployments={"blue": load(0, 0, 16, 106.0)})
     assert router_loads(seen, later, 12.0) == {"blue": (3.0, 0, 6)}  # 6 concurrency-seconds in 2 s
     restarted = contract.ScalingReport(instance="b", deployments={"blue": load(1, 0, 1, 0.5)})

@@ -139,6 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         runtime.fatal(COMPONENT, f"invalid settings: {exc}", code=2)
     runtime.setup_logging(settings.log_level)
+    if settings.fetch_model_uri:
+        from mlendpoints_serving import fetching
+
+        try:
+            fetching.fetch(settings.fetch_model_uri, settings.model_dir)
+        except fetching.FetchError as exc:
+            runtime.fatal(fetching.COMPONENT, str(exc))  # the same failure line as the init container's
     if settings.env_manager == "virtualenv":
         from mlendpoints_serving.server.deps import virtualenv_python
 
@@ -148,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             runtime.fatal(COMPONENT, f"cannot build the model environment: {exc}")
         os.environ["MLENDPOINTS_SERVE_ENV_MANAGER"] = "local"  # the re-executed server serves in place
         args = without_option(argv if argv is not None else sys.argv[1:], "--env-manager")
+        args = without_option(args, "--fetch-model-uri")  # fetched already
         os.execv(str(python), [str(python), "-m", "mlendpoints_serving.server.cli", *args])
     if not settings.scoring_script and not (settings.model_dir / "MLmodel").is_file():
         runtime.fatal(COMPONENT, f"{settings.model_dir} is not an MLflow model directory (no MLmodel file)")
