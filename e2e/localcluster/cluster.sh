@@ -14,6 +14,8 @@
 #   cluster.sh status    say what runs
 #   cluster.sh docker    start only dockerd (image builds)
 #   cluster.sh load TAG  copy a docker image into containerd (no-op when current)
+#   cluster.sh restart-apiserver SECONDS
+#                        stop kube-apiserver, keep it down SECONDS, start it again
 #
 # Everything lives under $MLENDPOINTS_CACHE (default ~/.cache/mlendpoints):
 # k8s/ and tools/ (binaries by version), docker/ and containerd/ (image
@@ -478,16 +480,7 @@ metrics_available() {
     jq -e '.status.conditions[] | select(.type=="Available") | .status=="True"' | grep -q true
 }
 
-start_control_plane() {
-  mkdir -p "$STATE/etcd" "$STATE/kubelet" "$LOGS"
-  start etcd "$ETCD_BIN/etcd" --name mlendpoints --data-dir "$STATE/etcd" \
-    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-    --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
-    --initial-cluster "mlendpoints=http://127.0.0.1:$((ETCD_PORT + 1))" \
-    --listen-metrics-urls "http://127.0.0.1:$((ETCD_PORT + 2))"
-  wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
-
+start_apiserver() {
   start kube-apiserver "$K8S_BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
     --bind-address "$GATEWAY" --advertise-address "$GATEWAY" --secure-port "$API_PORT" \
@@ -505,6 +498,19 @@ start_control_plane() {
     --requestheader-extra-headers-prefix X-Remote-Extra- \
     --proxy-client-cert-file "$PKI/front-proxy-client.crt" --proxy-client-key-file "$PKI/front-proxy-client.key" \
     --enable-aggregator-routing=true
+}
+
+start_control_plane() {
+  mkdir -p "$STATE/etcd" "$STATE/kubelet" "$LOGS"
+  start etcd "$ETCD_BIN/etcd" --name mlendpoints --data-dir "$STATE/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
+    --initial-cluster "mlendpoints=http://127.0.0.1:$((ETCD_PORT + 1))" \
+    --listen-metrics-urls "http://127.0.0.1:$((ETCD_PORT + 2))"
+  wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
+
+  start_apiserver
   wait_for kube-apiserver 90 api /readyz
 
   start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
@@ -603,6 +609,21 @@ cmd_up() {
   log "Kubernetes v$K8S_FULL up in $((SECONDS - t0))s; kubeconfig: $STATE/kubeconfig"
 }
 
+# restart-apiserver SECONDS: stop kube-apiserver (TERM), leave it down SECONDS, start it again with
+# the same flags and wait until it is ready (bench/reliability.py: the data plane must not notice).
+cmd_restart_apiserver() {
+  local secs=${1:-20}
+  [[ $secs =~ ^[0-9]+$ ]] || die "restart-apiserver: SECONDS must be a whole number, not '$secs'"
+  running_pid kube-apiserver >/dev/null || die "restart-apiserver: kube-apiserver is not running"
+  stop_pid kube-apiserver
+  log "kube-apiserver stopped; starting it again in ${secs}s"
+  sleep "$secs"
+  [ -f "$LOGS/kube-apiserver.log" ] && mv "$LOGS/kube-apiserver.log" "$LOGS/kube-apiserver.log.prev"
+  start_apiserver
+  wait_for kube-apiserver 90 api /readyz
+  log "kube-apiserver ready again"
+}
+
 cmd_status() {
   local c pid rc=0
   for c in "${COMPONENTS[@]}"; do
@@ -628,7 +649,7 @@ cmd_env() {
   echo "export PATH=$K8S_BIN:\$PATH"
 }
 
-[ $# -ge 1 ] || die "usage: $0 up|down|env|status|docker|load TAG..."
+[ $# -ge 1 ] || die "usage: $0 up|down|env|status|docker|load TAG...|restart-apiserver SECONDS"
 case $1 in
   env) cmd_env; exit 0 ;;
   status) cmd_status; exit $? ;;
@@ -643,5 +664,6 @@ case $1 in
   down) cmd_down ;;
   docker) mkdir -p "$LOGS"; start_dockerd ;;
   load) shift; mkdir -p "$LOGS"; cmd_load "$@" ;;
-  *) die "usage: $0 up|down|env|status|docker|load TAG..." ;;
+  restart-apiserver) shift; cmd_restart_apiserver "${1:-20}" ;;
+  *) die "usage: $0 up|down|env|status|docker|load TAG...|restart-apiserver SECONDS" ;;
 esac
