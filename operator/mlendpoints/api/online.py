@@ -305,7 +305,11 @@ class OnlineDeploymentSpec(ApiModel):
     scaleSettings: ScaleSettings = nested(ScaleSettings, "Scaling.")
     requestSettings: RequestSettings = nested(RequestSettings, "Request limits.")
     livenessProbe: ProbeSettings = nested(ProbeSettings, "Liveness probe (GET /).")
-    readinessProbe: ProbeSettings = nested(ProbeSettings, "Readiness probe (GET /health).")
+    readinessProbe: ProbeSettings | None = Field(
+        default=None,
+        description="Readiness probe (GET /health). Unset: Azure's defaults (after 10 s, every 10 s), or, "
+        "with scaleSettings.type concurrency, every second from the start (held requests wait for it).",
+    )
     resources: ResourceRequirements = nested(ResourceRequirements, "Server container resources.")
     nodeSelector: dict[str, str] = Field(default_factory=dict, description="Node labels the pods need.")
     tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pods tolerate.")

@@ -161,7 +161,7 @@ def render_deployment(
         "startupProbe": {
             "httpGet": {"path": "/health", "port": "http"},
             "periodSeconds": startup_period,
-            "timeoutSeconds": spec.readinessProbe.timeout,
+            "timeoutSeconds": readiness_probe(spec).timeout,
             "failureThreshold": STARTUP_BUDGET_S // startup_period,
         },
         "readinessProbe": _probe("/health", readiness_probe(spec)),
@@ -257,10 +257,11 @@ FAST_READINESS = ProbeSettings(initialDelay=0, period=1, timeout=1, successThres
 
 
 def readiness_probe(spec: OnlineDeploymentSpec) -> ProbeSettings:
-    """The readiness probe as set; for a deployment scaled on load, FAST_READINESS unless set."""
-    if spec.scaleSettings.type == "concurrency" and "readinessProbe" not in spec.model_fields_set:
-        return FAST_READINESS
-    return spec.readinessProbe
+    """The readiness probe as set; unset, FAST_READINESS for a deployment scaled on load, else Azure's
+    defaults. (Unset means absent: the CRD gives it no default, so the API server cannot fill it in.)"""
+    if spec.readinessProbe is not None:
+        return spec.readinessProbe
+    return FAST_READINESS if spec.scaleSettings.type == "concurrency" else ProbeSettings()
 
 
 def network_policy_spec(name: str, spec: OnlineDeploymentSpec, settings: RenderSettings) -> Object:

@@ -186,3 +186,15 @@ def test_the_scaler_wakes_a_zero_deployment_sums_routers_and_writes_only_changes
     assert len(kube.writes) == len(set(replicas)) + (0 if replicas[0] == 1 else 1)
     assert scaler.last[("ml", "blue")].replicas == 4
     assert ("ml", "green") not in scaler.states  # scaled by instanceCount: left alone
+
+
+def test_the_crd_leaves_the_readiness_probe_unset() -> None:
+    """A schema default would make the API server fill readinessProbe in, and a deployment scaled on
+    load would get Azure's 10 s delay instead of the fast probe (seen: 10 s added to every cold start)."""
+    from mlendpoints.api.crdgen import crd
+    from mlendpoints.api.kinds import ONLINE_DEPLOYMENT
+
+    schema = crd(ONLINE_DEPLOYMENT)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    spec = schema["properties"]["spec"]["properties"]
+    assert "default" not in spec["readinessProbe"]
+    assert spec["livenessProbe"].get("default") == {}
