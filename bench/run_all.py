@@ -5,7 +5,14 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["bench.serving", "bench.router", "bench.batch", "bench.operator"]
+BENCHMARKS = [
+    "bench.serving",
+    "bench.router",
+    "bench.batch",
+    "bench.operator",
+    "bench.autoscale",
+    "bench.reliability",
+]
 
 
 def main() -> int:
