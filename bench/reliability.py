@@ -1023,7 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.reliability")
     parser.add_argument("--events", default="1,2,3,4,5,6,7,8", help="which events, e.g. 1,3 (a partial run "
                         "does not write docs/benchmarks.md)")  # fmt: skip
-    args = parser.parse_args(argv)
+    args, _ = parser.parse_known_args(argv)  # make bench (bench/run_all.py) passes its own arguments
     events = {int(e) for e in args.events.split(",") if e.strip()}
     with tempfile.TemporaryDirectory(prefix="bench-reliability-") as tmp:
         body = run(Path(tmp), events)
