@@ -60,6 +60,13 @@ class Client:
         except OSError as exc:
             return 0, {}, {"error": str(exc)}
 
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=5) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
     def metrics(self) -> str:
         with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as resp:
             return str(resp.read().decode())
@@ -177,16 +184,11 @@ def test_a_held_request_times_out_to_503_with_retry_after(kubectl: Kubectl, name
         ],
         namespace,
     )
-    wait_for(
-        "router ready",
-        lambda: (
-            condition(kubectl.get("onlineendpoint", "broken", namespace), "RouterReady").get("status")
-            == "True"
-        ),
-        180,
-        interval=1,
-    )
+    wait_for("the keys", lambda: kubectl.get("secret", "broken-keys", namespace), 180, interval=1)
+    wait_for("the Service", lambda: kubectl.get("service", "broken", namespace), 180, interval=1)
     client = Client(kubectl, namespace, "broken")
+    # RouterReady says a router pod is ready; the Service answers once kube-proxy has it too.
+    wait_for("the router answering through its Service", client.healthy, 180, interval=1)
     started = time.monotonic()
     status, headers, body = client.score()
     waited = time.monotonic() - started
