@@ -21,6 +21,19 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # --- ports -------------------------------------------------------------------
 SERVER_PORT = 5001  # mlendpoints-serve inside a deployment pod (Azure's inference server port)
 ROUTER_PORT = 8080  # mlendpoints-router inside a router pod; the endpoint Service maps 80 -> 8080
+# (443 -> 8080 with spec.tls: the router serves HTTPS on ROUTER_PORT.)
+# Plain HTTP, the router's own paths only (/health, /metrics, ROUTER_SCALING_PATH), never scoring:
+# the operator's scaler and Prometheus scrape pods by IP, which a TLS certificate does not name.
+ROUTER_ADMIN_PORT = 8081
+
+# --- router TLS (OnlineEndpoint spec.tls) ------------------------------------
+# The kubernetes.io/tls Secret is mounted here (read-only); the router reloads its files on change.
+ROUTER_TLS_MOUNT = "/etc/mlendpoints/tls"
+TLS_CERT_KEY = "tls.crt"  # the keys of a kubernetes.io/tls Secret
+TLS_KEY_KEY = "tls.key"
+FLAG_ROUTER_ADMIN_PORT = "--admin-port"  # env: MLENDPOINTS_ROUTER_ADMIN_PORT
+FLAG_ROUTER_TLS_CERT_FILE = "--tls-cert-file"  # env: MLENDPOINTS_ROUTER_TLS_CERT_FILE
+FLAG_ROUTER_TLS_KEY_FILE = "--tls-key-file"  # env: MLENDPOINTS_ROUTER_TLS_KEY_FILE
 
 # --- labels put on every child object ----------------------------------------
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -185,7 +198,8 @@ class RouterConfig(BaseModel):
 
 
 # --- autoscaling on load (scaleSettings.type concurrency; docs/contract.md "Autoscaling") -------------
-# Every router pod answers GET ROUTER_SCALING_PATH on ROUTER_PORT with a ScalingReport. The operator
+# Every router pod answers GET ROUTER_SCALING_PATH on ROUTER_PORT (and ROUTER_ADMIN_PORT, which the
+# operator scrapes) with a ScalingReport. The operator
 # scrapes each router of an endpoint every second or so and adds the reports up per deployment.
 ROUTER_SCALING_PATH = "/-/scaling"
 RETRY_AFTER_STARTING_S = 5  # Retry-After of a 503 for a held request that timed out waiting for a pod

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -28,9 +29,10 @@ from mlendpoints_serving.router import watch
 from mlendpoints_serving.router.auth import KeyChecker
 from mlendpoints_serving.router.config import ConfigError, load_config_file, load_keys_file, watch_file
 from mlendpoints_serving.router.metrics import RouterMetrics
-from mlendpoints_serving.router.proxy import serve
+from mlendpoints_serving.router.proxy import AdminHandler, serve
 from mlendpoints_serving.router.service import Router
 from mlendpoints_serving.router.state import RoutingState
+from mlendpoints_serving.router.tls import CertReloader
 from mlendpoints_serving.router.upstream import UpstreamPool
 from mlendpoints_serving.runtime import fatal, setup_logging
 
@@ -66,6 +68,16 @@ class RouterSettings(BaseSettings):
         "(keep drain + this within the pod's termination grace period, 30 s by default).",
     )
     log_level: str = "info"
+    tls_cert_file: Path | None = Field(
+        default=None, description="Serve HTTPS with this PEM certificate chain (with --tls-key-file)."
+    )
+    tls_key_file: Path | None = Field(default=None, description="The PEM private key of --tls-cert-file.")
+    tls_reload_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the TLS files are checked for a change (then reloaded)."
+    )
+    admin_port: int | None = Field(
+        default=None, description="Also serve /health, /metrics and /-/scaling (only) in plain HTTP here."
+    )
 
     @model_validator(mode="after")
     def _one_mode(self) -> RouterSettings:
@@ -73,6 +85,8 @@ class RouterSettings(BaseSettings):
             raise ValueError(
                 "give exactly one of --config FILE (file mode) or --configmap NAME (cluster mode)"
             )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both --tls-cert-file and --tls-key-file, or neither")
         return self
 
 
@@ -236,19 +250,16 @@ async def run(settings: RouterSettings) -> None:
     else:
         cluster = ClusterMode(settings, loop)
         router = await cluster.start()
-    try:
-        server = await serve(
-            router,
-            settings.host,
-            settings.port,
-            lambda: router.state.config.maxBodyBytes,
-            settings.request_read_timeout_s,
-        )
-    except OSError as exc:
-        raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
-    log.info("listening", extra={"fields": {"host": settings.host, "port": settings.port}})
+    tls = _tls(settings, router)
+    servers = [await _listen(router, settings, settings.port, tls)]
+    if settings.admin_port is not None:
+        servers.append(await _listen(router, settings, settings.admin_port, None, admin=True))
+    reload_task = asyncio.create_task(tls.run(stop)) if tls is not None else None
     await stop.wait()
-    server.close()
+    for server in servers:
+        server.close()
+    if reload_task is not None:
+        await reload_task
     await _drain(router)
     # Collected records still queued are written within the flush budget (the thread is a daemon:
     # a destination that hangs cannot keep the process past it).
@@ -256,6 +267,39 @@ async def run(settings: RouterSettings) -> None:
     if cluster is not None:
         cluster.stop()
     router.pool.close()
+
+
+def _tls(settings: RouterSettings, router: Router) -> CertReloader | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    try:
+        return CertReloader(
+            settings.tls_cert_file,
+            settings.tls_key_file,
+            settings.tls_reload_interval_s,
+            router.metrics.registry,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"cannot load the TLS certificate {settings.tls_cert_file}: {exc}") from exc
+
+
+async def _listen(
+    router: Router, settings: RouterSettings, port: int, tls: CertReloader | None, admin: bool = False
+) -> asyncio.Server:
+    try:
+        server = await serve(
+            AdminHandler(router) if admin else router,
+            settings.host,
+            port,
+            lambda: router.state.config.maxBodyBytes,
+            settings.request_read_timeout_s,
+            tls.context if tls is not None else None,
+        )
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {settings.host}:{port}: {exc}") from exc
+    fields = {"host": settings.host, "port": port, "tls": tls is not None, "admin": admin}
+    log.info("listening", extra={"fields": fields})
+    return server
 
 
 async def _drain(router: Router) -> None:

@@ -12,11 +12,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import ssl
 from collections.abc import Callable
+from typing import Protocol
 
 import httptools
 
-from mlendpoints_serving.contract import HEADER_DEPLOYMENT, HEADER_DEPLOYMENT_AZURE, HEADER_REQUEST_ID
+from mlendpoints_serving.contract import (
+    HEADER_DEPLOYMENT,
+    HEADER_DEPLOYMENT_AZURE,
+    HEADER_REQUEST_ID,
+    ROUTER_SCALING_PATH,
+)
 from mlendpoints_serving.router.service import Request, Response, Router, error_response
 from mlendpoints_serving.router.upstream import HOP_BY_HOP, Headers
 
@@ -42,10 +49,31 @@ def serialize(response: Response, keep_alive: bool, head: bool) -> bytes:
     return b"".join(parts)
 
 
+class Handler(Protocol):
+    async def handle(self, request: Request) -> Response: ...
+
+
+ADMIN_PATHS = (b"/health", b"/metrics", ROUTER_SCALING_PATH.encode())
+
+
+class AdminHandler:
+    """The plain admin port: the router's own paths only (probes, Prometheus, the operator's scaler),
+    never scoring, so that a TLS endpoint's requests cannot bypass TLS through it."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    async def handle(self, request: Request) -> Response:
+        if request.method == b"GET" and request.target in ADMIN_PATHS:
+            return await self._router.handle(request)
+        message = "the admin port serves only GET /health, /metrics and /-/scaling"
+        return error_response(404, "not_found", message)
+
+
 class DownstreamProtocol(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, router: Router, max_body_bytes: Callable[[], int], read_timeout_s: float) -> None:
+    def __init__(self, router: Handler, max_body_bytes: Callable[[], int], read_timeout_s: float) -> None:
         self._router = router
         self._max_body_bytes = max_body_bytes
         self._read_timeout_s = read_timeout_s
@@ -234,7 +262,12 @@ class DownstreamProtocol(asyncio.Protocol):
 
 
 async def serve(
-    router: Router, host: str, port: int, max_body_bytes: Callable[[], int], read_timeout_s: float
+    router: Handler,
+    host: str,
+    port: int,
+    max_body_bytes: Callable[[], int],
+    read_timeout_s: float,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     return await loop.create_server(
@@ -243,4 +276,7 @@ async def serve(
         port,
         backlog=4096,
         reuse_address=True,
+        ssl=ssl_context,
+        # A client that connects and never completes the handshake is dropped like a slow request.
+        ssl_handshake_timeout=read_timeout_s if ssl_context is not None else None,
     )
