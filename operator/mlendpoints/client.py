@@ -14,6 +14,7 @@ import http.client
 import os
 import secrets
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,38 @@ from mlendpoints_serving.contract import (
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 KEY_FIELDS = {"primary": SECRET_PRIMARY_KEY, "secondary": SECRET_SECONDARY_KEY}
 SCORE_TIMEOUT_S = 60.0
+# A CA bundle (PEM) to verify an HTTPS endpoint (spec.tls) with; else the system's (which honours
+# SSL_CERT_FILE). `mlendpoints invoke --ca-file` sets it; the MLflow plugin reads it from the environment.
+ENV_CA_FILE = "MLENDPOINTS_CA_FILE"
+
+
+@dataclass(frozen=True)
+class Tls:
+    """HTTPS to the router, verified: the certificate must name `server_name` (the scoring URI's
+    host, <endpoint>.<namespace>.svc.cluster.local), whichever address the connection goes to."""
+
+    server_name: str
+    ca_file: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        try:
+            return ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise UserError(
+                f"cannot read the CA bundle {self.ca_file}: {exc}", f"check {ENV_CA_FILE}"
+            ) from exc
+
+
+class _HttpsConnection(http.client.HTTPConnection):
+    """HTTPS over a TCP connection or an open port-forward stream, verifying `tls.server_name`."""
+
+    def __init__(self, route: Route, tls: Tls, timeout: float) -> None:
+        super().__init__(route.host, route.port, timeout=timeout)
+        self._route, self._context, self._server_name = route, tls.context(), tls.server_name
+
+    def connect(self) -> None:
+        sock = self._route.sock or socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self._server_name)
 
 
 @dataclass(frozen=True)
@@ -53,8 +86,11 @@ class Route:
     port: int
     via: str
     sock: socket.socket | None = None  # an open port-forward stream
+    tls: Tls | None = None
 
     def connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self.tls is not None:
+            return _HttpsConnection(self, self.tls, timeout)
         conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         if self.sock is not None:
             conn.sock = self.sock
@@ -172,7 +208,7 @@ class Cluster:
 
     # --- reaching the router ----------------------------------------------------------
     @contextlib.contextmanager
-    def route(self, endpoint: str) -> Iterator[Route]:
+    def route(self, endpoint: str, ca_file: str | None = None) -> Iterator[Route]:
         """The router of `endpoint`, reached the most direct way that works from here.
 
         In order: a LoadBalancer address; the Service's ClusterIP when this machine routes to it (in a pod,
@@ -185,17 +221,22 @@ class Cluster:
         ):
             service: Any = self.core.read_namespaced_service(endpoint, self.namespace)
         port = service.spec.ports[0].port
+        tls = (
+            Tls(f"{endpoint}.{self.namespace}.svc.cluster.local", ca_file or os.environ.get(ENV_CA_FILE))
+            if service.spec.ports[0].name == "https"  # spec.tls: the operator names the port so
+            else None
+        )
         for ingress in (service.status.load_balancer.ingress or []) if service.status.load_balancer else []:
             address = ingress.ip or ingress.hostname
             if address and _reachable(address, port):
-                yield Route(address, port, "load balancer")
+                yield Route(address, port, "load balancer", tls=tls)
                 return
         cluster_ip = service.spec.cluster_ip
         if cluster_ip and cluster_ip != "None" and _reachable(cluster_ip, port):
-            yield Route(cluster_ip, port, "cluster IP")
+            yield Route(cluster_ip, port, "cluster IP", tls=tls)
             return
         with self._port_forward(endpoint) as sock:
-            yield Route("localhost", ROUTER_PORT, "port-forward", sock)
+            yield Route("localhost", ROUTER_PORT, "port-forward", sock, tls)
 
     @contextlib.contextmanager
     def _port_forward(self, endpoint: str) -> Iterator[socket.socket]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mlendpoints.client import Route, Tls, score
 from tests.fixtures.servers import free_port, running
 from tests.fixtures.tls_certs import Issued, issue, served_serial
 from tests.integration.router_support import REPO, ROUTER, Backends, until
@@ -101,6 +102,19 @@ def test_router_serves_https_and_reloads_its_certificate(tmp_path: Path, backend
             assert response.json()["backend"] == "blue"
             assert json.loads(response.json()["body"]) == {"input_data": [[1, 2]]}
             assert kept.get(base + "/health").status_code == 200  # own paths over HTTPS too
+            # The CLI's and MLflow plugin's client: verified against the CA bundle, for the name given.
+            tls = Tls("localhost", str(first.ca))
+            answer = score(
+                Route("127.0.0.1", port, "loopback", tls=tls), None, b'{"input_data": [[5]]}', None
+            )
+            assert (answer.status, answer.served_by) == (200, "blue")
+            with pytest.raises(ssl.SSLCertVerificationError):
+                score(
+                    Route("127.0.0.1", port, "loopback", tls=Tls("localhost", str(second.ca))),
+                    None,
+                    b"{}",
+                    None,
+                )
 
             # Plain HTTP to the TLS port gets no answer.
             with pytest.raises(httpx.HTTPError):

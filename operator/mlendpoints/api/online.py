@@ -50,6 +50,18 @@ class ServiceSettings(ApiModel):
     )
 
 
+class TlsSettings(ApiModel):
+    """HTTPS at the router (not an Azure ML field: Azure ML endpoints are always HTTPS)."""
+
+    secretName: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="A kubernetes.io/tls Secret (tls.crt, tls.key) in the endpoint's namespace: the "
+        "router serves HTTPS with it, reloading it when it changes.",
+    )
+
+
 class OnlineEndpointSpec(ApiModel):
     """Desired state of an online endpoint."""
 
@@ -71,6 +83,7 @@ class OnlineEndpointSpec(ApiModel):
     )
     router: RouterSettings = nested(RouterSettings, "Router pods.")
     service: ServiceSettings = nested(ServiceSettings, "The endpoint's Service.")
+    tls: TlsSettings | None = Field(default=None, description="Serve HTTPS (unset: plain HTTP).")
     description: str | None = Field(default=None, description="Free text.")
 
 

@@ -112,9 +112,18 @@ def _show_answer(answer: Answer) -> None:
 )  # fmt: skip
 @click.option("--deployment", "-d", help="Send to this deployment, whatever its traffic share.")
 @click.option("--local", "local_", is_flag=True, help="Invoke the local endpoint of this name (`local up`).")
+@click.option(
+    "--ca-file", envvar="MLENDPOINTS_CA_FILE", type=click.Path(exists=True, dir_okay=False),
+    help="CA bundle (PEM) to verify an HTTPS endpoint (spec.tls); default: the system's (or SSL_CERT_FILE).",
+)  # fmt: skip
 @click.pass_context
 def invoke(
-    ctx: click.Context, endpoint: str, request_file: Path, deployment: str | None, local_: bool
+    ctx: click.Context,
+    endpoint: str,
+    request_file: Path,
+    deployment: str | None,
+    local_: bool,
+    ca_file: str | None,
 ) -> None:
     """Score a request through the endpoint's router, with its key; print the answer and who served it.
 
@@ -150,8 +159,8 @@ def invoke(
         if ep.get("spec", {}).get("authMode", "key") == "key"
         else None
     )
-    with cluster.route(endpoint) as route:
-        console.print(f"via {route.via}", style="dim")
+    with cluster.route(endpoint, ca_file) as route:
+        console.print(f"via {route.via}" + (" (HTTPS)" if route.tls else ""), style="dim")
         _show_answer(score(route, key, body, deployment))
 
 

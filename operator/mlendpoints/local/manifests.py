@@ -127,6 +127,12 @@ def select_endpoint(manifests: list[Manifest]) -> LocalEndpoint:
     endpoint_spec, errors = parse_spec(OnlineEndpointSpec, endpoint_manifest.body.get("spec"))
     if name_errors or endpoint_spec is None:
         raise _fail(endpoint_manifest, name_errors + errors)
+    if endpoint_spec.tls is not None:
+        # Refused rather than half-supported: a local router is reached on loopback only.
+        raise UserError(
+            f"{endpoint_manifest.source}: spec.tls is not supported by local mode",
+            "remove spec.tls for `mlendpoints local up` (it serves plain HTTP on 127.0.0.1)",
+        )
     deployments: dict[str, OnlineDeployment] = {}
     for manifest in manifests:
         if manifest.kind != "OnlineDeployment":

@@ -331,6 +331,7 @@ class Reconciler:
             previous=previous,
             deleting=deleting,
             now=utcnow(),
+            tls_secret=endpoint.spec.tls.secretName if endpoint.spec.tls else None,
         )
         await self._write_status(ref, body, status.model_dump(exclude_none=True))
         # Deployments created before their endpoint are adopted now.

@@ -112,7 +112,8 @@ class Scaler:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.interval / 2))
         host = f"[{ip}]" if ":" in ip else ip
-        url = f"http://{host}:{contract.ROUTER_PORT}{contract.ROUTER_SCALING_PATH}"
+        # The plain admin port: scoring may be HTTPS (spec.tls), with a certificate not naming pod IPs.
+        url = f"http://{host}:{contract.ROUTER_ADMIN_PORT}{contract.ROUTER_SCALING_PATH}"
         async with self._session.get(url) as resp:
             resp.raise_for_status()
             return contract.ScalingReport.model_validate_json(await resp.read())

@@ -238,17 +238,27 @@ def endpoint_status(
     previous: OnlineEndpointStatus,
     deleting: bool,
     now: str,
+    tls_secret: str | None = None,
 ) -> OnlineEndpointStatus:
-    """The endpoint's status from its router, its deployments' statuses and the routing decision."""
+    """The endpoint's status from its router, its deployments' statuses and the routing decision.
+
+    `tls_secret`: spec.tls.secretName. The operator may not read Secrets (least RBAC), so it cannot
+    tell a missing one from a slow start: while no router pod is ready, RouterReady names it."""
     router_status = (router or {}).get("status") or {}
     router_ready = int(router_status.get("readyReplicas") or 0)
     router_wanted = int(((router or {}).get("spec") or {}).get("replicas") or 0)
+    router_message = f"{router_ready}/{router_wanted} router pods ready"
+    if tls_secret and router_ready == 0:
+        router_message += (
+            f"; the router pods start only once spec.tls.secretName {tls_secret!r} exists in namespace "
+            f"{namespace} (a kubernetes.io/tls Secret with tls.crt and tls.key)"
+        )
     conditions = [
         condition(
             "RouterReady",
             router_ready > 0,
             "Available" if router_ready > 0 else "Waiting",
-            f"{router_ready}/{router_wanted} router pods ready",
+            router_message,
             generation,
         ),
         condition(
@@ -286,8 +296,8 @@ def endpoint_status(
     else:
         state = "Updating"
     return OnlineEndpointStatus(
-        scoringUri=scoring_uri(name, namespace),
-        openapiUri=openapi_uri(name, namespace),
+        scoringUri=scoring_uri(name, namespace, tls=tls_secret is not None),
+        openapiUri=openapi_uri(name, namespace, tls=tls_secret is not None),
         provisioningState=state,
         traffic=routing.traffic,
         mirrorTraffic=routing.mirror,

@@ -28,6 +28,8 @@ from mlendpoints.render.discovery import ApiVersions
 from mlendpoints_serving import contract
 
 SERVICE_PORT = 80
+SERVICE_TLS_PORT = 443  # with spec.tls
+TLS_VOLUME = "tls"
 # The router's own default budget for writing collected records on SIGTERM (--collector-flush-timeout-s).
 ROUTER_FLUSH_S = 15
 # The in-flight requests a terminating router waits for (its pods' grace period does not follow the
@@ -143,12 +145,12 @@ def queue_wait_ms(spec: OnlineDeploymentSpec) -> int | None:
     return DEFAULT_QUEUE_WAIT_MS if spec.scaleSettings.type == "concurrency" else None
 
 
-def scoring_uri(name: str, namespace: str) -> str:
-    return f"http://{name}.{namespace}.svc.cluster.local/score"
+def scoring_uri(name: str, namespace: str, tls: bool = False) -> str:
+    return f"{'https' if tls else 'http'}://{name}.{namespace}.svc.cluster.local/score"
 
 
-def openapi_uri(name: str, namespace: str) -> str:
-    return f"http://{name}.{namespace}.svc.cluster.local/swagger.json"
+def openapi_uri(name: str, namespace: str, tls: bool = False) -> str:
+    return f"{'https' if tls else 'http'}://{name}.{namespace}.svc.cluster.local/swagger.json"
 
 
 def _owner(endpoint: OnlineEndpoint) -> Object:
@@ -250,16 +252,41 @@ def render_endpoint(
             "subjects": [{"kind": "ServiceAccount", "name": router, "namespace": namespace}],
         },
     )
+    # With spec.tls the router's port speaks HTTPS (named so); its plain admin port serves only
+    # /health, /metrics and /-/scaling, which the operator's scaler and Prometheus scrape by pod IP.
+    port_name = "https" if spec.tls else "http"
+    tls_args = (
+        [
+            contract.FLAG_ROUTER_TLS_CERT_FILE,
+            f"{contract.ROUTER_TLS_MOUNT}/{contract.TLS_CERT_KEY}",
+            contract.FLAG_ROUTER_TLS_KEY_FILE,
+            f"{contract.ROUTER_TLS_MOUNT}/{contract.TLS_KEY_KEY}",
+        ]
+        if spec.tls
+        else []
+    )
     container = {
         "name": contract.COMPONENT_ROUTER,
         "image": settings.serving_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mlendpoints-router"],
-        "args": ["--configmap", configmap, "--namespace", namespace, "--port", str(contract.ROUTER_PORT)],
-        "ports": [{"name": "http", "containerPort": contract.ROUTER_PORT, "protocol": "TCP"}],
+        "args": [
+            *("--configmap", configmap, "--namespace", namespace, "--port", str(contract.ROUTER_PORT)),
+            *(contract.FLAG_ROUTER_ADMIN_PORT, str(contract.ROUTER_ADMIN_PORT)),
+            *tls_args,
+        ],
+        "ports": [
+            {"name": port_name, "containerPort": contract.ROUTER_PORT, "protocol": "TCP"},
+            {"name": "admin", "containerPort": contract.ROUTER_ADMIN_PORT, "protocol": "TCP"},
+        ],
         # /health is 503 until the keys are loaded (key auth): no request meets a router that would 401 it.
-        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 2},
-        "livenessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 10, "failureThreshold": 6},
+        # Probed on the scoring port, so a router whose certificate does not serve is not Ready
+        # (kubelet does not verify HTTPS probes' certificates).
+        "readinessProbe": {
+            "httpGet": {"path": "/health", "port": port_name, **({"scheme": "HTTPS"} if spec.tls else {})},
+            "periodSeconds": 2,
+        },
+        "livenessProbe": {"tcpSocket": {"port": port_name}, "periodSeconds": 10, "failureThreshold": 6},
         "resources": with_default_resources(dump(spec.router.resources), settings.router_default_resources),
         "lifecycle": prestop(settings),
         "securityContext": CONTAINER_SECURITY_CONTEXT,
@@ -268,6 +295,13 @@ def render_endpoint(
     pod_volumes: list[Object] = []
     if collectors:
         pod_volumes = _collector_environment(container, collectors, settings)
+    if spec.tls:
+        # Kubelet refreshes a mounted Secret in place (symlink swap); the router reloads the files.
+        pod_volumes.append({"name": TLS_VOLUME, "secret": {"secretName": spec.tls.secretName}})
+        container["volumeMounts"] = [
+            *container.get("volumeMounts", []),
+            {"name": TLS_VOLUME, "mountPath": contract.ROUTER_TLS_MOUNT, "readOnly": True},
+        ]
     deployment = make(
         "apps/v1",
         "Deployment",
@@ -309,7 +343,15 @@ def render_endpoint(
             "spec": {
                 "type": spec.service.type,
                 "selector": router_labels,
-                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+                "ports": [
+                    {
+                        "name": port_name,
+                        "port": SERVICE_TLS_PORT if spec.tls else SERVICE_PORT,
+                        "targetPort": port_name,
+                        "protocol": "TCP",
+                        **({"appProtocol": "https"} if spec.tls else {}),
+                    }
+                ],
             }
         },
     )

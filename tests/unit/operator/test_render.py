@@ -121,6 +121,7 @@ def test_endpoint_children(versions: ApiVersions) -> None:
     (container,) = pod["containers"]
     assert container["command"] + container["args"] == [
         "mlendpoints-router", "--configmap", "diabetes-router", "--namespace", "ml", "--port", "8080",
+        "--admin-port", "8081",
     ]  # fmt: skip
     assert container["ports"][0]["containerPort"] == contract.ROUTER_PORT
     assert container["image"] == "mlendpoints/serving:dev"
