@@ -2,6 +2,7 @@
 
 `python -m bench.router collector` measures data collection alone (issue 17; its own section);
 `python -m bench.router autoscale` the cost of the load reporting for autoscaling (issue 16; its own).
+`python -m bench.router tls` the cost of HTTPS at the router (spec.tls, issue 15; its own section).
 
 Workload (issue 4): two fast nginx backends (`return 200` with a JSON body, on the load core), split
 90/10 with 10% mirror; the router (one process) pinned to core 0, wrk pinned to
@@ -944,6 +945,128 @@ def main() -> int:
     return run_and_write(run, "router", "Router (mlendpoints-router)", "make bench (python -m bench.router)")
 
 
+# --- TLS (issue 15): `python -m bench.router tls` -----------------------------------------------------
+TLS_ROUNDS = 5
+HANDSHAKE_ROUNDS = 3
+HANDSHAKE_SECONDS = 3
+
+
+def start_router_process(
+    stack: contextlib.ExitStack, tmp: Path, name: str, config: Path, extra: list[str]
+) -> tuple[int, int]:
+    """A router on ROUTER_CORE with an admin port (ready when its /health answers); (pid, port)."""
+    port, admin = free_port(), free_port()
+    argv = ["taskset", "-c", ROUTER_CORE, sys.executable, "-m", "mlendpoints_serving.router.cli"]
+    argv += ["--config", str(config), "--port", str(port), "--host", "127.0.0.1", "--admin-port", str(admin)]
+    proc = stack.enter_context(process([*argv, *extra], tmp / f"{name}.log"))
+    wait_http(f"http://127.0.0.1:{admin}/health")
+    return proc.pid, port
+
+
+def tls_version(port: int, ca: Path) -> str:
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(ca))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        context.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
+    ):
+        return f"{tls.version()}, {tls.cipher()[0]}"  # type: ignore[index]
+
+
+def run_tls(tmp: Path) -> str:
+    """HTTPS against HTTP: two router processes, identical but for --tls-cert-file/--tls-key-file, take
+    turns on the router core (never loaded at the same time), keep-alive connections; then new
+    connections (`Connection: close`, a full handshake per request) to show the handshake's cost."""
+    from tests.fixtures.tls_certs import issue
+
+    if not shutil.which("wrk") or not shutil.which("nginx"):
+        raise RuntimeError("wrk and nginx (Debian wrk, nginx-light) are needed")
+    load_before = os.getloadavg()
+    post, close = tmp / "post.lua", tmp / "close.lua"
+    post.write_text(WRK_POST + WRK_REPORT)
+    close.write_text(WRK_POST + 'wrk.headers["Connection"] = "close"\n' + WRK_REPORT)
+    cert = issue(tmp / "tls", "bench CA", ["127.0.0.1"])
+    blue = free_port()
+    with contextlib.ExitStack() as stack:
+        backend_argv = nginx(tmp, "backends", backend_server(blue, "blue"), core=LOAD_CORE)
+        stack.enter_context(process(backend_argv, tmp / "backends.log"))
+        wait_http(f"http://127.0.0.1:{blue}/")
+        config = tmp / "router.json"
+        collector_config(config, blue, None)
+        _, http_port = start_router_process(stack, tmp, "router-http", config, [])
+        tls_pid, tls_port = start_router_process(
+            stack,
+            tmp,
+            "router-https",
+            config,
+            ["--tls-cert-file", str(cert.cert), "--tls-key-file", str(cert.key)],
+        )
+        version = tls_version(tls_port, cert.ca)
+        urls = {False: f"http://127.0.0.1:{http_port}/score", True: f"https://127.0.0.1:{tls_port}/score"}
+        for url in urls.values():
+            wrk(url, 1, post)  # warm-up: upstream pools filled
+        kept: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+        fresh: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+        for round_ in range(TLS_ROUNDS):
+            for tls in (False, True) if round_ % 2 == 0 else (True, False):
+                kept[tls].append(wrk(urls[tls], THROUGHPUT_SECONDS, post))
+        for round_ in range(HANDSHAKE_ROUNDS):
+            for tls in (False, True) if round_ % 2 == 0 else (True, False):
+                fresh[tls].append(wrk(urls[tls], HANDSHAKE_SECONDS, close))
+        rss, peak = rss_mb(tls_pid)
+    load_after = os.getloadavg()
+    plain, https = over_rounds(kept[False]), over_rounds(kept[True])
+    plain_new, https_new = over_rounds(fresh[False]), over_rounds(fresh[True])
+    ratio = https["rps"] / plain["rps"]
+    paired = statistics.median(a["rps"] / b["rps"] for a, b in zip(kept[True], kept[False], strict=True))
+    # The router core is the bottleneck: the added time per new connection is the difference of the
+    # per-request times.
+    handshake_us = (1 / https_new["rps"] - 1 / plain_new["rps"]) * 1e6
+    rows: list[list[object]] = [
+        ["HTTP, keep-alive", rate_line(plain), "anchor", ""],
+        [
+            "HTTPS, keep-alive",
+            rate_line(https),
+            "reported (no target)",
+            f"{ratio:.1%} of HTTP (median of the rounds' own ratios {paired:.1%})",
+        ],
+        ["HTTP, a new connection per request", rate_line(plain_new), "anchor", ""],
+        [
+            "HTTPS, a new connection per request (full handshake)",
+            rate_line(https_new),
+            "reported (no target)",
+            f"{https_new['rps'] / plain_new['rps']:.1%} of HTTP: about {handshake_us:,.0f} us of router CPU "
+            "more per new connection",
+        ],
+        ["HTTPS router memory", f"RSS {rss:.1f} MB, peak {peak:.1f} MB", "", ""],
+    ]
+    return (
+        "Two router processes, identical but for `--tls-cert-file/--tls-key-file` (ECDSA P-256 "
+        f"certificate; {version} as a Python client negotiates it; wrk does not verify it), pinned in turn "
+        "to core 0 (only one is loaded at a time), wrk on core 1 POSTing the 92-byte JSON body of the "
+        "collector section to an nginx `return 200` backend on wrk's core (router to backend is plain "
+        f"HTTP, as in a cluster). Keep-alive: {CONNECTIONS} connections, {TLS_ROUNDS} alternating rounds "
+        f"of {THROUGHPUT_SECONDS} s per side (order flipped every round; rate: the median round, latency "
+        "pooled over the rounds). New connections: the same with `Connection: close`, "
+        f"{HANDSHAKE_ROUNDS} rounds of {HANDSHAKE_SECONDS} s per side; no session resumption (wrk does not "
+        "resume), so each HTTPS request pays a full handshake. Load average (1, 5, 15 min) from other "
+        f"work: {' '.join(f'{v:.2f}' for v in load_before)} at the start, "
+        f"{' '.join(f'{v:.2f}' for v in load_after)} at the end, on 2 cores.\n\n"
+        + table(["Measure", "Result", "Target", "Verdict"], rows)
+    )
+
+
+def main_tls() -> int:
+    return run_and_write(
+        run_tls,
+        "router-tls",
+        "Router TLS (spec.tls, mlendpoints-router)",
+        "flock -o /tmp/mlendpoints-bench.lock .venv/bin/python -m bench.router tls",
+    )
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["mirror-backend"]:
         asyncio.run(mirror_backend(int(sys.argv[2]), float(sys.argv[3])))
@@ -953,5 +1076,7 @@ if __name__ == "__main__":
         sys.exit(main_collector())
     elif sys.argv[1:2] == ["autoscale"]:
         sys.exit(main_autoscale())
+    elif sys.argv[1:2] == ["tls"]:
+        sys.exit(main_tls())
     else:
         sys.exit(main())
