@@ -122,6 +122,17 @@ class Cluster:
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
 
+    def bearer_token(self) -> str | None:
+        """The kubeconfig user's (or the pod's) bearer token, if it authenticates with one: what
+        `invoke` sends to an authMode token endpoint by default."""
+        value = self.api.configuration.api_key.get("authorization") or self.api.configuration.api_key.get(
+            "BearerToken"
+        )
+        if not value:
+            return None
+        scheme, _, token = str(value).partition(" ")
+        return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
     # --- custom resources ---------------------------------------------------------
     def list_resources(self, kind: Kind) -> list[dict[str, Any]]:
         with not_found_means(

@@ -17,6 +17,7 @@ and for endpoints: traffic='{"blue": 80, "green": 20}', mirror_traffic='{"shadow
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -229,11 +230,12 @@ class MlendpointsDeploymentClient(BaseDeploymentClient):
         body = json.dumps({"input_data": _input_data(inputs)}).encode()
         cluster = self.cluster
         ep = self._call(lambda: cluster.endpoint(endpoint))
-        key = (
-            self._call(lambda: cluster.keys(endpoint))[KEY_FIELDS["primary"]]
-            if ep.get("spec", {}).get("authMode", "key") == "key"
-            else None
-        )
+        mode = ep.get("spec", {}).get("authMode", "key")
+        key = None
+        if mode == "key":
+            key = self._call(lambda: cluster.keys(endpoint))[KEY_FIELDS["primary"]]
+        elif mode == "token":  # MLENDPOINTS_TOKEN, else the kubeconfig user's token (as `invoke`)
+            key = os.environ.get("MLENDPOINTS_TOKEN") or cluster.bearer_token()
 
         def send() -> Answer:
             with cluster.route(endpoint) as route:

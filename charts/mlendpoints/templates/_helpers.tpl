@@ -20,6 +20,11 @@
 {{- printf "%s-operator" (include "mlendpoints.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* authMode token: the ClusterRole the operator binds each such endpoint's router ServiceAccount to. */}}
+{{- define "mlendpoints.routerAuthRole" -}}
+{{- printf "%s-router-auth-delegator" (include "mlendpoints.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "mlendpoints.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "mlendpoints.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -147,6 +152,16 @@ other admission webhook configuration.
   resourceNames: [{{ include "mlendpoints.fullname" . }}]
   verbs: [get, patch]
 {{- end }}
+# authMode token: one ClusterRoleBinding per such endpoint (cluster-scoped objects, so in either
+# mode), binding the endpoint's router ServiceAccount to the router-auth ClusterRole, and RBAC lets
+# the operator bind that ClusterRole only (bind by name: no other role can be handed out this way).
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [clusterrolebindings]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [clusterroles]
+  resourceNames: [{{ include "mlendpoints.routerAuthRole" . }}]
+  verbs: [bind]
 {{- if .Values.webhook.enabled }}
 # kopf registers the webhooks: the validating configuration and the mutating one (model inputs of
 # labelled pods). Pods themselves are never written: a mutating webhook only answers with a patch.

@@ -91,6 +91,35 @@ ENV_PREFIX_INPUT = "MLENDPOINTS_INPUT_"  # + the input's name upper-cased, '-' -
 FETCH_MODE_MODEL: Final = "model"
 FETCH_MODE_INPUT: Final = "input"
 
+# --- auth (OnlineEndpoint spec.authMode; docs/contract.md "Auth") -------------------------------------
+# key: `Authorization: Bearer <key>` against the keys Secret; none: open; token: a Kubernetes bearer
+# token (e.g. a projected ServiceAccount token), checked with a TokenReview, then a SubjectAccessReview
+# for `create` on the endpoint's subresource below (plain RBAC grants scoring).
+AuthMode = Literal["key", "none", "token"]
+SCORE_SUBRESOURCE = "score"  # RBAC: apiGroups [mlendpoints.io], resources [onlineendpoints/score]
+SCORE_VERB = "create"
+SCORE_API_GROUP = "mlendpoints.io"
+SCORE_RESOURCE = "onlineendpoints"
+# How long the router keeps a review's answer, keyed by a hash of the token (never the token):
+# short, so a revoked grant or a deleted ServiceAccount stops working within seconds; denials shorter,
+# so a grant just made works soon.
+FLAG_ROUTER_TOKEN_ALLOWED_TTL_S = "--token-allowed-ttl-s"  # env: MLENDPOINTS_ROUTER_TOKEN_ALLOWED_TTL_S
+FLAG_ROUTER_TOKEN_DENIED_TTL_S = "--token-denied-ttl-s"  # env: MLENDPOINTS_ROUTER_TOKEN_DENIED_TTL_S
+FLAG_ROUTER_TOKEN_CACHE_SIZE = "--token-cache-size"  # env: MLENDPOINTS_ROUTER_TOKEN_CACHE_SIZE
+TOKEN_ALLOWED_TTL_S = 10.0
+TOKEN_DENIED_TTL_S = 5.0
+TOKEN_CACHE_SIZE = 10_000
+# The `error.code` of the router's answers in token mode.
+REASON_TOKEN_MISSING = "unauthorized"  # 401: no bearer token (the key mode's code too)
+REASON_TOKEN_INVALID = "token_invalid"  # 401: the TokenReview did not authenticate it
+REASON_TOKEN_FORBIDDEN = "forbidden"  # 403: the SubjectAccessReview denied scoring
+REASON_TOKEN_REVIEW_UNAVAILABLE = "auth_unavailable"  # 503: the API server could not answer
+# The operator binds each token-mode endpoint's router ServiceAccount to this ClusterRole (the chart's
+# `<release>-router-auth-delegator`: tokenreviews and subjectaccessreviews create, nothing else).
+ROUTER_AUTH_BINDING_PREFIX = "mlendpoints-router-auth"  # ClusterRoleBinding <prefix>-<namespace>-<name>
+COMPONENT_ROUTER_AUTH = "router-auth"  # LABEL_COMPONENT of those ClusterRoleBindings
+LABEL_ENDPOINT_NAMESPACE = "mlendpoints.io/endpoint-namespace"  # cluster-scoped children name theirs
+
 # --- keys --------------------------------------------------------------------
 SECRET_PRIMARY_KEY = "primaryKey"
 SECRET_SECONDARY_KEY = "secondaryKey"
@@ -151,7 +180,7 @@ class RouterConfig(BaseModel):
 
     endpoint: str
     namespace: str | None = None
-    authMode: Literal["key", "none"] = "key"
+    authMode: AuthMode = "key"
     keysFile: str | None = Field(
         default=None,
         description="File mode: JSON {primaryKey, secondaryKey}, or a directory with files of those names.",

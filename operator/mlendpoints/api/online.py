@@ -67,8 +67,10 @@ class OnlineEndpointSpec(ApiModel):
 
     model_config = ApiModel.model_config | ConfigDict(json_schema_extra=cel.validations(cel.MIRROR_NOT_LIVE))
 
-    authMode: Literal["key", "none"] = Field(
-        default="key", description="key: requests need a key from the <endpoint>-keys Secret; none: open."
+    authMode: Literal["key", "none", "token"] = Field(
+        default="key",
+        description="key: requests need a key from the <endpoint>-keys Secret; none: open; token: a "
+        "Kubernetes bearer token whose identity RBAC lets create onlineendpoints/score of this endpoint.",
     )
     traffic: dict[str, Percent] = Field(
         default_factory=dict,

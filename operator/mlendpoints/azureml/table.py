@@ -139,11 +139,19 @@ def _online_auth_mode(ctx: Context, field: str, value: Any) -> None:
         ctx.set("authMode", "key")
         return
     if value in ("aml_token", "aad_token"):
-        raise ctx.refuse(
+        # Both are "the caller presents an identity token": here a Kubernetes one, reviewed by the API
+        # server (TokenReview) and authorised by RBAC on onlineendpoints/score. An Entra ID (aad) token
+        # passes where the API server authenticates Entra ID (AKS with Entra integration); a
+        # ServiceAccount token passes everywhere. Azure ML's own tokens are never accepted.
+        ctx.set("authMode", "token")
+        ctx.warn(
             field,
-            f"{value!r}: token authentication does not exist in mlendpoints yet",
-            "use auth_mode: key (the endpoint's <endpoint>-keys Secret holds the keys)",
+            f"{value!r} -> authMode token: callers send a Kubernetes bearer token (a ServiceAccount's, "
+            "or one the API server accepts"
+            + (", e.g. Entra ID on AKS with Entra integration" if value == "aad_token" else "")
+            + "), and RBAC grants create on onlineendpoints/score",
         )
+        return
     raise ctx.refuse(field, f"{value!r} is not an Azure auth mode", "use key")
 
 
@@ -501,7 +509,7 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(ALL_KINDS, "properties", "annotation mlendpoints.io/azureml-properties", _properties),
     # Online endpoints.
-    Row(ONLINE_ENDPOINTS, "auth_mode", "spec.authMode (key; tokens: error)", _online_auth_mode),
+    Row(ONLINE_ENDPOINTS, "auth_mode", "spec.authMode (key; tokens: token, warning)", _online_auth_mode),
     Row(ONLINE_ENDPOINTS, "traffic", "spec.traffic", _traffic("traffic")),
     Row(
         ONLINE_ENDPOINTS,

@@ -116,6 +116,11 @@ def _show_answer(answer: Answer) -> None:
     "--ca-file", envvar="MLENDPOINTS_CA_FILE", type=click.Path(exists=True, dir_okay=False),
     help="CA bundle (PEM) to verify an HTTPS endpoint (spec.tls); default: the system's (or SSL_CERT_FILE).",
 )  # fmt: skip
+@click.option(
+    "--token", envvar="MLENDPOINTS_TOKEN", show_envvar=True,
+    help="authMode token: the Kubernetes bearer token to send (e.g. `kubectl create token SA`); "
+    "default: the kubeconfig user's token, when it has one.",
+)  # fmt: skip
 @click.pass_context
 def invoke(
     ctx: click.Context,
@@ -124,8 +129,10 @@ def invoke(
     deployment: str | None,
     local_: bool,
     ca_file: str | None,
+    token: str | None,
 ) -> None:
-    """Score a request through the endpoint's router, with its key; print the answer and who served it.
+    """Score a request through the endpoint's router, with its key (or a Kubernetes token with authMode
+    token); print the answer and who served it.
 
     From outside the cluster it goes through a port-forward to a router pod (or straight to the
     Service when this machine can reach it).
@@ -154,11 +161,20 @@ def invoke(
         return
     cluster = cluster_of(ctx)
     ep = cluster.endpoint(endpoint)
-    key = (
-        cluster.keys(endpoint)[KEY_FIELDS["primary"]]
-        if ep.get("spec", {}).get("authMode", "key") == "key"
-        else None
-    )
+    mode = ep.get("spec", {}).get("authMode", "key")
+    if mode == "key":
+        key = cluster.keys(endpoint)[KEY_FIELDS["primary"]]
+    elif mode == "token":
+        key = token or cluster.bearer_token()
+        if not key:
+            raise UserError(
+                f"endpoint {endpoint!r} takes a Kubernetes token (authMode token), and the kubeconfig "
+                "user has none",
+                "pass --token (e.g. --token \"$(kubectl create token SA)\" for a ServiceAccount that "
+                "RBAC lets create onlineendpoints/score)",
+            )
+    else:
+        key = None
     with cluster.route(endpoint, ca_file) as route:
         console.print(f"via {route.via}" + (" (HTTPS)" if route.tls else ""), style="dim")
         _show_answer(score(route, key, body, deployment))

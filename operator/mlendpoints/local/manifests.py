@@ -133,6 +133,13 @@ def select_endpoint(manifests: list[Manifest]) -> LocalEndpoint:
             f"{endpoint_manifest.source}: spec.tls is not supported by local mode",
             "remove spec.tls for `mlendpoints local up` (it serves plain HTTP on 127.0.0.1)",
         )
+    if endpoint_spec.authMode == "token":
+        # Kubernetes tokens are checked by an API server (TokenReview, SubjectAccessReview): none here.
+        raise UserError(
+            f"{endpoint_manifest.source}: spec.authMode token is not supported by local mode "
+            "(it needs a Kubernetes API server to review tokens)",
+            "use authMode key or none for `mlendpoints local up`",
+        )
     deployments: dict[str, OnlineDeployment] = {}
     for manifest in manifests:
         if manifest.kind != "OnlineDeployment":

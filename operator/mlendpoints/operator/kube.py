@@ -40,6 +40,7 @@ PLURALS: dict[str, str] = {
     "Pod": "pods",
     "Role": "roles",
     "RoleBinding": "rolebindings",
+    "ClusterRoleBinding": "clusterrolebindings",
     "Deployment": "deployments",
     "Job": "jobs",
     "PodDisruptionBudget": "poddisruptionbudgets",
@@ -74,7 +75,7 @@ class Ref:
     @classmethod
     def of(cls, obj: Mapping[str, Any]) -> Ref:
         meta = obj["metadata"]
-        return cls(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        return cls(obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
 
 
 def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:

@@ -60,6 +60,13 @@ from mlendpoints.render.endpoint import (
     render_keys_secret,
     router_config,
 )
+from mlendpoints.render.router_auth import (
+    CLUSTER_ROLE_BINDING,
+    RBAC_V1,
+    endpoint_of_binding,
+    render_router_auth_binding,
+    router_auth_binding_name,
+)
 from mlendpoints_serving import contract
 
 log = logging.getLogger("mlendpoints.operator")
@@ -110,6 +117,8 @@ class Reconciler:
         self.children_changed: set[Key] = set()  # fed by child watch events
         self.workloads: dict[tuple[str, str], Object] = {}  # live Deployments by (namespace, name), watched
         self.router_pods = RouterPods()  # ready router pods, watched: the scaler scrapes them
+        # authMode token: the router-auth ClusterRoleBindings that exist, by endpoint (watched).
+        self.auth_bindings: set[tuple[str, str]] = set()
         self.scaler = Scaler(kube, self.router_pods, self.workloads, settings.scale_interval_seconds)
 
     async def reconcile(self, key: Key) -> None:
@@ -319,8 +328,13 @@ class Reconciler:
             children = render_endpoint(
                 endpoint, config, self.versions, self.render_settings, collecting(dep_specs)
             )
+            if endpoint.spec.authMode == "token":
+                cluster_role = self.settings.router_auth_cluster_role
+                children.append(render_router_auth_binding(namespace, name, cluster_role))
             router_ref = Ref("apps/v1", "Deployment", namespace, router_name(name))
             router = await self._converge(key, children, [], endpoint.metadata["uid"], router_ref)
+        if (deleting or endpoint.spec.authMode != "token") and (namespace, name) in self.auth_bindings:
+            await self.delete_auth_binding(namespace, name)
         status = endpoint_status(
             name=name,
             namespace=namespace,
@@ -339,6 +353,34 @@ class Reconciler:
             owners = {o.get("uid") for o in dep_body["metadata"].get("ownerReferences", [])}
             if body["metadata"]["uid"] not in owners:
                 self.scheduler.trigger((DEPLOYMENT, namespace, dep_name))
+
+    async def delete_auth_binding(self, namespace: str, name: str) -> None:
+        """The endpoint is gone or no longer in token mode: its router loses the review verbs."""
+        binding = router_auth_binding_name(namespace, name)
+        await self.kube.delete(Ref(RBAC_V1, CLUSTER_ROLE_BINDING, "", binding))
+        self.auth_bindings.discard((namespace, name))
+        log.info("deleted ClusterRoleBinding %s (endpoint %s/%s)", binding, namespace, name)
+
+    def watches(self, namespace: str) -> bool:
+        return not self.settings.namespaces or namespace in self.settings.namespaces
+
+    async def auth_binding_event(self, obj: Object, deleted: bool) -> None:
+        """A router-auth ClusterRoleBinding changed: put back a hand edit, delete an orphan."""
+        owner = endpoint_of_binding(obj)
+        if owner is None or not self.watches(owner[0]):
+            return
+        if deleted:
+            self.auth_bindings.discard(owner)
+        else:
+            self.auth_bindings.add(owner)
+        body = self.store.get(ENDPOINT, *owner)
+        if body is None:
+            if not deleted:  # its endpoint is gone (deleted while the operator was down, say)
+                await self.delete_auth_binding(*owner)
+            return
+        key = (ENDPOINT, *owner)
+        self.children_changed.add(key)
+        self.scheduler.trigger(key)
 
     async def _ensure_keys(self, endpoint: OnlineEndpoint) -> None:
         namespace, name = endpoint.metadata["namespace"], endpoint.metadata["name"]
@@ -429,6 +471,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         if event["type"] == "DELETED":
             store.drop(ENDPOINT, namespace, name)
             handled.pop((ENDPOINT, namespace, name), None)
+            if (namespace, name) in reconciler.auth_bindings:
+                await reconciler.delete_auth_binding(namespace, name)
         elif changed(ENDPOINT, namespace, name, event["object"]):
             scheduler.trigger((ENDPOINT, namespace, name))
 
@@ -483,6 +527,17 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     for api_version, plural in [*kinds, ("v1", "pods")]:
         group, _, version = api_version.rpartition("/")
         kopf.on.event(group, version, plural, labels=MANAGED, registry=registry)(child_event)
+
+    # Cluster-scoped, so not owned by the endpoint (see render/router_auth.py): watched to delete orphans.
+    @kopf.on.event(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        labels={**MANAGED, contract.LABEL_COMPONENT: contract.COMPONENT_ROUTER_AUTH},
+        registry=registry,
+    )
+    async def auth_binding_event(event: kopf.RawEvent, **_: Any) -> None:
+        await reconciler.auth_binding_event(dict(event["object"]), deleted=event["type"] == "DELETED")
 
     @kopf.on.startup(registry=registry, id="online-resync")
     async def start_resync(**_: Any) -> None:

@@ -65,6 +65,11 @@ class OperatorSettings(BaseSettings):
         default_factory=lambda: {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
         description="Requests/limits (JSON) of routers where the endpoint's spec sets none.",
     )
+    router_auth_cluster_role: str = Field(
+        default="mlendpoints-router-auth-delegator",
+        description="authMode token: the ClusterRole (tokenreviews and subjectaccessreviews create) bound "
+        "to each such endpoint's router ServiceAccount (the chart's <release>-router-auth-delegator).",
+    )
     field_manager: str = Field(default="mlendpoints", description="Server-side apply field manager.")
     health_port: int = Field(default=8080, description="Port of /healthz.")
     metrics_port: int = Field(default=9090, description="Port of Prometheus /metrics; 0 turns it off.")

@@ -311,16 +311,7 @@ def test_every_row_is_documented() -> None:
 
 REFUSALS: dict[str, tuple[AzureKind, dict[str, Any], str]] = {
     # name: (kind, fields, what the message says)
-    "aml-token": (
-        MOE,
-        {"auth_mode": "aml_token"},
-        "auth_mode: 'aml_token': token authentication does not exist",
-    ),
-    "aad-token": (
-        MOE,
-        {"auth_mode": "aad_token"},
-        "auth_mode: 'aad_token': token authentication does not exist",
-    ),
+    "auth-mode-unknown": (MOE, {"auth_mode": "password"}, "auth_mode: 'password' is not an Azure auth mode"),
     "count-not-an-integer": (MOD, {"instance_count": "two"}, "instance_count: 'two' is not an integer"),
     "count-a-boolean": (MOD, {"instance_count": True}, "instance_count: True is not an integer"),
     "traffic-not-a-number": (MOE, {"traffic": {"blue": "all"}}, "traffic.blue: 'all' is not an integer"),
@@ -378,10 +369,14 @@ def test_refused_with_the_field_named(tmp_path: Path, name: str) -> None:
     assert refused.value.hint
 
 
-def test_token_auth_says_what_to_use(tmp_path: Path) -> None:
-    with pytest.raises(ImportRefused) as refused:
-        run_import(tmp_path, MOE, {"auth_mode": "aml_token"})
-    assert "auth_mode: key" in (refused.value.hint or "")
+@pytest.mark.parametrize("mode", ["aml_token", "aad_token"])
+def test_token_auth_becomes_kubernetes_token_auth_with_a_warning(tmp_path: Path, mode: str) -> None:
+    imported = run_import(tmp_path, MOE, {"auth_mode": mode})
+    assert imported.resource["spec"]["authMode"] == "token"
+    (finding,) = imported.findings
+    assert finding.field == "auth_mode"
+    assert "onlineendpoints/score" in finding.line() and "Kubernetes bearer token" in finding.line()
+    assert resource_errors(imported.resource) == []
 
 
 def test_command_job_with_model_inputs_is_not_yet_supported(tmp_path: Path) -> None:

@@ -21,7 +21,11 @@ CLUSTER_SCOPED = {
     "customresourcedefinitions",
     "validatingwebhookconfigurations",
     "mutatingwebhookconfigurations",
+    # authMode token: the routers' ClusterRoleBindings, and bind on the router-auth ClusterRole only.
+    "clusterrolebindings",
+    "clusterroles",
 }
+ROUTER_AUTH_ROLE = "mlendpoints-router-auth-delegator"
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -136,12 +140,17 @@ def test_scheduling_and_pod_metadata_come_from_values() -> None:
 
 
 def rules_of(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [rule for role in of_kind(docs, kind) for rule in role["rules"]]
+    """The operator's rules of that kind (the routers' auth-delegator ClusterRole left out)."""
+    roles = [r for r in of_kind(docs, kind) if r["metadata"]["name"] != ROUTER_AUTH_ROLE]
+    return [rule for role in roles for rule in role["rules"]]
 
 
 def test_cluster_mode_one_cluster_role_and_no_roles() -> None:
     docs = render()
-    assert [r["metadata"]["name"] for r in of_kind(docs, "ClusterRole")] == ["mlendpoints-operator"]
+    assert sorted(r["metadata"]["name"] for r in of_kind(docs, "ClusterRole")) == [
+        "mlendpoints-operator",
+        ROUTER_AUTH_ROLE,
+    ]
     assert of_kind(docs, "Role") == [] and of_kind(docs, "KopfPeering") == []
     (binding,) = of_kind(docs, "ClusterRoleBinding")
     assert binding["subjects"] == [
@@ -182,13 +191,21 @@ def test_rbac_is_least_privilege(name: str) -> None:
     docs = render(VALUE_SETS[name])
     for rule in rules_of(docs, "ClusterRole") + rules_of(docs, "Role"):
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
-        assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"]), rule
+        assert not {"escalate", "impersonate", "deletecollection"} & set(rule["verbs"]), rule
+        if "bind" in rule["verbs"]:  # only the routers' auth-delegator role, by name
+            assert rule == {
+                "apiGroups": ["rbac.authorization.k8s.io"],
+                "resources": ["clusterroles"],
+                "resourceNames": [ROUTER_AUTH_ROLE],
+                "verbs": ["bind"],
+            }
         if "delete" in rule["verbs"]:
             assert set(rule["resources"]) <= {
                 "jobs",
                 "poddisruptionbudgets",
                 "horizontalpodautoscalers",
                 "networkpolicies",
+                "clusterrolebindings",
             }
     # The webhook registration: the operator patches only its own configurations.
     webhook_rules = [
@@ -414,3 +431,28 @@ def test_security_scan_finds_nothing_but_the_documented_skips(tmp_path: Path) ->
     stale = set(skips) - {c["check_id"] for c in failed}
     assert not stale, f"documented skips that no longer fail: {sorted(stale)}"
     assert report["summary"]["passed"] > 100  # the scan ran over every value set's objects
+
+
+@pytest.mark.parametrize("name", ["default", "namespaced"])
+def test_router_auth_delegator_role_has_exactly_the_two_review_verbs(name: str) -> None:
+    docs = render(VALUE_SETS[name])
+    (role,) = [r for r in of_kind(docs, "ClusterRole") if r["metadata"]["name"] == ROUTER_AUTH_ROLE]
+    assert role["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+    ]
+    # The chart binds nothing to it (the operator binds each token-mode router): no binding names it.
+    for binding in of_kind(docs, "ClusterRoleBinding") + of_kind(docs, "RoleBinding"):
+        assert binding["roleRef"]["name"] != ROUTER_AUTH_ROLE
+    assert env(docs)["MLENDPOINTS_ROUTER_AUTH_CLUSTER_ROLE"] == ROUTER_AUTH_ROLE
+    # The operator manages the bindings in either mode (they are cluster-scoped).
+    (crb_rule,) = [r for r in rules_of(docs, "ClusterRole") if r["resources"] == ["clusterrolebindings"]]
+    assert set(crb_rule["verbs"]) == {"get", "list", "watch", "create", "patch", "delete"}
+    assert "resourceNames" not in crb_rule
+
+
+def test_router_auth_role_matches_what_the_operator_renders() -> None:
+    from mlendpoints.render.router_auth import ROUTER_AUTH_RULES
+
+    (role,) = [r for r in of_kind(render(), "ClusterRole") if r["metadata"]["name"] == ROUTER_AUTH_ROLE]
+    assert role["rules"] == ROUTER_AUTH_RULES

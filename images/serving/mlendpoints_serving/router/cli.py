@@ -20,6 +20,9 @@ from mlendpoints_serving.contract import (
     ENV_POD_NAME,
     ENV_PREFIX_ROUTER,
     ROUTER_PORT,
+    TOKEN_ALLOWED_TTL_S,
+    TOKEN_CACHE_SIZE,
+    TOKEN_DENIED_TTL_S,
     CollectorHealth,
     RouterConfig,
     collector_status_configmap_name,
@@ -33,6 +36,7 @@ from mlendpoints_serving.router.proxy import AdminHandler, serve
 from mlendpoints_serving.router.service import Router
 from mlendpoints_serving.router.state import RoutingState
 from mlendpoints_serving.router.tls import CertReloader
+from mlendpoints_serving.router.tokenauth import TokenChecker
 from mlendpoints_serving.router.upstream import UpstreamPool
 from mlendpoints_serving.runtime import fatal, setup_logging
 
@@ -75,6 +79,15 @@ class RouterSettings(BaseSettings):
     tls_reload_interval_s: float = Field(
         default=5.0, gt=0, description="How often the TLS files are checked for a change (then reloaded)."
     )
+    token_allowed_ttl_s: float = Field(
+        default=TOKEN_ALLOWED_TTL_S, ge=0, description="authMode token: how long an allowed review is reused."
+    )
+    token_denied_ttl_s: float = Field(
+        default=TOKEN_DENIED_TTL_S, ge=0, description="authMode token: how long a denied review is reused."
+    )
+    token_cache_size: int = Field(
+        default=TOKEN_CACHE_SIZE, ge=1, description="authMode token: reviews kept (oldest dropped first)."
+    )
     admin_port: int | None = Field(
         default=None, description="Also serve /health, /metrics and /-/scaling (only) in plain HTTP here."
     )
@@ -94,8 +107,8 @@ def router_pod() -> str:
     return os.environ.get(ENV_POD_NAME) or os.uname().nodename
 
 
-def build_router(config: RouterConfig) -> Router:
-    return Router(RoutingState(config), KeyChecker(), UpstreamPool(), RouterMetrics())
+def build_router(config: RouterConfig, tokens: TokenChecker | None = None) -> Router:
+    return Router(RoutingState(config), KeyChecker(), UpstreamPool(), RouterMetrics(), tokens=tokens)
 
 
 def apply_config(router: Router, config: RouterConfig) -> None:
@@ -162,6 +175,7 @@ class ClusterMode:
             raise StartupError("cluster mode needs --namespace (no service-account namespace file found)")
         assert settings.configmap is not None
         self.namespace = namespace
+        self.settings = settings
         self.configmap = settings.configmap
         try:
             self.api = watch.KubeApi(watch.load_api_client(settings.kubeconfig))
@@ -182,7 +196,14 @@ class ClusterMode:
         )
         self._watch(watch.configmap_path(self.namespace), watch.by_name(self.configmap), self._on_configmaps)
         config = await self._first_config
-        router = self.router = build_router(config)
+        tokens = TokenChecker(
+            self.api,
+            self.namespace,
+            self.settings.token_allowed_ttl_s,
+            self.settings.token_denied_ttl_s,
+            self.settings.token_cache_size,
+        )
+        router = self.router = build_router(config, tokens)
         router.collector.set_reporter(self._report_collector)
         secret = config.keysSecret or keys_secret_name(config.endpoint)
         self._watch(watch.secret_path(self.namespace), watch.by_name(secret), self._secret_handler(secret))

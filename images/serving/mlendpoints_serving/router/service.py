@@ -21,6 +21,10 @@ from mlendpoints_serving.contract import (
     HEADER_REROUTED,
     HEADER_SERVED_BY,
     HEADER_SERVED_BY_AZURE,
+    REASON_TOKEN_FORBIDDEN,
+    REASON_TOKEN_INVALID,
+    REASON_TOKEN_MISSING,
+    REASON_TOKEN_REVIEW_UNAVAILABLE,
     RETRY_AFTER_STARTING_S,
     ROUTER_SCALING_PATH,
     ScalingReport,
@@ -37,6 +41,7 @@ from mlendpoints_serving.router.routing import (
     should_mirror,
 )
 from mlendpoints_serving.router.state import Deployment, RoutingState
+from mlendpoints_serving.router.tokenauth import Outcome, TokenChecker
 from mlendpoints_serving.router.upstream import (
     ConnectFailed,
     Headers,
@@ -123,9 +128,12 @@ class Router:
         metrics: RouterMetrics,
         rand: random.Random | None = None,
         collector: Collector | None = None,
+        tokens: TokenChecker | None = None,
     ) -> None:
         self.state = state
         self.keys = keys
+        # Token auth; without a Kubernetes API (file mode) every token-mode request gets 503.
+        self.tokens = tokens if tokens is not None else TokenChecker(None)
         self.pool = pool
         self.metrics = metrics
         self.collector = collector or Collector(
@@ -224,9 +232,14 @@ class Router:
         self, request: Request, request_id: bytes
     ) -> tuple[Deployment | None, str | None, Response, ShadowPair | None]:
         state = self.state
-        if state.config.authMode == "key" and not self.keys.check(request.authorization):
+        mode = state.config.authMode
+        if mode == "key" and not self.keys.check(request.authorization):
             message = "missing or invalid key; send 'Authorization: Bearer <key>'"
             return None, None, error_response(401, "unauthorized", message), None
+        if mode == "token":
+            refused = await self._check_token(request)
+            if refused is not None:
+                return None, None, refused, None
         now = time.monotonic()
         rerouted_from = None
         if request.pin is not None:
@@ -315,6 +328,26 @@ class Router:
             Response(upstream.status, upstream.headers, upstream.body, upstream.reason),
             pair,
         )
+
+    async def _check_token(self, request: Request) -> Response | None:
+        """None when the bearer token may score this endpoint, else the 401, 403 or 503 to answer."""
+        config = self.state.config
+        verdict = await self.tokens.check(
+            request.authorization, config.namespace or self.tokens.namespace, config.endpoint
+        )
+        outcome = verdict.outcome
+        if outcome is Outcome.ALLOWED:
+            return None
+        if outcome is Outcome.FORBIDDEN:
+            return error_response(403, REASON_TOKEN_FORBIDDEN, verdict.message)
+        if outcome is Outcome.UNAVAILABLE:
+            response = error_response(503, REASON_TOKEN_REVIEW_UNAVAILABLE, verdict.message)
+            response.headers.append((_RETRY_AFTER, b"1"))
+            return response
+        code = REASON_TOKEN_MISSING if outcome is Outcome.MISSING else REASON_TOKEN_INVALID
+        response = error_response(401, code, verdict.message)
+        response.headers.append((b"www-authenticate", b"Bearer"))
+        return response
 
     async def _hold(self, deployment: Deployment, wait_s: float) -> Response | None:
         """Wait for a free slot, FIFO: None once admitted (the slot already counted in in_flight),

@@ -32,6 +32,7 @@ log = logging.getLogger("mlendpoints.router.kube")
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 WATCH_TIMEOUT_S = 240  # the API server ends each watch after this; the thread then watches again
 RETRY_DELAY_S = 1.0
+REVIEW_TIMEOUT_S = 5.0  # a TokenReview or SubjectAccessReview slower than this: 503 to the client
 
 KubeObject = dict[str, Any]
 
@@ -101,9 +102,29 @@ class KubeApi:
             raise ApiException(http_resp=response.response)
         response.read()
 
+    def create_review(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a TokenReview or SubjectAccessReview (token auth). On an error status the exception
+        says only the status: a review's body holds the token, so it is never put in a message."""
+        method, url, headers, data, post = self._api.param_serialize(
+            "POST",
+            path,
+            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self._api.call_api(method, url, headers, data, post, _request_timeout=REVIEW_TIMEOUT_S)
+        payload = response.read()
+        if not 200 <= response.status < 300:
+            raise ReviewError(f"the API server answered {response.status} to {path}")
+        return orjson.loads(payload)  # type: ignore[no-any-return]
+
     def endpointslice_version(self) -> str:
         group = self.get("/apis/discovery.k8s.io")
         return choose_endpointslice_version(v["version"] for v in group.get("versions", []))
+
+
+class ReviewError(Exception):
+    """A review the API server refused or failed (its body left out: it may echo the token)."""
 
 
 class Watcher(threading.Thread):
