@@ -35,7 +35,9 @@ def _signature(*paths: Path) -> Signature:
 def load_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert_file, key_file)  # also checks that the key matches the certificate
+    # Also checks that the key matches the certificate. An encrypted key gets an empty password and
+    # fails, rather than OpenSSL prompting on a terminal (which would block the event loop).
+    context.load_cert_chain(cert_file, key_file, password=lambda: b"")
     return context
 
 
