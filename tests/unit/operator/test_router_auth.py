@@ -5,14 +5,20 @@ against the in-memory API server. The router's own Role never gains the review v
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mlendpoints.api.common import GROUP_VERSION
+from mlendpoints.errors import UserError
+from mlendpoints.local.manifests import load, select_endpoint
 from mlendpoints.operator.fake_kube import MemoryKube
 from mlendpoints.operator.online import ENDPOINT, Reconciler
 from mlendpoints.operator.settings import OperatorSettings
 from mlendpoints.operator.store import Store
 from mlendpoints.render.discovery import MODERN
+from mlendpoints.render.endpoint import render_endpoint
 from mlendpoints.render.router_auth import (
     CLUSTER_ROLE_BINDING,
     endpoint_of_binding,
@@ -20,6 +26,7 @@ from mlendpoints.render.router_auth import (
     router_auth_binding_name,
 )
 from mlendpoints_serving import contract
+from tests.unit.operator.test_render import SETTINGS, by_kind, endpoint, routed
 
 NAMESPACE = "team"
 ROLE = "rel-router-auth-delegator"
@@ -142,3 +149,23 @@ def test_a_hand_edited_binding_is_put_back() -> None:
     binding = cluster.binding("ep")
     assert binding is not None
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ep-router", "namespace": NAMESPACE}]
+
+
+def test_local_mode_refuses_token_mode(tmp_path: Path) -> None:
+    (tmp_path / "e.yaml").write_text(
+        "apiVersion: mlendpoints.io/v1alpha1\nkind: OnlineEndpoint\nmetadata: {name: diabetes}\n"
+        "spec: {authMode: token}\n"
+    )
+    with pytest.raises(UserError, match=r"authMode token is not supported by local mode") as refused:
+        select_endpoint(load([tmp_path]))
+    assert "key or none" in (refused.value.hint or "")
+
+
+def test_the_router_role_is_the_same_in_every_auth_mode_and_config_says_token() -> None:
+    roles = []
+    for mode in ("key", "none", "token"):
+        ep = endpoint(authMode=mode)
+        config = routed(ep)
+        assert config.authMode == mode
+        roles.append(by_kind(render_endpoint(ep, config, MODERN, SETTINGS))["Role"]["rules"])
+    assert roles[0] == roles[1] == roles[2]
