@@ -52,6 +52,26 @@ def test_record_line_keeps_only_listed_headers_and_never_authorization() -> None
     )  # fmt: skip
 
 
+def test_the_one_template_line_is_the_general_line_byte_for_byte() -> None:
+    """Both bodies whole and UTF-8 take one bytes template; the rest is built field by field. A reader
+    (mlendpoints compare) must not tell them apart: the same bytes as the field-by-field path."""
+    rng = random.Random(3)
+    bodies = [b"", b'{"a":"q\\"\\n"}', "h\u00e9\n\t\x00\"".encode(), b"\xff\xfe", b'{"a":1}' * 20, b"text"]
+    for _ in range(500):
+        req, resp = rng.choice(bodies), rng.choice(bodies)
+        wall, latency = 1796220000 + rng.random() * 1e5, rng.random() * 3
+        rid = rng.choice([b"id-1", b'we"ird', b"\xe9"])
+        fast = record_line((route(), "ep", "blue", None, "live", rid, wall, latency, 201, req, [], resp))
+        # Headers kept (none present) send the same record down the field-by-field path.
+        general = record_line(
+            (route(headers=["x-none"]), "ep", "blue", None, "live", rid, wall, latency, 201, req, [], resp)
+        )
+        assert fast[0] == general[0].replace(b',"headers":{}', b""), (req, resp)
+        record = orjson.loads(fast[0])
+        assert (record["request"]["size"], record["response"]["size"]) == (len(req), len(resp))
+        json.loads(fast[0])  # standard JSON too
+
+
 def test_compare_answers_labels_numbers_and_shapes() -> None:
     same = compare_answers(b'{"predictions": [1.5, 2.0]}', '{"predictions": [1.5, 2.0]}')
     assert same.equal and same.numbers == 2 and same.abs_diff_max == 0.0
