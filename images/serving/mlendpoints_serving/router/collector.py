@@ -154,34 +154,56 @@ _BOTH = (
 )
 
 
+FileKey = tuple[str, str, str]  # (destination, deployment, partition): the lines of one file
+# What every record of one second, route and (endpoint, deployment, version, role) shares: worked out on
+# the first such record, a single lookup for the rest.
+_Shared = tuple[CollectorRoute, bytes, bytes, FileKey, frozenset[str] | None, int, bool, bool]
+_SHARED: dict[tuple[int, int, str, str, str | None, str], _Shared] = {}
+
+
+def _shared(key: tuple[int, int, str, str, str | None, str], route: CollectorRoute) -> _Shared:
+    second, _, endpoint, deployment, version, role = key
+    if len(_SHARED) > 1024:
+        _SHARED.clear()
+    prefix, ymdh = _second(second)
+    keep, limit, request, response, hourly = _route_plan(route)
+    filed = (route.destination, deployment, _partition(endpoint, deployment, ymdh, hourly))
+    constants = _constants(endpoint, deployment, version, role)
+    shared = (route, prefix, constants, filed, keep, limit, request, response)
+    _SHARED[key] = shared  # the route kept in it: its id is not reused while the entry lives
+    return shared
+
+
 def record_line(record: Record) -> tuple[bytes, str, str, str]:
     """One JSON line (contract.CollectedRecord) and the (destination, deployment, partition) it is
-    filed under. Formatted with bytes templates, the constant parts cached, the common case (both
-    bodies UTF-8 and whole, no headers kept) in one template: thousands a second, on the event loop."""
+    filed under."""
+    line, filed = _line(record)
+    return line, *filed
+
+
+def _line(record: Record) -> tuple[bytes, FileKey]:
+    """Formatted with bytes templates, the parts shared by a second's records cached, the common case
+    (both bodies UTF-8 and whole, no headers kept) in one template: thousands a second, on the loop."""
     route, endpoint, deployment, version, role, request_id, wall, latency, status, req, headers, resp = record
-    second = _SECONDS.get(int(wall)) or _second(wall)
-    constants = _CONSTANTS.get((endpoint, deployment, version, role)) or _constants(
-        endpoint, deployment, version, role
-    )
-    plan = _PLANS.get(id(route))
-    keep, limit, request, response, hourly = (
-        plan[1] if plan is not None and plan[0] is route else _route_plan(route)
-    )
+    key = (int(wall), id(route), endpoint, deployment, version, role)
+    shared = _SHARED.get(key)
+    if shared is None or shared[0] is not route:
+        shared = _shared(key, route)
+    _, prefix, constants, filed, keep, limit, request, response = shared
     micros = int(latency * 1_000_000)  # integers format faster than floats
     rid = orjson.dumps(request_id.decode("latin-1"))
     millis = int((wall % 1) * 1000)
     if request and response and keep is None and len(req) <= limit and len(resp) <= limit:
         try:
             line = _BOTH % (
-                rid, constants, second[0], millis, micros // 1000, micros % 1000, status,
+                rid, constants, prefix, millis, micros // 1000, micros % 1000, status,
                 orjson.dumps(req.decode("utf-8")), len(req), orjson.dumps(resp.decode("utf-8")), len(resp),
             )  # fmt: skip
-            return line, route.destination, deployment, _partition(endpoint, deployment, second[1], hourly)
+            return line, filed
         except UnicodeDecodeError:
             pass  # base64: the general case below
-    head = _HEAD % (rid, constants, second[0], millis, micros // 1000, micros % 1000, status)
-    line = _rest(head, req, resp, headers, keep, limit, request, response)
-    return line, route.destination, deployment, _partition(endpoint, deployment, second[1], hourly)
+    head = _HEAD % (rid, constants, prefix, millis, micros // 1000, micros % 1000, status)
+    return _rest(head, req, resp, headers, keep, limit, request, response), filed
 
 
 def _rest(
@@ -343,8 +365,7 @@ class Collector:
         popleft = records.popleft
         for _ in range(-(-len(records) // CHUNK)):
             for _ in range(min(CHUNK, len(records))):
-                line, destination, deployment, partition = record_line(popleft())
-                key = (destination, deployment, partition)
+                line, key = _line(popleft())
                 lines = files.get(key)
                 if lines is None:
                     files[key] = [line]
