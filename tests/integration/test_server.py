@@ -363,10 +363,34 @@ def test_scoring_script_runs_init_once_per_worker(model_dirs: dict[str, Path], t
         first = post(s, "/score", {"values": [1, 2, 3.5]}).json()
         post(s, "/score", {"values": []})
         again = post(s, "/score", {"values": [1]}).json()
-        assert_error(post(s, "/score", {"explode": True}), 500, "RuntimeError: script exploded on purpose")
+        ok = post(s, "/score", {"values": [2]})
+        exploded = post(s, "/score", {"explode": True})
+        opaque = post(s, "/score", {"opaque": True})
         assert_error(post(s, "/invocations", {"inputs": [1]}), 404, "runs a scoring script")
     assert first == {"sum": 6.5, "inits": 1, "model_dir": str(model_dirs["diabetes"]), "same_dir": True}
     assert again["inits"] == 1
+    assert ok.headers["x-ms-run-function-failed"] == "False"
+    # run() raised: azmlinfsrv's generic answer and header; the exception's text stays in the log.
+    assert exploded.status_code == 500
+    assert exploded.headers["x-ms-run-function-failed"] == "True"
+    assert exploded.json() == {
+        "message": "An unexpected error occurred in scoring script. Check the logs for more info.",
+        "error": {
+            "code": "script_error",
+            "message": "An unexpected error occurred in scoring script. Check the logs for more info.",
+        },
+    }
+    assert "secret-in-message" not in exploded.text and "RuntimeError" not in exploded.text
+    # A return value that is not JSON: azmlinfsrv's internal-error answer, run() itself did not fail.
+    assert opaque.status_code == 500
+    assert opaque.headers["x-ms-run-function-failed"] == "False"
+    assert opaque.json()["message"] == "An unexpected internal error occurred. Check the logs for more info."
+    assert "object" not in opaque.text
+    log = (tmp_path / "script.log").read_text()
+    failure = next(json.loads(line) for line in log.splitlines() if "run() raised" in line)
+    assert "RuntimeError: script exploded on purpose: secret-in-message" in json.dumps(failure)
+    assert "Traceback" in json.dumps(failure) and 'line ' in json.dumps(failure)
+    assert "returned a value that is not JSON" in log and "not JSON serializable: object" in log
 
 
 def test_a_directory_without_a_model_fails_with_a_termination_message(tmp_path: Path) -> None:

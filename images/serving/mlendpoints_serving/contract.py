@@ -56,6 +56,8 @@ HEADER_SERVED_BY = "x-mlendpoints-served-by"  # the deployment that answered
 # The same, under the name Azure ML's clients read on a response (also its request pin, above).
 HEADER_SERVED_BY_AZURE = HEADER_DEPLOYMENT_AZURE
 HEADER_REROUTED = "x-mlendpoints-rerouted"  # set when a share was moved off a deployment with no ready pod
+# On a scoring script's /score answer, as azmlinfsrv: "True" when run() raised, else "False".
+HEADER_RUN_FUNCTION_FAILED = "x-ms-run-function-failed"
 
 # --- environment variables ---------------------------------------------------
 ENV_MODEL_DIR = "MLENDPOINTS_MODEL_DIR"  # set for scoring scripts, as AZUREML_MODEL_DIR

@@ -124,7 +124,9 @@ def init():
 def run(raw_data):
     data = json.loads(raw_data)
     if data.get("explode"):
-        raise RuntimeError("script exploded on purpose")
+        raise RuntimeError("script exploded on purpose: secret-in-message")
+    if data.get("opaque"):
+        return object()
     return {"sum": sum(data["values"]), "inits": state["inits"], "model_dir": state["model_dir"],
             "same_dir": state["same"]}
 """

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from mlendpoints_serving.contract import HEADER_RUN_FUNCTION_FAILED
 from mlendpoints_serving.model import (
     DeviceLost,
     DeviceOutOfMemory,
@@ -53,6 +54,19 @@ def error(status: int, code: str, message: str, headers: Headers = ()) -> Respon
 def v2_error(status: int, code: str, message: str, headers: Headers = ()) -> Response:
     """The Open Inference Protocol's error form, on /v2 routes."""
     return status, JSON_TYPE, v2.error_body(code, message), headers
+
+
+# azmlinfsrv's own wording and header: its clients read `message` and `x-ms-run-function-failed`.
+RUN_FAILED_MESSAGE = "An unexpected error occurred in scoring script. Check the logs for more info."
+RUN_INTERNAL_MESSAGE = "An unexpected internal error occurred. Check the logs for more info."
+RUN_OK_HEADERS: Headers = ((HEADER_RUN_FUNCTION_FAILED.encode(), b"False"),)
+RUN_FAILED_HEADERS: Headers = ((HEADER_RUN_FUNCTION_FAILED.encode(), b"True"),)
+
+
+def _script_failed(message: str, *, failed: bool) -> Response:
+    """A generic 500 in azmlinfsrv's shape (`message`) and ours (`error.code`): no exception text."""
+    body = {"message": message, "error": {"code": "script_error", "message": message}}
+    return 500, JSON_TYPE, orjson.dumps(body), RUN_FAILED_HEADERS if failed else RUN_OK_HEADERS
 
 
 def ok(obj: Any) -> Response:
@@ -336,12 +350,22 @@ class ServerApp:
         try:
             result = await self.dataplane.run_script(raw)
         except Exception as exc:
-            log.exception("scoring script run() raised")
-            return error(500, "script_error", f"{type(exc).__name__}: {exc}")
+            # As azmlinfsrv: the exception's text may hold the request's data or the script's
+            # secrets, so it stays in the log (type, message, traceback); the client gets a generic 500.
+            log.exception(
+                "scoring script run() raised",
+                extra={"fields": {"error_type": type(exc).__name__, "error": str(exc)}},
+            )
+            return _script_failed(RUN_FAILED_MESSAGE, failed=True)
         try:
-            return 200, JSON_TYPE, dumps(result), ()
+            return 200, JSON_TYPE, dumps(result), RUN_OK_HEADERS
         except TypeError as exc:
-            return error(500, "script_error", f"run() returned a value that is not JSON: {exc}")
+            # azmlinfsrv: a return value it cannot serialize is its own internal error, not run()'s.
+            log.error(
+                "scoring script run() returned a value that is not JSON",
+                extra={"fields": {"error_type": type(result).__name__, "error": str(exc)}},
+            )
+            return _script_failed(RUN_INTERNAL_MESSAGE, failed=False)
 
     # -- health, metadata, metrics ------------------------------------------------------------------
     async def live(self, request: Request) -> Response:
