@@ -389,8 +389,51 @@ def test_scoring_script_runs_init_once_per_worker(model_dirs: dict[str, Path], t
     log = (tmp_path / "script.log").read_text()
     failure = next(json.loads(line) for line in log.splitlines() if "run() raised" in line)
     assert "RuntimeError: script exploded on purpose: secret-in-message" in json.dumps(failure)
-    assert "Traceback" in json.dumps(failure) and 'line ' in json.dumps(failure)
+    assert "Traceback" in json.dumps(failure) and "line " in json.dumps(failure)
     assert "returned a value that is not JSON" in log and "not JSON serializable: object" in log
+
+
+def test_scoring_script_answers_azmlinfsrvs_request_id_headers(
+    model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    script = tmp_path / "score.py"
+    script.write_text(SCORING_SCRIPT)
+    body = json.dumps({"values": [1]})
+    with (
+        serve(model_dirs["diabetes"], tmp_path / "ids.log", "--scoring-script", str(script)) as s,
+        s.client() as c,
+    ):
+        none = c.post("/score", content=body)
+        mine = c.post("/score", content=body, headers={"x-request-id": "r-1"})
+        client = c.post("/score", content=body, headers={"x-ms-client-request-id": "c-1"})
+        legacy = c.post("/score", content=body, headers={"x-ms-request-id": "l-1", "x-request-id": "r-2"})
+        failed = c.post("/score", content=json.dumps({"explode": True}), headers={"x-request-id": "r-3"})
+        live = c.get("/", headers={"x-request-id": "r-4"})
+        too_long = c.post("/score", content=body, headers={"x-request-id": "x" * 101})
+        client_too_long = c.post("/score", content=body, headers={"x-ms-client-request-id": "c" * 101})
+    assert none.status_code == 200
+    generated = none.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}", generated)
+    assert none.headers["x-ms-request-id"] == generated and "x-ms-client-request-id" not in none.headers
+    assert (mine.headers["x-request-id"], mine.headers["x-ms-request-id"]) == ("r-1", "r-1")
+    assert client.headers["x-ms-client-request-id"] == client.headers["x-ms-request-id"] == "c-1"
+    # The deprecated x-ms-request-id, sent alone, also stands for the client request id (azmlinfsrv).
+    assert legacy.headers["x-request-id"] == "r-2"
+    assert legacy.headers["x-ms-request-id"] == legacy.headers["x-ms-client-request-id"] == "l-1"
+    assert failed.status_code == 500 and failed.headers["x-request-id"] == "r-3"
+    assert live.headers["x-request-id"] == "r-4"  # every route, whatever its status
+    assert_error(too_long, 431, "x-request-id must not exceed 100 characters")
+    assert "x-request-id" not in too_long.headers
+    assert_error(client_too_long, 431, "x-ms-client-request-id must not exceed 100 characters")
+
+
+def test_an_mlflow_model_answers_no_azure_request_id_headers(
+    model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    with serve(model_dirs["tensor"], tmp_path / "m.log") as s:
+        resp = post(s, "/score", {"input_data": [[1, 1, 1, 1]]})
+    assert resp.status_code == 200
+    assert "x-ms-request-id" not in resp.headers and "x-ms-run-function-failed" not in resp.headers
 
 
 def test_a_directory_without_a_model_fails_with_a_termination_message(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,39 @@ def _script_failed(message: str, *, failed: bool) -> Response:
     """A generic 500 in azmlinfsrv's shape (`message`) and ours (`error.code`): no exception text."""
     body = {"message": message, "error": {"code": "script_error", "message": message}}
     return 500, JSON_TYPE, orjson.dumps(body), RUN_FAILED_HEADERS if failed else RUN_OK_HEADERS
+
+
+AZURE_ID_LIMIT = 100  # azmlinfsrv's HEADER_LIMIT
+
+
+def azure_request_ids(request_headers: list[tuple[bytes, bytes]]) -> tuple[Headers, Response | None]:
+    """azmlinfsrv's request-id headers, for scoring-script deployments: `x-request-id` (the client's,
+    else a UUID), `x-ms-request-id` (the client's, else `x-ms-client-request-id`, else the request id)
+    and `x-ms-client-request-id` (the client's, else a sent `x-ms-request-id`); an id over 100
+    characters is answered 431, as azmlinfsrv."""
+    got = {n: v for n, v in request_headers if n in _AZURE_ID_NAMES}
+    request_id = got.get(b"x-request-id") or str(uuid.uuid4()).encode()
+    if len(request_id) > AZURE_ID_LIMIT:
+        return (), error(431, "header_too_long", f"x-request-id must not exceed {AZURE_ID_LIMIT} characters")
+    legacy = got.get(b"x-ms-request-id", b"")
+    client = got.get(b"x-ms-client-request-id", b"")
+    if legacy:
+        client = client or legacy
+    else:
+        legacy = client or request_id
+    if len(legacy) > AZURE_ID_LIMIT or len(client) > AZURE_ID_LIMIT:
+        return ((b"x-request-id", request_id),), error(
+            431,
+            "header_too_long",
+            f"x-ms-request-id and x-ms-client-request-id must not exceed {AZURE_ID_LIMIT} characters",
+        )
+    ids = [(b"x-request-id", request_id), (b"x-ms-request-id", legacy)]
+    if client:
+        ids.append((b"x-ms-client-request-id", client))
+    return tuple(ids), None
+
+
+_AZURE_ID_NAMES = frozenset((b"x-request-id", b"x-ms-request-id", b"x-ms-client-request-id"))
 
 
 def ok(obj: Any) -> Response:
@@ -163,8 +197,14 @@ class ServerApp:
         route = path if handler is not None else "other"
         self.metrics.in_flight.inc()
         status = 500
+        ids: Headers = ()
+        refused: Response | None = None
+        if self.settings.scoring_script is not None:
+            ids, refused = azure_request_ids(scope["headers"])
         try:
-            if handler is None:
+            if refused is not None:
+                status, ctype, body, extra = refused
+            elif handler is None:
                 status, ctype, body, extra = self._no_route(scope["method"], path)
             else:
                 deadline = self._deadlines.start()
@@ -191,6 +231,8 @@ class ServerApp:
             headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
             if extra:
                 headers.extend(extra)
+            if ids:
+                headers.extend(ids)
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         finally:
