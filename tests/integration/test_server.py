@@ -422,6 +422,11 @@ def test_scoring_script_answers_azmlinfsrvs_request_id_headers(
     assert legacy.headers["x-ms-request-id"] == legacy.headers["x-ms-client-request-id"] == "l-1"
     assert failed.status_code == 500 and failed.headers["x-request-id"] == "r-3"
     assert live.headers["x-request-id"] == "r-4"  # every route, whatever its status
+    assert (live.status_code, live.text, live.headers["content-type"]) == (
+        200,
+        "Healthy",
+        "text/html; charset=utf-8",
+    )  # azmlinfsrv's GET /
     assert_error(too_long, 431, "x-request-id must not exceed 100 characters")
     assert "x-request-id" not in too_long.headers
     assert_error(client_too_long, 431, "x-ms-client-request-id must not exceed 100 characters")
@@ -432,8 +437,10 @@ def test_an_mlflow_model_answers_no_azure_request_id_headers(
 ) -> None:
     with serve(model_dirs["tensor"], tmp_path / "m.log") as s:
         resp = post(s, "/score", {"input_data": [[1, 1, 1, 1]]})
+        live = s.client().get("/")
     assert resp.status_code == 200
     assert "x-ms-request-id" not in resp.headers and "x-ms-run-function-failed" not in resp.headers
+    assert live.json() == {"status": "alive"}
 
 
 def test_a_directory_without_a_model_fails_with_a_termination_message(tmp_path: Path) -> None:

@@ -411,6 +411,8 @@ class ServerApp:
 
     # -- health, metadata, metrics ------------------------------------------------------------------
     async def live(self, request: Request) -> Response:
+        if self.settings.scoring_script is not None and request.path == "/":
+            return 200, b"text/html; charset=utf-8", b"Healthy", ()  # azmlinfsrv's GET /, as Flask sends it
         return ok({"status": "alive"})
 
     async def health(self, request: Request) -> Response:
