@@ -409,6 +409,7 @@ def test_scoring_script_answers_azmlinfsrvs_request_id_headers(
         legacy = c.post("/score", content=body, headers={"x-ms-request-id": "l-1", "x-request-id": "r-2"})
         failed = c.post("/score", content=json.dumps({"explode": True}), headers={"x-request-id": "r-3"})
         live = c.get("/", headers={"x-request-id": "r-4"})
+        options = c.options("/score")
         too_long = c.post("/score", content=body, headers={"x-request-id": "x" * 101})
         client_too_long = c.post("/score", content=body, headers={"x-ms-client-request-id": "c" * 101})
     assert none.status_code == 200
@@ -427,6 +428,11 @@ def test_scoring_script_answers_azmlinfsrvs_request_id_headers(
         "Healthy",
         "text/html; charset=utf-8",
     )  # azmlinfsrv's GET /
+    assert (options.status_code, options.content, options.headers["x-ms-run-function-failed"]) == (
+        200,
+        b"",
+        "False",
+    )  # azmlinfsrv's OPTIONS /score without CORS origins
     assert_error(too_long, 431, "x-request-id must not exceed 100 characters")
     assert "x-request-id" not in too_long.headers
     assert_error(client_too_long, 431, "x-ms-client-request-id must not exceed 100 characters")
@@ -438,7 +444,9 @@ def test_an_mlflow_model_answers_no_azure_request_id_headers(
     with serve(model_dirs["tensor"], tmp_path / "m.log") as s:
         resp = post(s, "/score", {"input_data": [[1, 1, 1, 1]]})
         live = s.client().get("/")
+        options = s.client().options("/score")
     assert resp.status_code == 200
+    assert options.status_code == 405 and options.headers["allow"] == "POST", options.text
     assert "x-ms-request-id" not in resp.headers and "x-ms-run-function-failed" not in resp.headers
     assert live.json() == {"status": "alive"}
 

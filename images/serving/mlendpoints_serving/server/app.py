@@ -159,6 +159,8 @@ class ServerApp:
             ("GET", "/swagger.json"): self.swagger,
             ("GET", "/metrics"): self.prometheus,
         }
+        if settings.scoring_script is not None:
+            self.routes[("OPTIONS", "/score")] = self.score_options  # azmlinfsrv's CORS preflight
         # RFC 9110: a 405 names the methods the resource has.
         self._allow: dict[str, bytes] = {}
         for method, path in sorted(self.routes):
@@ -348,6 +350,11 @@ class ServerApp:
         if self.dataplane.script is not None:
             return await self._run_script(request)
         return await self._predict(request, self._azure)
+
+    async def score_options(self, request: Request) -> Response:
+        """azmlinfsrv answers OPTIONS /score with an empty 200 (CORS headers only with AML_CORS_ORIGINS,
+        which is not supported here)."""
+        return 200, b"text/html; charset=utf-8", b"", RUN_OK_HEADERS
 
     async def invocations(self, request: Request) -> Response:
         return await self._predict(request, self._mlflow)
