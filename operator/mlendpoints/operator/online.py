@@ -361,10 +361,17 @@ class Reconciler:
         self.auth_bindings.discard((namespace, name))
         log.info("deleted ClusterRoleBinding %s (endpoint %s/%s)", binding, namespace, name)
 
+    async def delete_orphaned_auth_bindings(self) -> None:
+        """Bindings whose endpoint is gone (deleted while the operator was down, say); run once the
+        endpoints have been listed."""
+        for namespace, name in sorted(self.auth_bindings):
+            if self.store.get(ENDPOINT, namespace, name) is None:
+                await self.delete_auth_binding(namespace, name)
+
     def watches(self, namespace: str) -> bool:
         return not self.settings.namespaces or namespace in self.settings.namespaces
 
-    async def auth_binding_event(self, obj: Object, deleted: bool) -> None:
+    async def auth_binding_event(self, obj: Object, deleted: bool, initial: bool = False) -> None:
         """A router-auth ClusterRoleBinding changed: put back a hand edit, delete an orphan."""
         owner = endpoint_of_binding(obj)
         if owner is None or not self.watches(owner[0]):
@@ -373,6 +380,10 @@ class Reconciler:
             self.auth_bindings.discard(owner)
         else:
             self.auth_bindings.add(owner)
+        if initial:
+            # The start-up listing may come before the endpoints' own: an endpoint not seen yet is not
+            # gone. Its own listing reconciles it; true orphans go in the resync (delete_orphaned_...).
+            return
         body = self.store.get(ENDPOINT, *owner)
         if body is None:
             if not deleted:  # its endpoint is gone (deleted while the operator was down, say)
@@ -537,7 +548,9 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         registry=registry,
     )
     async def auth_binding_event(event: kopf.RawEvent, **_: Any) -> None:
-        await reconciler.auth_binding_event(dict(event["object"]), deleted=event["type"] == "DELETED")
+        await reconciler.auth_binding_event(
+            dict(event["object"]), deleted=event["type"] == "DELETED", initial=event["type"] is None
+        )
 
     @kopf.on.startup(registry=registry, id="online-resync")
     async def start_resync(**_: Any) -> None:
@@ -553,3 +566,4 @@ async def resync(reconciler: Reconciler) -> None:
             reconciler.scheduler.trigger((DEPLOYMENT, namespace, name))
         for namespace, name in list(reconciler.store.of(ENDPOINT)):
             reconciler.scheduler.trigger((ENDPOINT, namespace, name))
+        await reconciler.delete_orphaned_auth_bindings()

@@ -169,3 +169,25 @@ def test_the_router_role_is_the_same_in_every_auth_mode_and_config_says_token() 
         assert config.authMode == mode
         roles.append(by_kind(render_endpoint(ep, config, MODERN, SETTINGS))["Role"]["rules"])
     assert roles[0] == roles[1] == roles[2]
+
+
+def test_the_start_up_listing_deletes_nothing_and_the_resync_deletes_true_orphans() -> None:
+    """On a restart the bindings may be listed before their endpoints: none is deleted then (a restart
+    writes nothing); an orphan still present once the endpoints are listed goes in the resync."""
+    cluster = Cluster()
+    cluster.endpoint("ep", "token")
+    cluster.reconcile("ep")
+    live = cluster.binding("ep")
+    assert live is not None
+    orphan = cluster.kube.put(render_router_auth_binding(NAMESPACE, "gone", ROLE))
+    settings = OperatorSettings(standalone=True, router_auth_cluster_role=ROLE)
+    restarted = Reconciler(cluster.kube, settings, MODERN, Store())
+    for obj in (live, orphan):  # listed before any endpoint is in the store
+        asyncio.run(restarted.auth_binding_event(obj, deleted=False, initial=True))
+    assert cluster.binding("ep") is not None and cluster.binding("gone") is not None
+    endpoint = cluster.reconciler.store.get(ENDPOINT, NAMESPACE, "ep")
+    assert endpoint is not None
+    restarted.store.put(ENDPOINT, NAMESPACE, "ep", endpoint)
+    asyncio.run(restarted.delete_orphaned_auth_bindings())
+    assert cluster.binding("ep") is not None
+    assert cluster.binding("gone") is None
