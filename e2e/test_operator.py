@@ -180,7 +180,7 @@ def test_invalid_resources_are_refused_with_the_field_named(kubectl: Kubectl, bl
     )
     # The structural schema refuses what it can express, naming the field too.
     proc = kubectl.try_run(
-        "-n", ns, "apply", "-f", "-", stdin=json.dumps(endpoint("x", {}, authMode="token"))
+        "-n", ns, "apply", "-f", "-", stdin=json.dumps(endpoint("x", {}, authMode="aml_token"))
     )
     assert proc.returncode != 0 and "spec.authMode" in proc.stderr
 
