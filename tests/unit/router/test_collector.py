@@ -52,6 +52,18 @@ def test_record_line_keeps_only_listed_headers_and_never_authorization() -> None
     )  # fmt: skip
 
 
+def test_a_record_queued_without_headers_keeps_none() -> None:
+    # The router queues a request's header list only when its route keeps headers; a route that
+    # lists only never-kept ones, or a record queued before the route's change, has None.
+    wall = 1796220000.5
+    for settings in (route(headers=["authorization"]), route(headers=["x-trace"])):
+        line, *_ = record_line(
+            (settings, "ep", "blue", "2", "live", b"id-1", wall, 0.01, 200, b"{}", None, b"[1]")
+        )
+        record = CollectedRecord.model_validate(orjson.loads(line))
+        assert record.request is not None and record.request.headers == {}
+
+
 def test_the_one_template_line_is_the_general_line_byte_for_byte() -> None:
     """Both bodies whole and UTF-8 take one bytes template; the rest is built field by field. A reader
     (mlendpoints compare) must not tell them apart: the same bytes as the field-by-field path."""

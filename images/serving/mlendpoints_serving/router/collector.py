@@ -60,7 +60,9 @@ MAX_PENDING = 2  # serialised batches the writer thread may have waiting
 
 # (route, endpoint, deployment, modelVersion, role, request id, wall time, latency s, status,
 #  request body, request headers, response body)
-Record = tuple[CollectorRoute, str, str, str | None, str, bytes, float, float, int, bytes, "Headers", bytes]
+Record = tuple[
+    CollectorRoute, str, str, str | None, str, bytes, float, float, int, bytes, "Headers | None", bytes
+]
 HealthReporter = Callable[[str, CollectorHealth], None]
 
 
@@ -210,7 +212,7 @@ def _rest(
     line: bytes,
     req: bytes,
     resp: bytes,
-    headers: Headers,
+    headers: Headers | None,
     keep: frozenset[str] | None,
     limit: int,
     request: bool,
@@ -220,7 +222,7 @@ def _rest(
         kept = None
         if keep is not None:
             found = {}
-            for name, value in headers:
+            for name, value in headers or ():
                 lowered = name.decode("latin-1").lower()
                 if lowered in keep:
                     found[lowered] = value.decode("latin-1")

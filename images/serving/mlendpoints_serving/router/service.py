@@ -190,7 +190,7 @@ class Router:
                     (
                         collect, self.state.config.endpoint, deployment.name, route.modelVersion, "live",
                         request_id, time.time() - elapsed, elapsed, response.status, request.body,
-                        request.headers, response.body,
+                        request.headers if collect.headers else None, response.body,
                     )
                 )  # fmt: skip
         if pair is not None:
@@ -223,7 +223,9 @@ class Router:
                 elapsed,
                 status,
                 request.body,
-                request.headers,
+                # Only when kept: a queued header list would outlive the request into the old GC
+                # generations, which the collections it brings on then scan at length.
+                request.headers if route.collector.headers else None,
                 body,
             )
         )
