@@ -438,6 +438,111 @@ def test_scoring_script_answers_azmlinfsrvs_request_id_headers(
     assert_error(client_too_long, 431, "x-ms-client-request-id must not exceed 100 characters")
 
 
+ECHO_SCRIPT = """
+def init():
+    pass
+
+
+def run(raw_data):
+    return {"raw": raw_data}
+"""
+
+HEADERS_SCRIPT = """
+def init():
+    pass
+
+
+def run(request_headers, data):  # azmlinfsrv passes both by name, whatever their order
+    return {"data": data, "headers": request_headers}
+"""
+
+
+def test_scoring_script_get_score_passes_the_query_as_json(
+    model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    script = tmp_path / "score.py"
+    script.write_text(ECHO_SCRIPT)
+    query = "a=1&b=[1,2]&c=a&d=null&foo=bar1&foo=bar2&e=&s=%22x%22&t=hello+world&n=%7B%22k%22%3A%201.5%7D&f"
+    with (
+        serve(model_dirs["diabetes"], tmp_path / "get.log", "--scoring-script", str(script)) as s,
+        s.client() as c,
+    ):
+        got = c.get(f"/score?{query}", headers={"x-request-id": "g-1"})
+        bare = c.get("/score")
+        posted = c.post("/score", content='{"a": 1}')
+        not_utf8 = c.get("/score?a=%FF")
+        deep = c.get("/score?a=" + "[" * 20_000)
+    assert got.status_code == 200, got.text
+    assert got.headers["x-ms-run-function-failed"] == "False" and got.headers["x-request-id"] == "g-1"
+    # Exactly the string azmlinfsrv 1.5.1 gives run(): json.dumps of the decoded parameters, in order.
+    assert got.json()["raw"] == (
+        '{"a": 1, "b": [1, 2], "c": "a", "d": null, "foo": ["bar1", "bar2"], "e": "", "s": "x", '
+        '"t": "hello world", "n": {"k": 1.5}, "f": ""}'
+    )
+    assert bare.json() == {"raw": "{}"}
+    assert posted.json() == {"raw": '{"a": 1}'}  # POST still gives the body as it came
+    assert_error(not_utf8, 400, "query string is not UTF-8")
+    assert_error(deep, 400, "query parameter 'a' nests too deeply")
+
+
+def test_scoring_script_run_gets_request_headers_as_azmlinfsrv(
+    model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    script = tmp_path / "score.py"
+    script.write_text(HEADERS_SCRIPT)
+    with (
+        serve(model_dirs["diabetes"], tmp_path / "headers.log", "--scoring-script", str(script)) as s,
+        s.client() as c,
+    ):
+        posted = c.post(
+            "/score",
+            content='{"v": 1}',
+            headers=[
+                ("content-type", "application/json"),
+                ("X-Custom-Thing", "v1"),
+                ("x-dup", "a"),
+                ("x-dup", "b"),
+                ("x_under", "dropped"),
+                ("x-ms-client-request-id", "c-9"),
+            ],
+        )
+        got = c.get("/score?x=1", headers={"accept": "application/json"})
+    assert posted.status_code == 200, posted.text
+    body = posted.json()
+    assert body["data"] == '{"v": 1}'
+    headers = body["headers"]
+    # dict(flask.request.headers) under gunicorn: Title-Cased names, repeated values joined by ",",
+    # names with "_" dropped.
+    assert headers["Content-Type"] == "application/json"
+    assert headers["X-Custom-Thing"] == "v1" and headers["X-Dup"] == "a,b"
+    assert headers["X-Ms-Client-Request-Id"] == "c-9" and headers["Content-Length"] == "8"
+    assert headers["Host"].startswith("127.0.0.1:")
+    assert not any("_" in name or name.lower() == "x-under" for name in headers)
+    assert all(name == name.title() for name in headers)
+    assert got.json()["data"] == '{"x": 1}' and got.json()["headers"]["Accept"] == "application/json"
+
+
+def test_a_run_with_only_request_headers_does_not_load(model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.unit.serving.support import BIN
+
+    script = tmp_path / "score.py"
+    script.write_text("def init():\n    pass\n\n\ndef run(request_headers):\n    return 1\n")
+    termination = tmp_path / "termination-log"
+    argv = [str(BIN / "mlendpoints-serve"), "--model-dir", str(model_dirs["diabetes"]), "--workers", "1"]
+    proc = subprocess.run(
+        [*argv, "--port", "0", "--scoring-script", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"MLENDPOINTS_TERMINATION_LOG": str(termination), "PATH": str(BIN)},
+    )
+    assert proc.returncode == 1
+    # azmlinfsrv's own refusal (user_script._analyze_run)
+    assert 'run() needs to accept an argument other than "request_headers".' in termination.read_text()
+
+
 def test_an_mlflow_model_answers_no_azure_request_id_headers(
     model_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -445,8 +550,10 @@ def test_an_mlflow_model_answers_no_azure_request_id_headers(
         resp = post(s, "/score", {"input_data": [[1, 1, 1, 1]]})
         live = s.client().get("/")
         options = s.client().options("/score")
+        get = s.client().get("/score?data=1")
     assert resp.status_code == 200
     assert options.status_code == 405 and options.headers["allow"] == "POST", options.text
+    assert get.status_code == 405 and get.headers["allow"] == "POST", get.text  # azmlinfsrv's GET: scripts
     assert "x-ms-request-id" not in resp.headers and "x-ms-run-function-failed" not in resp.headers
     assert live.json() == {"status": "alive"}
 

@@ -8,8 +8,10 @@ batching and inference the data plane's.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -103,6 +105,50 @@ def azure_request_ids(request_headers: list[tuple[bytes, bytes]]) -> tuple[Heade
 _AZURE_ID_NAMES = frozenset((b"x-request-id", b"x-ms-request-id", b"x-ms-client-request-id"))
 
 
+def azure_query_input(query: bytes) -> str:
+    """azmlinfsrv's GET /score input (input_parsers._parse_get_parameters, JsonStringInput): each query
+    parameter JSON-decoded when it can be, else its text; a repeated one becomes a list; run() gets
+    `json.dumps` of that dict. The stdlib's json on both sides, as azmlinfsrv, so run() sees the same
+    string. Unlike azmlinfsrv (werkzeug keeps such bytes percent-encoded), a query that is not UTF-8 is
+    refused, as a body that is not UTF-8 is."""
+    try:
+        pairs = urllib.parse.parse_qsl(query.decode(), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise ClientError(400, "invalid_encoding", "the query string is not UTF-8") from None
+    params: dict[str, list[Any]] = {}
+    for name, text in pairs:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        except RecursionError:
+            raise ClientError(400, "invalid_input", f"query parameter {name!r} nests too deeply") from None
+        params.setdefault(name, []).append(value)
+    return json.dumps({name: values[0] if len(values) == 1 else values for name, values in params.items()})
+
+
+_LAST_WINS = frozenset(("Content-Type", "Content-Length"))
+
+
+def azure_run_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The `request_headers` azmlinfsrv gives run(): `dict(flask.request.headers)` under gunicorn, so
+    names Title-Cased by werkzeug (`str.title()`), a repeated header's values joined by "," (gunicorn's
+    wsgi.create; it refuses a repeated Content-Type, here the last one counts), an empty Content-Type or
+    Content-Length left out (werkzeug's EnvironHeaders), a name with "_" dropped (gunicorn >= 23's
+    header_map "drop")."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        if b"_" in name:
+            continue
+        key, text = name.decode("latin-1").title(), value.decode("latin-1")
+        known = headers.get(key)
+        headers[key] = text if known is None or key in _LAST_WINS else f"{known},{text}"
+    for key in _LAST_WINS:
+        if headers.get(key) == "":
+            del headers[key]
+    return headers
+
+
 def ok(obj: Any) -> Response:
     return 200, JSON_TYPE, orjson.dumps(obj), ()
 
@@ -119,6 +165,17 @@ class Request:
         for name, value in scope["headers"]:
             if name == b"content-type":
                 self.content_type = value.decode("latin-1")
+
+
+class ScriptRequest(Request):
+    """A scoring-script server's request, which also keeps the query string (GET /score): a class of its
+    own so that MLflow models' requests cost nothing more."""
+
+    __slots__ = ("query",)
+
+    def __init__(self, scope: Scope, body: bytes) -> None:
+        super().__init__(scope, body)
+        self.query: bytes = scope["query_string"]
 
 
 class ServerApp:
@@ -159,8 +216,11 @@ class ServerApp:
             ("GET", "/swagger.json"): self.swagger,
             ("GET", "/metrics"): self.prometheus,
         }
+        self._request_type = Request
         if settings.scoring_script is not None:
+            self._request_type = ScriptRequest
             self.routes[("OPTIONS", "/score")] = self.score_options  # azmlinfsrv's CORS preflight
+            self.routes[("GET", "/score")] = self.score_get  # azmlinfsrv: the query string as run()'s data
         # RFC 9110: a 405 names the methods the resource has.
         self._allow: dict[str, bytes] = {}
         for method, path in sorted(self.routes):
@@ -211,7 +271,7 @@ class ServerApp:
             else:
                 deadline = self._deadlines.start()
                 try:
-                    request = Request(scope, await self._read_body(scope, receive))
+                    request = self._request_type(scope, await self._read_body(scope, receive))
                     status, ctype, body, extra = await handler(request)
                 except asyncio.CancelledError:
                     task = asyncio.current_task()
@@ -351,6 +411,13 @@ class ServerApp:
             return await self._run_script(request)
         return await self._predict(request, self._azure)
 
+    async def score_get(self, request: Request) -> Response:
+        """azmlinfsrv's GET /score: run() gets the query parameters as a JSON object (the body is ignored)."""
+        assert isinstance(request, ScriptRequest)
+        if self.dataplane.script is None:
+            return self._not_ready()
+        return await self._call_run(azure_query_input(request.query), request)
+
     async def score_options(self, request: Request) -> Response:
         """azmlinfsrv answers OPTIONS /score with an empty 200 (CORS headers only with AML_CORS_ORIGINS,
         which is not supported here)."""
@@ -396,8 +463,14 @@ class ServerApp:
             raw = request.body.decode("utf-8")
         except UnicodeDecodeError:
             return error(400, "invalid_encoding", "request body is not UTF-8")
+        return await self._call_run(raw, request)
+
+    async def _call_run(self, raw: str, request: Request) -> Response:
+        headers = None
+        if self.dataplane.script_data_param is not None:  # run(data, request_headers), as azmlinfsrv
+            headers = azure_run_headers(request.headers)
         try:
-            result = await self.dataplane.run_script(raw)
+            result = await self.dataplane.run_script(raw, headers)
         except Exception as exc:
             # As azmlinfsrv: the exception's text may hold the request's data or the script's
             # secrets, so it stays in the log (type, message, traceback); the client gets a generic 500.

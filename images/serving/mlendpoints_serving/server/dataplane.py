@@ -13,7 +13,9 @@ pod restarts (as gunicorn's worker timeout does for Azure ML's server).
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
+import inspect
 import logging
 import os
 import time
@@ -64,6 +66,25 @@ def load_scoring_script(path: os.PathLike[str] | str, model_dir: os.PathLike[str
     return scoring_script.load_scoring_script(path, model_dir, "run(raw_data)")
 
 
+def run_data_parameter(run: Callable[..., Any]) -> str | None:
+    """azmlinfsrv (user_script._analyze_run): a run() with a `request_headers` parameter also gets the
+    request's headers by that name, and the data by its first other parameter's name, returned here;
+    None: run(data) as before. Such a run() is held to azmlinfsrv's rules, at load."""
+    try:
+        params = list(inspect.signature(run).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: called as run(data)
+        return None
+    if not any(param.name == "request_headers" for param in params):
+        return None
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    if any(param.kind not in named for param in params):
+        raise ImportError("run() cannot accept positional-only arguments, *args, or **kwargs.")
+    others = [param.name for param in params if param.name != "request_headers"]
+    if not others:
+        raise ImportError('run() needs to accept an argument other than "request_headers".')
+    return others[0]
+
+
 class DataPlane:
     def __init__(
         self,
@@ -81,6 +102,7 @@ class DataPlane:
         self._workers_loaded = workers_loaded
         self.model: ServedModel | None = None
         self.script: ModuleType | None = None
+        self.script_data_param: str | None = None  # set: run(<it>=data, request_headers=...)
         self.load_error: str | None = None
         self._executor = InferenceThread()
         self._batcher: AdaptiveBatcher | None = None
@@ -104,6 +126,7 @@ class DataPlane:
                 self.script = await loop.run_in_executor(
                     self._executor, load_scoring_script, self.settings.scoring_script, self.settings.model_dir
                 )
+                self.script_data_param = run_data_parameter(self.script.run)
             else:
                 from mlendpoints_serving.model import load
 
@@ -171,9 +194,15 @@ class DataPlane:
         self.metrics.batch_size.observe(inp.rows or 1)
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.model.predict, inp)
 
-    async def run_script(self, raw_data: str) -> Any:
+    async def run_script(self, raw_data: str, headers: dict[str, str] | None = None) -> Any:
         assert self.script is not None
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.script.run, raw_data)
+        if self.script_data_param is None:
+            call = functools.partial(self.script.run, raw_data)
+        else:  # by name, as azmlinfsrv
+            call = functools.partial(
+                self.script.run, **{self.script_data_param: raw_data, "request_headers": headers or {}}
+            )
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     def _watch(self, on_stuck: Callable[[str], None]) -> None:
         limit = self.settings.stuck_prediction_s
