@@ -543,10 +543,70 @@ def test_a_run_with_only_request_headers_does_not_load(model_dirs: dict[str, Pat
     assert 'run() needs to accept an argument other than "request_headers".' in termination.read_text()
 
 
+def test_scoring_script_cors_follows_aml_cors_origins_as_azmlinfsrv(
+    model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    script = tmp_path / "score.py"
+    script.write_text(ECHO_SCRIPT)
+    origins = {"AML_CORS_ORIGINS": "https://b.example, https://a.example,https://.*\\.c\\.example"}
+    body = '{"v": 1}'
+    with (
+        serve(model_dirs["diabetes"], tmp_path / "c.log", "--scoring-script", str(script), env=origins) as s,
+        s.client() as c,
+    ):
+        allowed = c.post("/score", content=body, headers={"origin": "https://A.example"})
+        by_regex = c.get("/score?x=1", headers={"origin": "https://api.c.example"})
+        refused = c.post("/score", content=body, headers={"origin": "https://evil.example"})
+        preflight = c.options(
+            "/score",
+            headers={
+                "origin": "https://a.example",
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "X-Custom, content-type",
+            },
+        )
+        no_origin = c.get("/")
+        health = c.get("/health", headers={"origin": "https://a.example"})
+    assert allowed.status_code == 200 and allowed.json() == {"raw": body}
+    # flask-cors, as azmlinfsrv configures it: the request's origin echoed; Vary as there are several.
+    assert allowed.headers["access-control-allow-origin"] == "https://A.example"
+    assert allowed.headers["vary"] == "Origin"
+    assert by_regex.headers["access-control-allow-origin"] == "https://api.c.example"
+    assert refused.status_code == 200 and "access-control-allow-origin" not in refused.headers
+    assert (preflight.status_code, preflight.content) == (200, b"")
+    assert preflight.headers["access-control-allow-origin"] == "https://a.example"
+    assert preflight.headers["access-control-allow-methods"] == "GET, POST"
+    assert preflight.headers["access-control-allow-headers"] == "X-Custom, content-type"
+    assert "access-control-allow-methods" not in allowed.headers  # only on a preflight
+    # No Origin: flask-cors still sends the first literal origin (sorted), as azmlinfsrv answers.
+    assert no_origin.text == "Healthy" and no_origin.headers["access-control-allow-origin"] == "https://a.example"
+    assert "access-control-allow-origin" not in health.headers  # not a route azmlinfsrv has
+
+    import subprocess
+
+    from tests.unit.serving.support import BIN
+
+    termination = tmp_path / "termination-log"
+    argv = [str(BIN / "mlendpoints-serve"), "--model-dir", str(model_dirs["diabetes"]), "--workers", "1"]
+    proc = subprocess.run(
+        [*argv, "--port", "0", "--scoring-script", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            "MLENDPOINTS_TERMINATION_LOG": str(termination),
+            "PATH": str(BIN),
+            "AML_CORS_ORIGINS": "https://a.example,https://[",
+        },
+    )
+    assert proc.returncode == 1  # flask-cors refuses a bad pattern at start-up too
+    assert "'https://[' in AML_CORS_ORIGINS is not a valid regular expression" in termination.read_text()
+
+
 def test_an_mlflow_model_answers_no_azure_request_id_headers(
     model_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
-    with serve(model_dirs["tensor"], tmp_path / "m.log") as s:
+    with serve(model_dirs["tensor"], tmp_path / "m.log", env={"AML_CORS_ORIGINS": "*"}) as s:
         resp = post(s, "/score", {"input_data": [[1, 1, 1, 1]]})
         live = s.client().get("/")
         options = s.client().options("/score")
@@ -555,6 +615,7 @@ def test_an_mlflow_model_answers_no_azure_request_id_headers(
     assert options.status_code == 405 and options.headers["allow"] == "POST", options.text
     assert get.status_code == 405 and get.headers["allow"] == "POST", get.text  # azmlinfsrv's GET: scripts
     assert "x-ms-request-id" not in resp.headers and "x-ms-run-function-failed" not in resp.headers
+    assert "access-control-allow-origin" not in resp.headers  # CORS: scoring scripts only
     assert live.json() == {"status": "alive"}
 
 

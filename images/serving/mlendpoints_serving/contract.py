@@ -62,6 +62,8 @@ HEADER_RUN_FUNCTION_FAILED = "x-ms-run-function-failed"
 # --- environment variables ---------------------------------------------------
 ENV_MODEL_DIR = "MLENDPOINTS_MODEL_DIR"  # set for scoring scripts, as AZUREML_MODEL_DIR
 ENV_AZUREML_MODEL_DIR = "AZUREML_MODEL_DIR"
+# A scoring-script server's CORS origins (comma-separated), read as azmlinfsrv reads it.
+ENV_AML_CORS_ORIGINS = "AML_CORS_ORIGINS"
 ENV_OUTPUT_DIR = "MLENDPOINTS_OUTPUT_DIR"  # batch: the output URI, for a script that writes there itself
 # batch: a local folder a scoring script writes its own files into; they are committed with the
 # mini-batch (exactly once) and land in the output folder under the same relative path.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import urllib.parse
 import uuid
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from mlendpoints_serving.contract import HEADER_RUN_FUNCTION_FAILED
+from mlendpoints_serving.contract import ENV_AML_CORS_ORIGINS, HEADER_RUN_FUNCTION_FAILED
 from mlendpoints_serving.model import (
     DeviceLost,
     DeviceOutOfMemory,
@@ -28,7 +29,7 @@ from mlendpoints_serving.model import (
     ServedModel,
 )
 from mlendpoints_serving.model.core import dumps
-from mlendpoints_serving.server import openapi, v2
+from mlendpoints_serving.server import azure_cors, openapi, v2
 from mlendpoints_serving.server.codecs import AzureCodec, ClientError, MlflowCodec
 from mlendpoints_serving.server.dataplane import DataPlane
 from mlendpoints_serving.server.deadlines import Deadlines
@@ -217,7 +218,11 @@ class ServerApp:
             ("GET", "/metrics"): self.prometheus,
         }
         self._request_type = Request
+        self._cors: azure_cors.AzureCors | None = None
         if settings.scoring_script is not None:
+            origins = os.environ.get(ENV_AML_CORS_ORIGINS)
+            if origins:  # checked at start-up (cli): a bad origin stops the server there
+                self._cors = azure_cors.AzureCors(origins)
             self._request_type = ScriptRequest
             self.routes[("OPTIONS", "/score")] = self.score_options  # azmlinfsrv's CORS preflight
             self.routes[("GET", "/score")] = self.score_get  # azmlinfsrv: the query string as run()'s data
@@ -263,6 +268,8 @@ class ServerApp:
         refused: Response | None = None
         if self.settings.scoring_script is not None:
             ids, refused = azure_request_ids(scope["headers"])
+            if self._cors is not None and handler is not None and path in azure_cors.ROUTES:
+                ids += self._cors.headers(scope["method"], scope["headers"])  # the request decides them
         try:
             if refused is not None:
                 status, ctype, body, extra = refused
@@ -419,8 +426,8 @@ class ServerApp:
         return await self._call_run(azure_query_input(request.query), request)
 
     async def score_options(self, request: Request) -> Response:
-        """azmlinfsrv answers OPTIONS /score with an empty 200 (CORS headers only with AML_CORS_ORIGINS,
-        which is not supported here)."""
+        """azmlinfsrv answers OPTIONS /score with an empty 200 (CORS headers, with AML_CORS_ORIGINS,
+        are added in _http)."""
         return 200, b"text/html; charset=utf-8", b"", RUN_OK_HEADERS
 
     async def invocations(self, request: Request) -> Response:

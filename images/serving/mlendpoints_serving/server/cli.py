@@ -16,6 +16,7 @@ import tempfile
 from typing import TYPE_CHECKING
 
 from mlendpoints_serving import runtime
+from mlendpoints_serving.contract import ENV_AML_CORS_ORIGINS
 from mlendpoints_serving.server.settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -159,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
         os.execv(str(python), [str(python), "-m", "mlendpoints_serving.server.cli", *args])
     if not settings.scoring_script and not (settings.model_dir / "MLmodel").is_file():
         runtime.fatal(COMPONENT, f"{settings.model_dir} is not an MLflow model directory (no MLmodel file)")
+    cors = os.environ.get(ENV_AML_CORS_ORIGINS)
+    if settings.scoring_script is not None and cors:
+        from mlendpoints_serving.server.azure_cors import AzureCors
+
+        try:
+            AzureCors(cors)
+        except ValueError as exc:
+            runtime.fatal(COMPONENT, str(exc))
     if settings.scoring_script is None:
         from mlendpoints_serving.server.deps import log_mismatches
 
