@@ -212,21 +212,6 @@ def wrk(url: str, seconds: float, script: Path, connections: int = CONNECTIONS) 
     return finish_wrk(start_wrk(url, seconds, script, connections))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads, in seconds (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wrk_with_cpu(pid: int, url: str, seconds: float, script: Path) -> dict[str, Any]:
-    """wrk's summary, and the process's CPU time per request over the round (`cpu_us`): what a
-    request costs the router whatever else shares its core, where the rate drops with each share."""
-    cpu = cpu_seconds(pid)
-    result = wrk(url, seconds, script)
-    result["cpu_us"] = (cpu_seconds(pid) - cpu) / result["requests"] * 1e6
-    return result
-
-
 def metrics(url: str) -> Counter[str]:
     """Router metric samples (name{labels} -> value), for before/after deltas."""
     with urllib.request.urlopen(url + "/metrics") as resp:
@@ -559,7 +544,7 @@ def run(tmp: Path) -> str:
 
 
 # --- data collection (issue 17): `python -m bench.router collector` -------------------------------
-COLLECTOR_ROUNDS = 5
+COLLECTOR_ROUNDS = 8
 STALLED_ROUNDS = 12  # as the mirror-isolation rows: p99 of 5 pooled rounds moved +-20% between repeats
 POST_BODY = '{"input_data":{"columns":["age","bmi","bp"],"data":[[0.038,0.061,0.021],[0.05,-0.04,0.02]]}}'
 WRK_POST = (
@@ -648,10 +633,12 @@ def run_collector(tmp: Path) -> str:
         before = metrics(router.url)
         for _ in range(COLLECTOR_ROUNDS):
             switch(None)
-            off_runs.append(wrk_with_cpu(pid, url, THROUGHPUT_SECONDS, post))
+            off_runs.append(wrk(url, THROUGHPUT_SECONDS, post))
             for kind in folders:
                 switch(healthy[kind])
-                on_runs[kind].append(wrk_with_cpu(pid, url, THROUGHPUT_SECONDS, post))
+                on_runs[kind].append(wrk(url, THROUGHPUT_SECONDS, post))
+        switch(None)
+        off_runs.append(wrk(url, THROUGHPUT_SECONDS, post))  # every on round has an off round each side
         switch(None)
         time.sleep(1.5)  # the last records are written
         after = metrics(router.url)
@@ -682,8 +669,14 @@ def run_collector(tmp: Path) -> str:
         rss, peak = rss_mb(pid)
 
     p99_move = stalled_rate["p99_us"] / off_rate["p99_us"] - 1
-    cpu = {"off": statistics.median(r["cpu_us"] for r in off_runs)}
-    cpu.update({kind: statistics.median(r["cpu_us"] for r in runs) for kind, runs in on_runs.items()})
+    # Each on round against the mean of the off rounds either side of it: the machine's speed drifts
+    # by several percent within a run (other VMs), and a pair 10-20 s apart shares most of the drift.
+    paired = {
+        kind: statistics.median(
+            run["rps"] * 2 / (off_runs[i]["rps"] + off_runs[i + 1]["rps"]) for i, run in enumerate(runs)
+        )
+        for kind, runs in on_runs.items()
+    }
     rows: list[list[object]] = [
         [
             "Throughput, collection off",
@@ -704,11 +697,10 @@ def run_collector(tmp: Path) -> str:
         ),
         *(
             [
-                f"Router CPU per request, collection on ({kind}) against off",
-                f"{cpu[kind]:.1f} us against {cpu['off']:.1f} us: the router's core serves "
-                f"{cpu['off'] / cpu[kind]:.1%} of the requests it serves with collection off",
+                f"Paired rounds, collection on ({kind}): each against the off rounds either side",
+                f"median {paired[kind]:.1%} of off over {len(on_runs[kind])} rounds",
                 ">= 85% of collection off",
-                verdict(cpu["off"] / cpu[kind] >= 0.85),
+                verdict(paired[kind] >= 0.85),
             ]
             for kind in on
         ),
@@ -738,10 +730,9 @@ def run_collector(tmp: Path) -> str:
         "process (the config file switched, 0.6 s to take effect), collection to a folder on disk "
         "and one on tmpfs (/dev/shm) in turn, "
         f"{COLLECTOR_ROUNDS} rounds of {THROUGHPUT_SECONDS} s each; rate: the median round, latency "
-        "percentiles over the rounds' requests pooled. CPU per request: the router process's user and "
-        "system time (collector thread and the kernel's file writes included) over a round's requests, "
-        "the median round; unlike the rate it does not fall when other work takes a share of the "
-        "router's core. The stalled-store rows use the fixed rate of the "
+        "percentiles over the rounds' requests pooled; paired rounds: each on round's rate over the mean "
+        "of the off rounds just before and after it (a last off round closes the run), the median. "
+        "The stalled-store rows use the fixed rate of the "
         "router section (10 connections, 0-20 ms random delay), "
         f"{STALLED_ROUNDS} alternating rounds of {FIXED_RATE_SECONDS} s; queue 10,000 records, "
         "written every 1 s or when half full. "
