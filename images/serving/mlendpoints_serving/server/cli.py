@@ -68,6 +68,9 @@ def run_worker(
         log_config=None,
         server_header=False,
         date_header=False,
+        # No X-Forwarded-* rewriting: the client address is never used, and the middleware would be
+        # one more coroutine and header scan on every request (2% of the server's samples on loopback).
+        proxy_headers=False,
         timeout_keep_alive=75,
         backlog=2048,
     )
