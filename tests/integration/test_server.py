@@ -682,3 +682,85 @@ def test_a_stuck_prediction_restarts_the_worker_and_a_slow_one_does_not(
     message = termination.read_text()
     assert message.startswith("mlendpoints-serve failed: a prediction has been running for"), message
     assert "stuck (limit 2 s: --stuck-after-s" in message
+
+
+RAWHTTP_SCRIPT = """
+import json
+
+from azureml.contrib.services.aml_request import AMLRequest, rawhttp
+from azureml.contrib.services.aml_response import AMLResponse
+
+
+def init():
+    pass
+
+
+@rawhttp
+def run(request):
+    assert isinstance(request, AMLRequest)
+    if request.args.get("plain"):
+        return {"plain": True, "method": request.method}
+    if request.args.get("explode"):
+        raise RuntimeError("rawhttp exploded: secret-in-message")
+    if request.args.get("busy"):
+        return AMLResponse(None, 503)
+    seen = {
+        "method": request.method,
+        "args": request.args.to_dict(flat=False),
+        "body": request.get_data(as_text=True),
+        "full_path": request.full_path,
+        "custom": request.headers.get("X-Custom"),
+        "content_type": request.headers.get("Content-Type"),
+    }
+    return AMLResponse(json.dumps(seen), 201, {"Content-Type": "application/json", "X-Reply": "r1, r2"})
+"""
+
+
+def test_a_rawhttp_run_gets_the_request_and_answers_an_amlresponse(
+    model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    script = tmp_path / "score.py"
+    script.write_text(RAWHTTP_SCRIPT)
+    with (
+        serve(model_dirs["diabetes"], tmp_path / "raw.log", "--scoring-script", str(script)) as s,
+        s.client() as c,
+    ):
+        posted = c.post(
+            "/score?x=1&x=2",
+            content=b"\x00binary, not JSON",
+            headers={"content-type": "application/octet-stream", "x-custom": "c1", "x-request-id": "r-7"},
+        )
+        got = c.get("/score?q=hello+world")
+        empty = c.post("/score")
+        plain = c.get("/score?plain=1")
+        exploded = c.post("/score?explode=1", content=b"{}")
+        busy = c.options("/score?busy=1")
+    assert posted.status_code == 201, posted.text
+    assert posted.headers["content-type"] == "application/json"
+    assert posted.headers.get_list("x-reply") == ["r1", "r2"]  # azmlinfsrv splits a value on ","
+    assert posted.headers["x-ms-run-function-failed"] == "False" and posted.headers["x-request-id"] == "r-7"
+    assert posted.json() == {
+        "method": "POST",
+        "args": {"x": ["1", "2"]},
+        "body": "\x00binary, not JSON",
+        "full_path": "/score?x=1&x=2",
+        "custom": "c1",
+        "content_type": "application/octet-stream",
+    }
+    assert got.status_code == 201
+    assert got.json()["method"] == "GET" and got.json()["args"] == {"q": ["hello world"]}
+    assert empty.status_code == 201 and empty.json()["body"] == ""  # run() decides about a bodiless POST
+    # Any other return value: JSON, as a plain run()'s.
+    assert plain.status_code == 200 and plain.json() == {"plain": True, "method": "GET"}
+    assert plain.headers["x-ms-run-function-failed"] == "False"
+    # A raising rawhttp run(): the same generic 500 as a plain run(), the text only in the log.
+    assert exploded.status_code == 500
+    assert exploded.headers["x-ms-run-function-failed"] == "True"
+    assert exploded.json()["message"] == (
+        "An unexpected error occurred in scoring script. Check the logs for more info."
+    )
+    assert exploded.json()["error"]["code"] == "script_error" and "secret" not in exploded.text
+    assert "rawhttp exploded: secret-in-message" in (tmp_path / "raw.log").read_text()
+    # OPTIONS reaches run() too; a 5xx it answers is marked as run()'s failure, as azmlinfsrv; None: {}.
+    assert busy.status_code == 503 and busy.json() == {}
+    assert busy.headers.get_list("x-ms-run-function-failed") == ["True"]

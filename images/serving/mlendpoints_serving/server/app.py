@@ -73,6 +73,47 @@ def _script_failed(message: str, *, failed: bool) -> Response:
     return 500, JSON_TYPE, orjson.dumps(body), RUN_FAILED_HEADERS if failed else RUN_OK_HEADERS
 
 
+def _run_raised(exc: Exception) -> Response:
+    # As azmlinfsrv: the exception's text may hold the request's data or the script's
+    # secrets, so it stays in the log (type, message, traceback); the client gets a generic 500.
+    log.exception(
+        "scoring script run() raised",
+        extra={"fields": {"error_type": type(exc).__name__, "error": str(exc)}},
+    )
+    return _script_failed(RUN_FAILED_MESSAGE, failed=True)
+
+
+def _run_result(result: Any) -> Response:
+    try:
+        return 200, JSON_TYPE, dumps(result), RUN_OK_HEADERS
+    except TypeError as exc:
+        # azmlinfsrv: a return value it cannot serialize is its own internal error, not run()'s.
+        log.error(
+            "scoring script run() returned a value that is not JSON",
+            extra={"fields": {"error_type": type(result).__name__, "error": str(exc)}},
+        )
+        return _script_failed(RUN_INTERNAL_MESSAGE, failed=False)
+
+
+_OWN_HEADERS = frozenset(("content-type", "content-length"))  # _http writes these two itself
+
+
+def _from_werkzeug(response: Any) -> Response:
+    """A @rawhttp run()'s werkzeug Response (an AMLResponse) as the answer: its status, headers and body
+    (already read in the inference thread); as azmlinfsrv, a 5xx is marked as run()'s failure."""
+    status: int = response.status_code
+    extra: list[tuple[bytes, bytes]] = []
+    for name, value in response.headers.items():
+        lowered = name.lower()
+        if lowered in _OWN_HEADERS or (status >= 500 and lowered == HEADER_RUN_FUNCTION_FAILED):
+            continue
+        extra.append((lowered.encode("latin-1"), value.encode("latin-1")))
+    if status >= 500:
+        extra.extend(RUN_FAILED_HEADERS)
+    ctype = response.headers.get("Content-Type", "application/octet-stream").encode("latin-1")
+    return status, ctype, response.get_data(), tuple(extra)
+
+
 AZURE_ID_LIMIT = 100  # azmlinfsrv's HEADER_LIMIT
 
 
@@ -169,14 +210,15 @@ class Request:
 
 
 class ScriptRequest(Request):
-    """A scoring-script server's request, which also keeps the query string (GET /score): a class of its
-    own so that MLflow models' requests cost nothing more."""
+    """A scoring-script server's request, which also keeps the ASGI scope (GET /score's query string,
+    a @rawhttp run()'s whole request): a class of its own so that MLflow models' requests cost nothing
+    more."""
 
-    __slots__ = ("query",)
+    __slots__ = ("scope",)
 
     def __init__(self, scope: Scope, body: bytes) -> None:
         super().__init__(scope, body)
-        self.query: bytes = scope["query_string"]
+        self.scope = scope
 
 
 class ServerApp:
@@ -423,11 +465,16 @@ class ServerApp:
         assert isinstance(request, ScriptRequest)
         if self.dataplane.script is None:
             return self._not_ready()
-        return await self._call_run(azure_query_input(request.query), request)
+        if self.dataplane.script_rawhttp:
+            return await self._call_raw(request)
+        return await self._call_run(azure_query_input(request.scope["query_string"]), request)
 
     async def score_options(self, request: Request) -> Response:
         """azmlinfsrv answers OPTIONS /score with an empty 200 (CORS headers, with AML_CORS_ORIGINS,
-        are added in _http)."""
+        are added in _http); a @rawhttp run() gets it, as azmlinfsrv."""
+        if self.dataplane.script_rawhttp:
+            assert isinstance(request, ScriptRequest)
+            return await self._call_raw(request)
         return 200, b"text/html; charset=utf-8", b"", RUN_OK_HEADERS
 
     async def invocations(self, request: Request) -> Response:
@@ -464,6 +511,9 @@ class ServerApp:
         return v2_error(503, "not_ready", reason)
 
     async def _run_script(self, request: Request) -> Response:
+        if self.dataplane.script_rawhttp:
+            assert isinstance(request, ScriptRequest)
+            return await self._call_raw(request)
         if not request.body:
             return error(400, "invalid_request", "the request has no body; run() is given the body")
         try:
@@ -479,22 +529,27 @@ class ServerApp:
         try:
             result = await self.dataplane.run_script(raw, headers)
         except Exception as exc:
-            # As azmlinfsrv: the exception's text may hold the request's data or the script's
-            # secrets, so it stays in the log (type, message, traceback); the client gets a generic 500.
-            log.exception(
-                "scoring script run() raised",
-                extra={"fields": {"error_type": type(exc).__name__, "error": str(exc)}},
-            )
-            return _script_failed(RUN_FAILED_MESSAGE, failed=True)
+            return _run_raised(exc)
+        return _run_result(result)
+
+    async def _call_raw(self, request: ScriptRequest) -> Response:
+        """A @rawhttp run(request): any method on /score; the request is werkzeug's, as azmlinfsrv's
+        flask one; an AMLResponse (any werkzeug Response) it returns is the answer as it stands."""
+        from werkzeug.wrappers import Response as WerkzeugResponse
+
+        from mlendpoints_serving.azureml_services.aml_request import AMLRequest
+
+        headers = None
+        if self.dataplane.script_data_param is not None:
+            headers = azure_run_headers(request.headers)
+        raw = AMLRequest.from_asgi(request.scope, request.body)
         try:
-            return 200, JSON_TYPE, dumps(result), RUN_OK_HEADERS
-        except TypeError as exc:
-            # azmlinfsrv: a return value it cannot serialize is its own internal error, not run()'s.
-            log.error(
-                "scoring script run() returned a value that is not JSON",
-                extra={"fields": {"error_type": type(result).__name__, "error": str(exc)}},
-            )
-            return _script_failed(RUN_INTERNAL_MESSAGE, failed=False)
+            result = await self.dataplane.run_script(raw, headers)
+        except Exception as exc:
+            return _run_raised(exc)
+        if isinstance(result, WerkzeugResponse):
+            return _from_werkzeug(result)
+        return _run_result(result)
 
     # -- health, metadata, metrics ------------------------------------------------------------------
     async def live(self, request: Request) -> Response:

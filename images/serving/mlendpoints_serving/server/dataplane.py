@@ -63,7 +63,24 @@ class InferenceThread(ThreadPoolExecutor):
 
 def load_scoring_script(path: os.PathLike[str] | str, model_dir: os.PathLike[str] | str) -> ModuleType:
     """Import an Azure-style scoring script and call its init() (blocking)."""
+    # Here, not at module level: an MLflow-model server never imports werkzeug.
+    from mlendpoints_serving import azureml_services
+    from mlendpoints_serving.azureml_services import aml_request
+
+    azureml_services.install()  # `from azureml.contrib.services.aml_request import rawhttp`, as azmlinfsrv
+    aml_request.reset()
     return scoring_script.load_scoring_script(path, model_dir, "run(raw_data)")
+
+
+def _run_raw(call: Callable[[], Any]) -> Any:
+    """A @rawhttp run(), in the inference thread: a returned response's body (maybe a generator) is
+    read here too, not on the event loop."""
+    from werkzeug.wrappers import Response
+
+    result = call()
+    if isinstance(result, Response):
+        result.get_data()
+    return result
 
 
 def run_data_parameter(run: Callable[..., Any]) -> str | None:
@@ -103,6 +120,7 @@ class DataPlane:
         self.model: ServedModel | None = None
         self.script: ModuleType | None = None
         self.script_data_param: str | None = None  # set: run(<it>=data, request_headers=...)
+        self.script_rawhttp = False  # @rawhttp: run() gets the request, an AMLRequest
         self.load_error: str | None = None
         self._executor = InferenceThread()
         self._batcher: AdaptiveBatcher | None = None
@@ -127,6 +145,9 @@ class DataPlane:
                     self._executor, load_scoring_script, self.settings.scoring_script, self.settings.model_dir
                 )
                 self.script_data_param = run_data_parameter(self.script.run)
+                from mlendpoints_serving.azureml_services import aml_request
+
+                self.script_rawhttp = aml_request.requested()
             else:
                 from mlendpoints_serving.model import load
 
@@ -194,7 +215,8 @@ class DataPlane:
         self.metrics.batch_size.observe(inp.rows or 1)
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.model.predict, inp)
 
-    async def run_script(self, raw_data: str, headers: dict[str, str] | None = None) -> Any:
+    async def run_script(self, raw_data: Any, headers: dict[str, str] | None = None) -> Any:
+        """run(raw_data): a str, or with @rawhttp an AMLRequest."""
         assert self.script is not None
         if self.script_data_param is None:
             call = functools.partial(self.script.run, raw_data)
@@ -202,6 +224,8 @@ class DataPlane:
             call = functools.partial(
                 self.script.run, **{self.script_data_param: raw_data, "request_headers": headers or {}}
             )
+        if self.script_rawhttp:
+            call = functools.partial(_run_raw, call)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     def _watch(self, on_stuck: Callable[[str], None]) -> None:
