@@ -1,10 +1,12 @@
 """Data collection by the router, as a real process, in front of real model servers and echo backends:
-a local folder and S3 (moto's server), sampling, truncation, the file layout, Authorization never
-written, mirror records joined to live ones (`mlendpoints.compare`) and the router's shadow metrics,
-a failing or hanging destination never failing a live request, SIGTERM flushing the queue."""
+a local folder, S3 (moto's server), GCS (gcp-storage-emulator) and Azure (Azurite); sampling,
+truncation, the file layout, Authorization never written, mirror records joined to live ones
+(`mlendpoints.compare`) and the router's shadow metrics, a failing or hanging destination never failing
+a live request, SIGTERM flushing the queue."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import math
@@ -25,6 +27,7 @@ import pytest
 from examples.models import save_diabetes_regressor
 from mlendpoints.compare import compare, read_records
 from mlendpoints_serving.contract import CollectedRecord
+from tests.fixtures.emulators import AZURITE_ACCOUNT, azure_connection_string, azurite, gcs_emulator
 from tests.fixtures.servers import free_port, running
 from tests.integration.batch_support import moto_s3
 from tests.integration.router_support import REPO, ROUTER, Backends, until
@@ -412,3 +415,131 @@ def test_sigterm_flushes_the_queue(
     os.killpg(router.proc.pid, signal.SIGTERM)
     assert router.proc.wait(timeout=30) == 0
     assert len(local_records(root)) == 50
+
+
+# --- Google Cloud Storage and Azure Blob Storage, on their emulators ----------------------------------
+# The router gets a store's credentials from its environment, as the pod does (the collector's
+# credentialsSecret as envFrom): STORAGE_EMULATOR_HOST for gcsfs, AZURE_STORAGE_CONNECTION_STRING for adlfs.
+CLOUD_KEY = re.compile(rf"^e/blue/\d{{4}}/\d\d/\d\d/\d\d/{POD}-\d{{19}}\.jsonl$")
+
+
+def collect_to(
+    backends: Backends, start_router: Callable[..., Router], destination: str, env: dict[str, str]
+) -> Router:
+    blue = backends.start("blue")
+    route = collector(destination, headers=["authorization", "x-trace"])
+    return start_router(
+        {
+            "deployments": {"blue": {"backends": [blue], "modelVersion": "3", "collector": route}},
+            "traffic": {"blue": 100},
+            "collectorFlushSeconds": 0.1,
+        },
+        env,
+    )
+
+
+def assert_collected(router: Router, n: int, files: Callable[[], dict[str, bytes]]) -> None:
+    """n requests made: n records under <endpoint>/<deployment>/<yyyy>/<mm>/<dd>/<hh>/<pod>-<seq>.jsonl."""
+    until(
+        lambda: router.metric("mlendpoints_router_collector_records_written_total", deployment="blue") >= n,
+        within=20,
+    )
+    found = files()
+    assert found and all(CLOUD_KEY.match(key) for key in found), list(found)
+    records = [
+        CollectedRecord.model_validate_json(line) for data in found.values() for line in data.splitlines()
+    ]
+    assert len(records) == n and len({r.requestId for r in records}) == n
+    assert all(
+        (r.endpoint, r.deployment, r.modelVersion, r.status) == ("e", "blue", "3", 200) for r in records
+    )
+    assert all(r.request is not None and r.request.headers == {"x-trace": "t"} for r in records)
+    everything = b"".join(found.values())
+    assert KEYS["primaryKey"].encode() not in everything and b"Bearer" not in everything
+    assert router.metric("mlendpoints_router_collector_destination_healthy", deployment="blue") == 1
+
+
+def assert_refused_but_live(router: Router, tmp_path: Path, secret: str) -> None:
+    for _ in range(10):
+        assert router.client.post("/score", json={"x": 1}, headers=AUTH).status_code == 200
+    until(
+        lambda: router.metric("mlendpoints_router_collector_dropped_total", reason="write_failed") >= 10,
+        within=30,
+    )
+    assert router.metric("mlendpoints_router_collector_destination_healthy", deployment="blue") == 0
+    assert router.client.post("/score", json={"x": 1}, headers=AUTH).status_code == 200
+    log = (tmp_path / "router.log").read_text()
+    assert KEYS["primaryKey"] not in log and secret not in log
+
+
+def score(router: Router, n: int) -> None:
+    for _ in range(n):
+        headers = {**AUTH, "x-trace": "t"}
+        assert router.client.post("/score", json={"x": 1}, headers=headers).status_code == 200
+
+
+def test_gcs_emulator_destination(
+    backends: Backends, start_router: Callable[..., Router], tmp_path: Path
+) -> None:
+    from gcsfs.core import GCSFileSystem
+
+    with gcs_emulator(tmp_path) as url:
+        fs = GCSFileSystem(endpoint_url=url, token="anon")
+        fs.mkdir("records")
+        router = collect_to(backends, start_router, "gs://records/online", {"STORAGE_EMULATOR_HOST": url})
+        n = 25
+        score(router, n)
+
+        def files() -> dict[str, bytes]:
+            fs.invalidate_cache()
+            paths = fs.find("records/online")
+            return {p.removeprefix("records/online/"): fs.cat_file(p) for p in paths}
+
+        assert_collected(router, n, files)
+
+
+def test_gcs_emulator_missing_bucket_is_unhealthy_and_live_answers(
+    backends: Backends, start_router: Callable[..., Router], tmp_path: Path
+) -> None:
+    # The emulator checks no credentials: its refusal here is a bucket that does not exist.
+    with gcs_emulator(tmp_path) as url:
+        router = collect_to(
+            backends, start_router, "gs://no-such-bucket/online", {"STORAGE_EMULATOR_HOST": url}
+        )
+        assert_refused_but_live(router, tmp_path, "no-secret-here")
+
+
+AZURE_DESTINATION = f"abfss://records@{AZURITE_ACCOUNT}.dfs.core.windows.net/online"
+
+
+def test_azurite_destination(backends: Backends, start_router: Callable[..., Router], tmp_path: Path) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    with azurite(tmp_path) as endpoint:
+        connection = azure_connection_string(endpoint)
+        container = BlobServiceClient.from_connection_string(connection).create_container("records")
+        env = {"AZURE_STORAGE_CONNECTION_STRING": connection}
+        router = collect_to(backends, start_router, AZURE_DESTINATION, env)
+        n = 25
+        score(router, n)
+
+        def files() -> dict[str, bytes]:
+            names = [b.name for b in container.list_blobs(name_starts_with="online/")]
+            return {name.removeprefix("online/"): container.download_blob(name).readall() for name in names}
+
+        assert_collected(router, n, files)
+
+
+def test_azurite_wrong_key_is_unhealthy_and_live_answers(
+    backends: Backends, start_router: Callable[..., Router], tmp_path: Path
+) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    with azurite(tmp_path) as endpoint:
+        BlobServiceClient.from_connection_string(azure_connection_string(endpoint)).create_container(
+            "records"
+        )
+        wrong_key = base64.b64encode(b"not the account key").decode()
+        env = {"AZURE_STORAGE_CONNECTION_STRING": azure_connection_string(endpoint, key=wrong_key)}
+        router = collect_to(backends, start_router, AZURE_DESTINATION, env)
+        assert_refused_but_live(router, tmp_path, wrong_key)
