@@ -3,7 +3,7 @@
 A 5xx, a response the document does not describe, a request the document calls valid
 that the server refuses, or one it calls invalid that the server accepts: each fails.
 Real `mlendpoints-serve` processes: the diabetes model (no-code) and a scoring-script
-deployment, whose document describes only the `/score` it serves.
+deployment, whose document describes only the `/score` it serves (POST, and GET with query parameters).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def test_a_tensor_model_server_keeps_its_document_but_for_booleans(
 
 def test_a_scoring_script_server_keeps_its_document(script_server: Server, tmp_path: Path) -> None:
     out = schemathesis_run(script_server, tmp_path)
-    assert "Tested: 1" in out  # /score only
+    assert "Tested: 2" in out  # POST and GET /score only
 
 
 def test_the_documents_describe_what_each_deployment_serves(
@@ -126,4 +126,5 @@ def test_the_documents_describe_what_each_deployment_serves(
         assert c.post("/invocations", json={"inputs": [1]}).status_code == 404
         assert c.get("/v2/models/model").status_code == 404
     assert list(doc["paths"]) == ["/score"]
+    assert sorted(doc["paths"]["/score"]) == ["get", "post"]  # GET: azmlinfsrv's query parameters
     assert "input_data" not in str(doc)

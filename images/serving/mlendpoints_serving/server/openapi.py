@@ -195,7 +195,7 @@ _SCORING_ERRORS = {
 
 def build(model: ServedModel | None, title: str, script: ModuleType | None = None) -> dict[str, Any]:
     if script is not None:
-        paths = {"/score": {"post": _script_operation(script)}}
+        paths = {"/score": {"post": _script_operation(script), "get": _script_get_operation(script)}}
     elif model is not None:
         paths = _model_paths(model)
     else:
@@ -310,6 +310,36 @@ def _script_operation(script: ModuleType) -> dict[str, Any]:
                 "400": "no body, or the body is not UTF-8",
                 "408": "request timeout",
                 "413": "body too large",
+                "500": "the script's run() raised",
+                "503": "init() has not returned yet",
+            },
+        ),
+    }
+
+
+def _script_get_operation(script: ModuleType) -> dict[str, Any]:
+    """GET /score of a scoring script, as azmlinfsrv serves it: the query parameters, each JSON-decoded
+    when it can be, as one JSON object given to run()."""
+    _, response = _decorated_schemas(script)
+    return {
+        "summary": "Score with query parameters (run() gets them as a JSON object)",
+        "parameters": [
+            {
+                "name": "query",
+                "in": "query",
+                "required": False,
+                "description": "any query parameters; each value is JSON-decoded when it can be,"
+                " else kept as text; a repeated one becomes a list",
+                "style": "form",
+                "explode": True,
+                "schema": {"type": "object", "additionalProperties": True},
+            }
+        ],
+        "responses": _responses(
+            response,
+            {
+                "400": "the query string is not UTF-8",
+                "408": "request timeout",
                 "500": "the script's run() raised",
                 "503": "init() has not returned yet",
             },
