@@ -6,7 +6,7 @@ through the table and validates what comes out with the API's own rules.
 Nothing here talks to a cluster: it sits beside `render`, above `api`.
 """
 
-from mlendpoints.azureml.context import Finding
+from mlendpoints.azureml.context import Finding, ImportOptions
 from mlendpoints.azureml.importer import (
     Imported,
     import_document,
@@ -18,6 +18,7 @@ from mlendpoints.azureml.importer import (
 
 __all__ = [
     "Finding",
+    "ImportOptions",
     "Imported",
     "import_document",
     "import_file",

@@ -55,6 +55,14 @@ class Finding:
         return f"{self.source}: {self.field}: {self.message}"
 
 
+@dataclass(frozen=True)
+class ImportOptions:
+    """What the import needs that Azure's files leave to the workspace."""
+
+    # Where a data_collector's records go: Azure writes them to the workspace's blob store.
+    collect_to: str | None = None
+
+
 @dataclass
 class Context:
     """One Azure document being imported."""
@@ -62,6 +70,7 @@ class Context:
     source: Path
     kind: AzureKind
     name: str
+    options: ImportOptions = field(default_factory=ImportOptions)
     spec: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)

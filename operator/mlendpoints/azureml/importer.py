@@ -28,7 +28,14 @@ from mlendpoints.api.validation import (
     validate_model_uri,
     validate_name,
 )
-from mlendpoints.azureml.context import TARGET_KIND, AzureKind, Context, Finding, ImportRefused
+from mlendpoints.azureml.context import (
+    TARGET_KIND,
+    AzureKind,
+    Context,
+    Finding,
+    ImportOptions,
+    ImportRefused,
+)
 from mlendpoints.azureml.table import ROWS, Row, rows_for
 from mlendpoints.errors import UserError
 
@@ -163,7 +170,7 @@ def _validate(ctx: Context, kind: str, spec: dict[str, Any]) -> list[str]:
     return []
 
 
-def import_document(source: Path, doc: dict[str, Any]) -> Imported:
+def import_document(source: Path, doc: dict[str, Any], options: ImportOptions | None = None) -> Imported:
     kind = azure_kind(source, doc)
     if kind is AzureKind.COMMAND_JOB:
         raise _refuse_command_job(source, doc)
@@ -175,7 +182,7 @@ def import_document(source: Path, doc: dict[str, Any]) -> Imported:
             f"{source}: {errors[0]}",
             "Kubernetes names are lower-case: rename it (and where it is referred to)",
         )
-    ctx = Context(source=source, kind=kind, name=name)
+    ctx = Context(source=source, kind=kind, name=name, options=options or ImportOptions())
     _walk(ctx, rows_for(kind), doc)
     target = TARGET_KIND[kind]
     if errors := _validate(ctx, target, ctx.spec):
@@ -203,19 +210,19 @@ def read_documents(source: Path) -> list[Any]:
         raise UserError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}", "fix the YAML") from None
 
 
-def import_file(source: Path) -> list[Imported]:
+def import_file(source: Path, options: ImportOptions | None = None) -> list[Imported]:
     imported = []
     for doc in read_documents(source):
         if not isinstance(doc, dict):
             raise ImportRefused(
                 f"{source}: a document is not a mapping", "an Azure YAML file is key: value pairs"
             )
-        imported.append(import_document(source, doc))
+        imported.append(import_document(source, doc, options))
     return imported
 
 
-def import_files(sources: Iterable[Path]) -> list[Imported]:
-    return [item for source in sources for item in import_file(source)]
+def import_files(sources: Iterable[Path], options: ImportOptions | None = None) -> list[Imported]:
+    return [item for source in sources for item in import_file(source, options)]
 
 
 class _Dumper(yaml.SafeDumper):

@@ -386,6 +386,109 @@ def _environment_variables(ctx: Context, field: str, value: Any) -> None:
         ctx.set("env", env)
 
 
+# Azure's payload-logging collections, and the custom-logging names its MLflow deployments collect
+# without a script: each is the request or the response body at the router.
+_COLLECTED_BODIES = {
+    "request": "request",
+    "response": "response",
+    "model_inputs": "request",
+    "model_outputs": "response",
+}
+_ROLLING = {"hour": "hour", "day": "day", "minute": "hour"}
+_DATA_COLLECTOR_KEYS = {"collections", "sampling_rate", "rolling_rate", "request_logging"}
+
+
+def _azure_bool(ctx: Context, field: str, value: Any) -> bool:
+    """Azure writes these as the strings 'True' / 'False' (any case), or as booleans."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ctx.refuse(field, f"{value!r} is not true or false", "write 'True' or 'False'")
+
+
+def _data_collector(ctx: Context, field: str, value: Any) -> None:
+    """Azure's data_collector -> spec.dataCollector: the router records request and response bodies."""
+    spec = _mapping(ctx, field, value or {})
+    enabled: dict[str, bool] = {}
+    for name, collection in _mapping(ctx, f"{field}.collections", spec.get("collections") or {}).items():
+        where = f"{field}.collections.{name}"
+        collection = _mapping(ctx, where, collection or {})
+        on = _azure_bool(ctx, f"{where}.enabled", collection.get("enabled", False))
+        body = _COLLECTED_BODIES.get(str(name))
+        if body is None:
+            if on:
+                ctx.warn(
+                    where,
+                    "a custom-logging collection (the scoring script's azureml-ai-monitoring "
+                    "Collector.collect()): not collected; the request and response collections are",
+                )
+            continue
+        enabled[body] = enabled.get(body, False) or on
+        if on and name in ("model_inputs", "model_outputs"):
+            ctx.warn(
+                where,
+                f"collected as the {body} body at the router: an MLflow model's {name.split('_')[1]}, as "
+                "Azure collects them; a scoring script's own Collector.collect() calls are not collected",
+            )
+        if "data" in collection:
+            ctx.warn(
+                f"{where}.data",
+                "an Azure data asset: not created; the records go to the destination (--collect-to)",
+            )
+        for key in sorted(set(collection) - {"enabled", "data"}):
+            ctx.warn(f"{where}.{key}", "not an Azure collection field: ignored")
+    for key in sorted(set(spec) - _DATA_COLLECTOR_KEYS):
+        ctx.warn(f"{field}.{key}", "not an Azure data_collector field: ignored")
+    if not any(enabled.values()):
+        ctx.warn(field, "no collection is enabled: nothing is collected, so no spec.dataCollector is set")
+        return
+    destination = ctx.options.collect_to
+    if destination is None:
+        raise ctx.refuse(
+            field,
+            "mlendpoints needs a destination for the records (Azure writes them to the workspace's "
+            "blob store)",
+            "pass --collect-to s3://BUCKET/PREFIX (or gs://, abfss://, an absolute path on a PVC)",
+        )
+    collector: dict[str, Any] = {
+        "destination": destination,
+        "collections": {body: {"enabled": enabled.get(body, False)} for body in ("request", "response")},
+    }
+    if "sampling_rate" in spec:
+        rate = spec["sampling_rate"]
+        if isinstance(rate, bool) or not isinstance(rate, int | float):
+            raise ctx.refuse(f"{field}.sampling_rate", f"{rate!r} is not a number", "write 0 to 1")
+        collector["samplingRate"] = float(rate)
+    if "rolling_rate" in spec:
+        rolling = str(spec["rolling_rate"]).lower()
+        if rolling not in _ROLLING:
+            raise ctx.refuse(
+                f"{field}.rolling_rate", f"{spec['rolling_rate']!r} is not minute, hour or day", "use hour"
+            )
+        collector["rolling"] = _ROLLING[rolling]
+        if rolling == "minute":
+            ctx.warn(f"{field}.rolling_rate", "minute: folders roll by the hour (<dd>/<hh>/), the finest")
+    logging = _mapping(ctx, f"{field}.request_logging", spec.get("request_logging") or {})
+    for key in sorted(set(logging) - {"capture_headers"}):
+        ctx.warn(f"{field}.request_logging.{key}", "not an Azure request_logging field: ignored")
+    headers = logging.get("capture_headers") or []
+    if not isinstance(headers, list) or not all(isinstance(h, str) for h in headers):
+        raise ctx.refuse(
+            f"{field}.request_logging.capture_headers", f"{headers!r} is not a list of names", "list names"
+        )
+    if any(h.lower() == "authorization" for h in headers):
+        ctx.warn(f"{field}.request_logging.capture_headers", "Authorization is never collected: left out")
+    if kept := [h for h in headers if h.lower() != "authorization"]:
+        collector["headers"] = kept
+    ctx.set("dataCollector", collector)
+    ctx.warn(
+        field,
+        f"records go to {destination}/<endpoint>/<deployment>/<yyyy>/<mm>/<dd>/... as JSON lines; give "
+        "the router pods access (spec.dataCollector.credentialsSecret, or the pods' cloud identity)",
+    )
+
+
 def _instance_type(ctx: Context, field: str, value: Any) -> None:
     ctx.warn(
         field,
@@ -635,15 +738,7 @@ ROWS: tuple[Row, ...] = (
         "spec.resources.limits (cpu, memory, nvidia.com/gpu)",
         _quantities("resources.limits"),
     ),
-    Row(
-        _ONLINE_DEP,
-        "data_collector",
-        "warning",
-        _warn(
-            "data collection is not yet supported in mlendpoints: requests and responses are not collected; "
-            "the router's access log (accessLog) records each request's metadata"
-        ),
-    ),
+    Row(_ONLINE_DEP, "data_collector", "spec.dataCollector (destination: --collect-to)", _data_collector),
     Row(
         _ONLINE_DEP,
         "app_insights_enabled",

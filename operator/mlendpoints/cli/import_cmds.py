@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from mlendpoints.azureml import Imported, import_files, to_yaml
+from mlendpoints.azureml import Imported, ImportOptions, import_files, to_yaml
 from mlendpoints.errors import UserError
 
 stderr = Console(stderr=True)
@@ -41,13 +41,20 @@ def report_findings(imported: list[Imported]) -> None:
     type=click.Path(path_type=Path, file_okay=False),
     help="Write one FILE.yaml per Azure file here (default: all to stdout).",
 )
-def azureml(files: tuple[Path, ...], output_dir: Path | None) -> None:
+@click.option(
+    "--collect-to",
+    metavar="URI",
+    help="Where a data_collector's records go (s3://, gs://, abfss:// or an absolute path); "
+    "Azure writes them to the workspace's blob store, so a data_collector needs it.",
+)
+def azureml(files: tuple[Path, ...], output_dir: Path | None, collect_to: str | None) -> None:
     """Import Azure ML CLI v2 endpoint and deployment YAML.
 
     Reads managed and Kubernetes online endpoints and deployments, batch
     endpoints and model batch deployments (`$schema` says which; without it the
     fields do), and writes the OnlineEndpoint, OnlineDeployment, BatchEndpoint
     and BatchDeployment resources, with a ConfigMap for each code_configuration.
+    A data_collector's records go to --collect-to.
     Fields with no equivalent are listed on stderr with what to do instead.
     The mapping: docs/azureml.md.
 
@@ -56,7 +63,7 @@ def azureml(files: tuple[Path, ...], output_dir: Path | None) -> None:
       mlendpoints import azureml endpoint.yml blue-deployment.yml | kubectl apply -f -
       mlendpoints import azureml endpoint.yml blue-deployment.yml -o k8s/
     """
-    imported = import_files(files)
+    imported = import_files(files, ImportOptions(collect_to=collect_to))
     report_findings(imported)
     if output_dir is None:
         click.echo(to_yaml(imported), nl=False)

@@ -14,6 +14,7 @@ from mlendpoints.api.common import GROUP_VERSION
 from mlendpoints.api.online import OnlineDeployment, OnlineDeploymentSpec, OnlineEndpoint, OnlineEndpointSpec
 from mlendpoints.api.validation import parse_spec, validate_deployment, validate_endpoint, validate_name
 from mlendpoints.errors import UserError
+from mlendpoints.local.state import LocalSettings
 
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 SUPPORTING_KINDS = ("ConfigMap", "Secret")  # what a deployment's pods may reference
@@ -66,6 +67,8 @@ def _files(paths: Iterable[Path]) -> list[Path]:
 
 def load(paths: Iterable[Path]) -> list[Manifest]:
     manifests = []
+    # An Azure data_collector's records stay on this machine (Azure writes them to its blob store).
+    azure_options = azureml.ImportOptions(collect_to=str(LocalSettings().home / "collected"))
     for file in _files(paths):
         try:
             docs = list(yaml.safe_load_all(file.read_text()))
@@ -80,7 +83,7 @@ def load(paths: Iterable[Path]) -> list[Manifest]:
                 continue
             if azureml.is_azure_document(doc):
                 # Azure ML CLI v2 YAML runs as it is: imported as `mlendpoints import azureml` would.
-                imported = azureml.import_document(file, doc)
+                imported = azureml.import_document(file, doc, azure_options)
                 *supporting, resource = imported.objects
                 manifests += [Manifest(file, obj) for obj in supporting]
                 manifests.append(Manifest(file, resource, imported.findings))

@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from mlendpoints.azureml import import_document, import_file, is_azure_document, to_yaml
-from mlendpoints.azureml.context import AzureKind, ImportRefused
+from mlendpoints.azureml.context import AzureKind, ImportOptions, ImportRefused
 from mlendpoints.azureml.table import ANNOTATION_DESCRIPTION, ANNOTATION_PROPERTIES, ANNOTATION_TAGS, ROWS
 from mlendpoints.cli.app import cli
 from mlendpoints.local import manifests
@@ -40,8 +40,12 @@ def azure_doc(kind: AzureKind, fields: dict[str, Any]) -> dict[str, Any]:
     return {"$schema": SCHEMA.format(kind.value), **BASE[kind], **fields}
 
 
+COLLECT_TO = "s3://collected/records"
+OPTIONS = ImportOptions(collect_to=COLLECT_TO)
+
+
 def run_import(tmp_path: Path, kind: AzureKind, fields: dict[str, Any]) -> Any:
-    return import_document(tmp_path / "azure.yml", azure_doc(kind, fields))
+    return import_document(tmp_path / "azure.yml", azure_doc(kind, fields), OPTIONS)
 
 
 def dig(obj: dict[str, Any], path: str) -> Any:
@@ -231,7 +235,52 @@ CASES: dict[str, Case] = {
     "scale-default": Case(
         MOD, {"scale_settings": {"type": "default"}}, spec={"scaleSettings.type": "default"}
     ),
-    "data-collector": Case(MOD, {"data_collector": {"collections": {}}}, findings=("data_collector",)),
+    "data-collector": Case(
+        MOD,
+        {
+            "data_collector": {
+                "collections": {
+                    "request": {"enabled": "True"},
+                    "model_outputs": {"enabled": True, "data": {"name": "out", "path": "azureml://x"}},
+                    "model_inputs": {"enabled": "False"},
+                    "my_features": {"enabled": "true"},
+                },
+                "sampling_rate": 0.25,
+                "rolling_rate": "Day",
+                "request_logging": {"capture_headers": ["x-team", "Authorization"]},
+            }
+        },
+        spec={
+            "dataCollector": {
+                "destination": COLLECT_TO,
+                "collections": {"request": {"enabled": True}, "response": {"enabled": True}},
+                "samplingRate": 0.25,
+                "rolling": "day",
+                "headers": ["x-team"],
+            }
+        },
+        findings=(
+            "data_collector",  # where the records go, and the credentials they need
+            "data_collector.collections.model_outputs",  # the response body stands for it
+            "data_collector.collections.model_outputs.data",  # no Azure data asset
+            "data_collector.collections.my_features",  # custom logging
+            "data_collector.request_logging.capture_headers",  # Authorization left out
+        ),
+    ),
+    "data-collector-minute": Case(
+        KOD,
+        {"data_collector": {"collections": {"model_inputs": {"enabled": "True"}}, "rolling_rate": "minute"}},
+        spec={
+            "dataCollector.collections": {"request": {"enabled": True}, "response": {"enabled": False}},
+            "dataCollector.rolling": "hour",
+        },
+        findings=("data_collector", "data_collector.collections.model_inputs", "data_collector.rolling_rate"),
+    ),
+    "data-collector-nothing-enabled": Case(
+        MOD,
+        {"data_collector": {"collections": {"request": {"enabled": "False"}}}},
+        findings=("data_collector",),
+    ),
     "app-insights": Case(MOD, {"app_insights_enabled": True}, findings=("app_insights_enabled",)),
     "egress": Case(
         MOD, {"egress_public_network_access": "disabled"}, findings=("egress_public_network_access",)
@@ -356,7 +405,30 @@ REFUSALS: dict[str, tuple[AzureKind, dict[str, Any], str]] = {
     ),
     "mirror-above-50": (MOE, {"mirror_traffic": {"green": 60}}, "spec.mirrorTraffic.green"),
     "traffic-sum": (MOE, {"traffic": {"blue": 50}}, "spec.traffic: percentages sum to 50"),
+    "collection-enabled": (
+        MOD,
+        {"data_collector": {"collections": {"request": {"enabled": "yes"}}}},
+        "data_collector.collections.request.enabled: 'yes' is not true or false",
+    ),
+    "collection-rolling": (
+        MOD,
+        {"data_collector": {"collections": {"request": {"enabled": True}}, "rolling_rate": "month"}},
+        "data_collector.rolling_rate: 'month' is not minute, hour or day",
+    ),
+    "collection-sampling": (
+        MOD,
+        {"data_collector": {"collections": {"request": {"enabled": True}}, "sampling_rate": 2}},
+        "spec.dataCollector.samplingRate",
+    ),
 }
+
+
+def test_a_data_collector_needs_a_destination(tmp_path: Path) -> None:
+    doc = azure_doc(MOD, {"data_collector": {"collections": {"model_inputs": {"enabled": "True"}}}})
+    with pytest.raises(ImportRefused) as refused:
+        import_document(tmp_path / "azure.yml", doc)
+    assert "data_collector: mlendpoints needs a destination" in refused.value.message
+    assert "--collect-to" in refused.value.hint
 
 
 @pytest.mark.parametrize("name", sorted(REFUSALS))
@@ -484,7 +556,7 @@ def test_the_corpus_is_listed_whole() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED_KINDS))
 def test_corpus_file_imports_to_valid_resources(tmp_path: Path, name: str) -> None:
     root = copy_corpus(tmp_path)
-    [imported] = import_file(root / name)
+    [imported] = import_file(root / name, OPTIONS)
     assert imported.resource["kind"] == EXPECTED_KINDS[name]
     for obj in imported.objects:
         if obj["kind"] == "ConfigMap":
@@ -536,13 +608,16 @@ def test_corpus_batch_deployment_exactly(tmp_path: Path) -> None:
 def test_cli_writes_yaml_and_lists_findings_on_stderr(tmp_path: Path) -> None:
     root = copy_corpus(tmp_path)
     files = [str(root / "online/mlflow/endpoint.yml"), str(root / "online/mlflow/registry-deployment.yml")]
-    result = CliRunner().invoke(cli, ["import", "azureml", *files])
+    refused = CliRunner().invoke(cli, ["import", "azureml", *files])
+    assert isinstance(refused.exception, ImportRefused)  # the entry point prints it, with its hint
+    assert "data_collector: mlendpoints needs a destination" in refused.exception.message
+    result = CliRunner().invoke(cli, ["import", "azureml", *files, "--collect-to", "gs://team/collected"])
     assert result.exit_code == 0, result.output
     docs = list(yaml.safe_load_all(result.stdout))
     assert [d["kind"] for d in docs] == ["OnlineEndpoint", "OnlineDeployment"]
+    assert docs[1]["spec"]["dataCollector"]["destination"] == "gs://team/collected"
     assert (
-        "warning:" in result.stderr
-        and "data_collector: data collection is not yet supported" in result.stderr
+        "warning:" in result.stderr and "data_collector: records go to gs://team/collected/" in result.stderr
     )
     assert "warning:" not in result.stdout
 
@@ -562,7 +637,7 @@ def test_cli_output_dir_one_file_per_azure_file(tmp_path: Path) -> None:
 
 def test_yaml_round_trips(tmp_path: Path) -> None:
     root = copy_corpus(tmp_path)
-    imported = [item for name in EXPECTED_KINDS for item in import_file(root / name)]
+    imported = [item for name in EXPECTED_KINDS for item in import_file(root / name, OPTIONS)]
     assert list(yaml.safe_load_all(to_yaml(imported))) == [o for i in imported for o in i.objects]
     assert json.loads(json.dumps(imported[0].resource)) == imported[0].resource
 
