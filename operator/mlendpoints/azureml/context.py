@@ -26,7 +26,8 @@ ONLINE_ENDPOINTS = frozenset({AzureKind.MANAGED_ONLINE_ENDPOINT, AzureKind.KUBER
 ONLINE_DEPLOYMENTS = frozenset({AzureKind.MANAGED_ONLINE_DEPLOYMENT, AzureKind.KUBERNETES_ONLINE_DEPLOYMENT})
 ENDPOINTS = ONLINE_ENDPOINTS | {AzureKind.BATCH_ENDPOINT}
 DEPLOYMENTS = ONLINE_DEPLOYMENTS | {AzureKind.MODEL_BATCH_DEPLOYMENT}
-ALL_KINDS = ENDPOINTS | DEPLOYMENTS
+JOBS = frozenset({AzureKind.COMMAND_JOB})
+ALL_KINDS = ENDPOINTS | DEPLOYMENTS | JOBS
 
 # What each Azure kind becomes.
 TARGET_KIND = {
@@ -36,6 +37,7 @@ TARGET_KIND = {
     AzureKind.KUBERNETES_ONLINE_DEPLOYMENT: "OnlineDeployment",
     AzureKind.BATCH_ENDPOINT: "BatchEndpoint",
     AzureKind.MODEL_BATCH_DEPLOYMENT: "BatchDeployment",
+    AzureKind.COMMAND_JOB: "Job",
 }
 
 
@@ -61,6 +63,8 @@ class ImportOptions:
 
     # Where a data_collector's records go: Azure writes them to the workspace's blob store.
     collect_to: str | None = None
+    # A command job's image when its environment is not one (an Azure environment, conda, a build).
+    job_image: str | None = None
 
 
 @dataclass

@@ -38,6 +38,8 @@ from mlendpoints.azureml.context import (
 )
 from mlendpoints.azureml.table import ROWS, Row, rows_for
 from mlendpoints.errors import UserError
+from mlendpoints.render.command_job import OUTPUTS_ROOT, CommandJobError, render_command_job
+from mlendpoints.render.model_inputs import env_name
 
 _SCHEMA_NAME = re.compile(r"/(?P<name>[A-Za-z]+)\.schema\.json$")
 # batchDeployment is the older name of modelBatchDeployment (settings at the top level).
@@ -125,21 +127,51 @@ def azure_kind(source: Path, doc: dict[str, Any]) -> AzureKind:
     )
 
 
-def _refuse_command_job(source: Path, doc: dict[str, Any]) -> ImportRefused:
-    inputs = doc.get("inputs") or {}
-    models = sorted(
-        str(k) for k, v in inputs.items() if isinstance(v, dict) and v.get("type") == "mlflow_model"
-    )
-    why = (
-        f"inputs {models} are mlflow_model inputs: model inputs do not exist in mlendpoints yet"
-        if models
-        else "jobs other than batch scoring do not exist in mlendpoints"
-    )
-    return ImportRefused(
-        f"{source}: type: command jobs are not yet supported ({why})",
-        "to score files with a model, import a batch endpoint and model batch deployment and run a "
-        "BatchJob (`mlendpoints batch invoke`) or `mlendpoints batch run`",
-    )
+def _job_name(source: Path) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", source.stem.lower()).strip("-")[:63].strip("-") or "azureml-job"
+
+
+def _substitute(command: str, section: str, name: str, text: str) -> str:
+    """`${{section.name}}` -> text, verbatim (Azure substitutes the text, no quoting)."""
+    pattern = r"\$\{\{\s*" + section + r"\." + re.escape(name) + r"\s*\}\}"
+    return re.sub(pattern, lambda _: text, command)
+
+
+def _command_job(ctx: Context) -> dict[str, Any]:
+    """The command job's plan (ctx.spec, from the table) as render/command_job.py's Job."""
+    plan = ctx.spec
+    if "command" not in plan:
+        raise ctx.refuse("command", "required", "a command job runs a command line")
+    if "image" not in plan:
+        raise ctx.refuse("environment", "required", "name an image: environment: {image: ...}")
+    inputs: dict[str, str] = plan.get("inputs", {})
+    command: str = plan["command"]
+    for name, value in plan.get("literals", {}).items():  # Azure writes literals into the line as text
+        command = _substitute(command, "inputs", name, value)
+    for name, file in plan.get("files", {}).items():  # a uri_file input is the file in its folder
+        command = _substitute(command, "inputs", name, f"$({env_name(name)})/{file}")
+    outputs: list[str] = plan.get("outputs", [])
+    for name in outputs:
+        command = _substitute(command, "outputs", name, f"{OUTPUTS_ROOT}/{name}")
+    if leftover := re.search(r"\$\{\{\s*outputs\.[^}]*\}\}", command):
+        raise ctx.refuse("command", f"{leftover.group(0)} names no output", "declare it under outputs")
+    try:
+        return render_command_job(
+            plan["image"],
+            ["/bin/sh", "-c", command],
+            inputs,
+            name=ctx.name,
+            env={item["name"]: item["value"] for item in plan.get("env", [])},
+            code_config_map=plan.get("code"),
+            outputs=outputs,
+            active_deadline_seconds=plan.get("timeout"),
+            labels=ctx.labels,
+            annotations=ctx.annotations,
+        )
+    except CommandJobError as exc:
+        raise ctx.refuse(
+            "command" if "names no input" in str(exc) else "inputs", str(exc), "fix the Azure job"
+        ) from None
 
 
 def _walk(ctx: Context, rows: dict[str, Row], doc: dict[str, Any], prefix: str = "") -> None:
@@ -172,9 +204,9 @@ def _validate(ctx: Context, kind: str, spec: dict[str, Any]) -> list[str]:
 
 def import_document(source: Path, doc: dict[str, Any], options: ImportOptions | None = None) -> Imported:
     kind = azure_kind(source, doc)
-    if kind is AzureKind.COMMAND_JOB:
-        raise _refuse_command_job(source, doc)
     name = doc.get("name")
+    if kind is AzureKind.COMMAND_JOB and name is None:
+        name = _job_name(source)  # Azure names a job when it is submitted; a Job needs one to be applied
     if not isinstance(name, str) or not name:
         raise ImportRefused(f"{source}: name: required", "every Azure endpoint and deployment has a name")
     if errors := validate_name(name, "name"):
@@ -184,6 +216,10 @@ def import_document(source: Path, doc: dict[str, Any], options: ImportOptions | 
         )
     ctx = Context(source=source, kind=kind, name=name, options=options or ImportOptions())
     _walk(ctx, rows_for(kind), doc)
+    if kind is AzureKind.COMMAND_JOB:
+        if "name" not in doc:
+            ctx.warn("name", f"none given: the Job is named {name!r} (after the file)")
+        return Imported(source, kind, (*ctx.objects, _command_job(ctx)), tuple(ctx.findings))
     target = TARGET_KIND[kind]
     if errors := _validate(ctx, target, ctx.spec):
         raise ImportRefused(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,17 +26,21 @@ from mlendpoints.azureml.context import (
     ALL_KINDS,
     DEPLOYMENTS,
     ENDPOINTS,
+    JOBS,
     ONLINE_DEPLOYMENTS,
     ONLINE_ENDPOINTS,
     AzureKind,
     Context,
 )
+from mlendpoints.render.command_job import OUTPUTS_ROOT
 
 Apply = Callable[[Context, str, Any], None]
 
 ANNOTATION_DESCRIPTION = "mlendpoints.io/description"
 ANNOTATION_TAGS = "mlendpoints.io/azureml-tags"
 ANNOTATION_PROPERTIES = "mlendpoints.io/azureml-properties"
+ANNOTATION_DISPLAY_NAME = "mlendpoints.io/azureml-display-name"
+ANNOTATION_EXPERIMENT_NAME = "mlendpoints.io/azureml-experiment-name"
 CONFIGMAP_MAX_BYTES = 1024 * 1024  # what the API server stores in one ConfigMap
 CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 # Kubernetes label syntax: an optional DNS prefix, a name of at most 63 characters, a value likewise.
@@ -304,6 +309,33 @@ def _code_files(ctx: Context, field: str, folder: Path) -> dict[str, bytes]:
     return files
 
 
+def _config_map(ctx: Context, field: str, name: str, files: dict[str, bytes]) -> dict[str, Any]:
+    """A code folder's files as a ConfigMap (text as data, the rest as binaryData), refused over 1 MiB."""
+    size = sum(len(k) + len(v) for k, v in files.items())
+    if size > CONFIGMAP_MAX_BYTES:
+        raise ctx.refuse(
+            field,
+            f"{size} bytes of code, more than a ConfigMap holds ({CONFIGMAP_MAX_BYTES})",
+            "keep only the scoring script and its helpers there, or build an image FROM mlendpoints/serving",
+        )
+    data: dict[str, str] = {}
+    binary: dict[str, str] = {}
+    for key, content in files.items():
+        try:
+            data[key] = content.decode()
+        except UnicodeDecodeError:
+            binary[key] = base64.b64encode(content).decode()
+    config_map: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name},
+        "data": data,
+    }
+    if binary:
+        config_map["binaryData"] = binary
+    return config_map
+
+
 def _code_configuration(ctx: Context, field: str, value: Any) -> None:
     spec = _mapping(ctx, field, value)
     code = _string(ctx, f"{field}.code", spec.get("code"))
@@ -324,29 +356,7 @@ def _code_configuration(ctx: Context, field: str, value: Any) -> None:
         raise ctx.refuse(
             f"{field}.scoring_script", f"{script!r} is not in {ctx.local_path(code)}", "check the names"
         )
-    size = sum(len(k) + len(v) for k, v in files.items())
-    if size > CONFIGMAP_MAX_BYTES:
-        raise ctx.refuse(
-            f"{field}.code",
-            f"{size} bytes of code, more than a ConfigMap holds ({CONFIGMAP_MAX_BYTES})",
-            "keep only the scoring script and its helpers there, or build an image FROM mlendpoints/serving",
-        )
-    data: dict[str, str] = {}
-    binary: dict[str, str] = {}
-    for name, content in files.items():
-        try:
-            data[name] = content.decode()
-        except UnicodeDecodeError:
-            binary[name] = base64.b64encode(content).decode()
-    config_map: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": f"{ctx.name}-code"},
-        "data": data,
-    }
-    if binary:
-        config_map["binaryData"] = binary
-    ctx.objects.append(config_map)
+    ctx.objects.append(_config_map(ctx, f"{field}.code", f"{ctx.name}-code", files))
     ctx.set("codeConfiguration", {"configMap": f"{ctx.name}-code", "scoringScript": script_name})
 
 
@@ -538,6 +548,175 @@ def _enum(target: str, values: dict[str, str]) -> Apply:
 
 def _string_to(target: str) -> Apply:
     return _to(target, _string)
+
+
+# --- command jobs: ctx.spec holds the plan importer.py turns into a Job (render/command_job.py) ---
+
+_LITERAL_TYPES = {"string", "integer", "number", "boolean"}
+_DATA_TYPES = {"uri_folder", "uri_file"}
+
+
+def _job_command(ctx: Context, field: str, value: Any) -> None:
+    ctx.set("command", _string(ctx, field, value))
+
+
+def _job_code(ctx: Context, field: str, value: Any) -> None:
+    """The code folder -> a ConfigMap `<job>-code`, mounted as the command's working directory."""
+    code = _string(ctx, field, value)
+    if code.startswith("azureml:"):
+        raise ctx.refuse(field, f"{code!r} is an Azure code asset", "point code at a local folder")
+    files = _code_files(ctx, field, ctx.local_path(code))
+    ctx.objects.append(_config_map(ctx, field, f"{ctx.name}-code", files))
+    ctx.set("code", f"{ctx.name}-code")
+
+
+def _literal(ctx: Context, field: str, value: Any) -> str:
+    """A literal input as Azure writes it into the command line (booleans as True/False)."""
+    if isinstance(value, bool | int | float | str):
+        return str(value)
+    raise ctx.refuse(field, f"{value!r} is not a literal value", "write a string, number or boolean")
+
+
+def _job_inputs(ctx: Context, field: str, value: Any) -> None:
+    """mlflow_model / custom_model / uri_folder / uri_file inputs are fetched by the model-inputs
+    webhook; literals are written into the command, as Azure does."""
+    models: dict[str, str] = {}
+    files: dict[str, str] = {}
+    literals: dict[str, str] = {}
+    for name, item in _mapping(ctx, field, value).items():
+        where = f"{field}.{name}"
+        if not isinstance(item, dict):
+            literals[str(name)] = _literal(ctx, where, item)
+            continue
+        kind = item.get("type", "uri_folder")
+        if kind in _LITERAL_TYPES:
+            if "value" not in item and "default" not in item:
+                raise ctx.refuse(where, "a literal input without value or default", "write value: ...")
+            literals[str(name)] = _literal(ctx, where, item.get("value", item.get("default")))
+            continue
+        if kind in ("mlflow_model", "custom_model"):
+            path = item.get("path")
+            uri = (
+                _model_reference(ctx, f"{where}.path", path)
+                if isinstance(path, str) and path.startswith("azureml:") and "://" not in path
+                else _remote_input(ctx, f"{where}.path", path)
+            )
+            if kind == "custom_model":
+                ctx.warn(
+                    f"{where}.type", "custom_model: fetched as it is (a folder), as an mlflow_model input is"
+                )
+        elif kind in _DATA_TYPES:
+            uri = _remote_input(ctx, f"{where}.path", item.get("path"))
+            if kind == "uri_file":
+                base = urllib.parse.urlparse(uri).path.rstrip("/").rsplit("/", 1)[-1]
+                if not base:
+                    raise ctx.refuse(f"{where}.path", f"{uri!r} names no file", "point path at the file")
+                files[str(name)] = base
+        else:
+            raise ctx.refuse(
+                f"{where}.type",
+                f"{kind!r} inputs are not supported",
+                "use mlflow_model, custom_model, uri_folder, uri_file or a literal value",
+            )
+        mode = item.get("mode")
+        if mode not in (None, "ro_mount", "download", "rw_mount"):
+            ctx.warn(f"{where}.mode", f"{mode!r}: the job gets a downloaded copy, read-only (as ro_mount)")
+        for key in sorted(set(item) - {"type", "path", "mode", "description"}):
+            ctx.warn(f"{where}.{key}", "not an Azure input field that mlendpoints uses: ignored")
+        models[str(name)] = uri
+    if models:
+        ctx.set("inputs", models)
+    if files:
+        ctx.set("files", files)
+    if literals:
+        ctx.set("literals", literals)
+
+
+def _remote_input(ctx: Context, field: str, path: Any) -> str:
+    """What a model-inputs init container can fetch: object storage, https, or the MLflow registry."""
+    text = _string(ctx, field, path)
+    if _REMOTE_PATH.match(text) or text.startswith(("models:/", "runs:/")):
+        return text
+    raise ctx.refuse(
+        field,
+        f"{text!r} is not in storage a pod can read (Azure data assets, datastores and local paths are not)",
+        "upload it to s3://, gs://, abfss:// or https:// (or register the model in MLflow); point path there",
+    )
+
+
+def _job_outputs(ctx: Context, field: str, value: Any) -> None:
+    names = []
+    for name, item in _mapping(ctx, field, value).items():
+        where = f"{field}.{name}"
+        names.append(str(name))
+        ctx.warn(
+            where,
+            f"a writable folder {OUTPUTS_ROOT}/{name} for the job's life only: it is not uploaded when "
+            "the job ends (Azure's datastore outputs have no equivalent); have the command copy results "
+            "to object storage",
+        )
+        for key in sorted(set(item or {}) - {"type", "mode"}) if isinstance(item, dict) else ():
+            ctx.warn(f"{where}.{key}", "not used: the output is not uploaded")
+    if names:
+        ctx.set("outputs", names)
+
+
+def _job_environment(ctx: Context, field: str, value: Any) -> None:
+    image = value.get("image") if isinstance(value, dict) else None
+    if isinstance(image, str) and not image.startswith(AZURE_BASE_IMAGES):
+        ctx.set("image", image)
+        for key in sorted(set(value) - {"image"}):
+            ctx.warn(f"{field}.{key}", "not built or installed: the job runs the image as it is")
+        return
+    fallback = ctx.options.job_image
+    if fallback is None:
+        raise ctx.refuse(field, f"{value!r} is not an image", "pass --job-image IMAGE")
+    ctx.set("image", fallback)
+    ctx.warn(
+        field,
+        f"{value!r} is not an image a cluster can pull: the job runs {fallback} (mlendpoints' serving image: "
+        "Python with mlflow and scikit-learn); for other packages build an image and pass --job-image",
+    )
+
+
+def _job_resources(ctx: Context, field: str, value: Any) -> None:
+    spec = _mapping(ctx, field, value)
+    count = spec.get("instance_count", 1)
+    if _integer(ctx, f"{field}.instance_count", count) != 1:
+        raise ctx.refuse(
+            f"{field}.instance_count",
+            f"{count}: distributed command jobs are not supported (one pod runs the command)",
+            "set instance_count: 1, or score many files in parallel with a batch deployment",
+        )
+    for key in sorted(set(spec) - {"instance_count"}):
+        hint = (
+            f"to run on such nodes add a nodeSelector to the Job, e.g. node.kubernetes.io/instance-type: "
+            f"{spec[key]}"
+            if key == "instance_type"
+            else "set the Job's container resources by hand"
+        )
+        ctx.warn(f"{field}.{key}", f"not imported: {hint}")
+
+
+def _job_timeout(ctx: Context, field: str, value: Any) -> None:
+    seconds = _integer(ctx, field, value)
+    if seconds < 1:
+        raise ctx.refuse(field, f"{seconds} is not a positive number of seconds", "write seconds, e.g. 3600")
+    ctx.set("timeout", seconds)
+
+
+def _job_annotation(key: str) -> Apply:
+    def apply(ctx: Context, field: str, value: Any) -> None:
+        ctx.annotations[key] = _string(ctx, field, value)
+
+    return apply
+
+
+def _refuse_with(message: str, hint: str) -> Apply:
+    def apply(ctx: Context, field: str, value: Any) -> None:
+        raise ctx.refuse(field, message.format(value=value), hint)
+
+    return apply
 
 
 # --- the table -------------------------------------------------------------------------------
@@ -770,6 +949,58 @@ ROWS: tuple[Row, ...] = (
     Row(_BATCH_DEP, "resources.instance_type", "warning: spec.nodeSelector", _instance_type),
     *_batch_settings_rows("settings."),
     *_batch_settings_rows(""),
+    # Command jobs: a batch/v1 Job whose pod the model-inputs webhook fills in.
+    Row(JOBS, "type", "(the kind: command)", _nothing),
+    Row(
+        JOBS,
+        "command",
+        "the container's command (sh -c), ${{inputs.X}} -> $(MLENDPOINTS_INPUT_X)",
+        _job_command,
+    ),
+    Row(JOBS, "code", "a ConfigMap <job>-code, mounted as the working directory", _job_code),
+    Row(
+        JOBS,
+        "inputs",
+        "model inputs (label + annotation for the webhook); literals in the command",
+        _job_inputs,
+    ),
+    Row(JOBS, "outputs", "emptyDirs under /var/mlendpoints/outputs (warning: not uploaded)", _job_outputs),
+    Row(JOBS, "environment", "the container's image (else --job-image, warning)", _job_environment),
+    Row(JOBS, "environment_variables", "the container's env", _environment_variables),
+    Row(JOBS, "resources", "instance_count 1 (else refused); the rest: warning", _job_resources),
+    Row(JOBS, "limits.timeout", "spec.activeDeadlineSeconds", _job_timeout),
+    Row(
+        JOBS,
+        "display_name",
+        "annotation mlendpoints.io/azureml-display-name",
+        _job_annotation(ANNOTATION_DISPLAY_NAME),
+    ),
+    Row(
+        JOBS,
+        "experiment_name",
+        "annotation mlendpoints.io/azureml-experiment-name",
+        _job_annotation(ANNOTATION_EXPERIMENT_NAME),
+    ),
+    Row(
+        JOBS,
+        "compute",
+        "warning: a nodeSelector",
+        _warn("{value!r}: the job runs as a pod of the cluster you apply to; add a nodeSelector to pin it"),
+    ),
+    Row(
+        JOBS,
+        "distribution",
+        "error",
+        _refuse_with(
+            "distributed training ({value!r}) is not supported", "run one process, or use a training operator"
+        ),
+    ),
+    Row(
+        JOBS,
+        "identity",
+        "warning",
+        _warn("the pod runs with no service-account token; give it access by hand"),
+    ),
 )
 
 

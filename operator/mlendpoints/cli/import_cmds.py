@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from mlendpoints.azureml import Imported, ImportOptions, import_files, to_yaml
 from mlendpoints.errors import UserError
+from mlendpoints.operator.settings import PUBLIC_SERVING_IMAGE
 
 stderr = Console(stderr=True)
 
@@ -47,14 +48,24 @@ def report_findings(imported: list[Imported]) -> None:
     help="Where a data_collector's records go (s3://, gs://, abfss:// or an absolute path); "
     "Azure writes them to the workspace's blob store, so a data_collector needs it.",
 )
-def azureml(files: tuple[Path, ...], output_dir: Path | None, collect_to: str | None) -> None:
+@click.option(
+    "--job-image",
+    default=PUBLIC_SERVING_IMAGE,
+    show_default=True,
+    metavar="IMAGE",
+    help="A command job's image when its environment is not an image (an Azure environment, conda).",
+)
+def azureml(files: tuple[Path, ...], output_dir: Path | None, collect_to: str | None, job_image: str) -> None:
     """Import Azure ML CLI v2 endpoint and deployment YAML.
 
     Reads managed and Kubernetes online endpoints and deployments, batch
     endpoints and model batch deployments (`$schema` says which; without it the
     fields do), and writes the OnlineEndpoint, OnlineDeployment, BatchEndpoint
     and BatchDeployment resources, with a ConfigMap for each code_configuration.
-    A data_collector's records go to --collect-to.
+    A data_collector's records go to --collect-to. A command job becomes a
+    Job whose mlflow_model (and uri_folder, uri_file) inputs the operator's
+    webhook fetches into the pod; apply it once (`kubectl apply`), delete it
+    to run it again.
     Fields with no equivalent are listed on stderr with what to do instead.
     The mapping: docs/azureml.md.
 
@@ -63,7 +74,7 @@ def azureml(files: tuple[Path, ...], output_dir: Path | None, collect_to: str | 
       mlendpoints import azureml endpoint.yml blue-deployment.yml | kubectl apply -f -
       mlendpoints import azureml endpoint.yml blue-deployment.yml -o k8s/
     """
-    imported = import_files(files, ImportOptions(collect_to=collect_to))
+    imported = import_files(files, ImportOptions(collect_to=collect_to, job_image=job_image))
     report_findings(imported)
     if output_dir is None:
         click.echo(to_yaml(imported), nl=False)

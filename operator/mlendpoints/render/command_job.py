@@ -17,13 +17,14 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 
-from mlendpoints.render.common import TMP_DIR, Object
+from mlendpoints.render.common import CODE_DIR, TMP_DIR, Object
 from mlendpoints.render.model_inputs import env_name, parse_model_inputs
 from mlendpoints_serving import contract
 
 MAIN_CONTAINER = "main"
 LABEL_COMMAND_JOB = "mlendpoints.io/command-job"  # on the Job and its pods: made by `mlendpoints job run`
 INPUT_REF = re.compile(r"\$\{\{\s*inputs\.([A-Za-z0-9_.-]+)\s*\}\}")
+OUTPUTS_ROOT = "/var/mlendpoints/outputs"  # an imported Azure job's outputs: emptyDirs, one per output
 
 
 class CommandJobError(ValueError):
@@ -57,8 +58,17 @@ def render_command_job(
     run_as_user: int = 1000,
     image_pull_policy: str = "IfNotPresent",
     resources: Mapping[str, Mapping[str, str]] | None = None,
+    code_config_map: str | None = None,
+    outputs: Sequence[str] = (),
+    active_deadline_seconds: int | None = None,
+    annotations: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Object:
-    """The Job; with no `name` it gets `metadata.generateName` (`mlendpoints-job-`)."""
+    """The Job; with no `name` it gets `metadata.generateName` (`mlendpoints-job-`).
+
+    `code_config_map` is mounted read-only at CODE_DIR, the command's working directory (Azure's
+    `code`); each of `outputs` is an emptyDir at OUTPUTS_ROOT/<name>, writable under the read-only root.
+    """
     if not command:
         raise CommandJobError(
             "no command: put it after --, e.g. -- python evaluate.py --model '${{inputs.model}}'"
@@ -71,7 +81,7 @@ def render_command_job(
                 str(exc).replace(f"annotation {contract.ANNOTATION_MODELS}, ", "--")
             ) from None
     args = [rewrite_inputs(a, inputs) for a in command]
-    labels = {LABEL_COMMAND_JOB: "true"}
+    labels = {**(labels or {}), LABEL_COMMAND_JOB: "true"}
     template_meta: Object = {"labels": dict(labels)}
     if inputs:
         template_meta["labels"][contract.LABEL_INJECT_MODELS] = "true"
@@ -98,7 +108,17 @@ def render_command_job(
     }
     if resources:
         container["resources"] = {k: dict(v) for k, v in resources.items()}
+    volumes: list[Object] = [{"name": "tmp", "emptyDir": {}}]
+    if code_config_map:
+        volumes.append({"name": "code", "configMap": {"name": code_config_map}})
+        container["volumeMounts"].append({"name": "code", "mountPath": CODE_DIR, "readOnly": True})
+        container["workingDir"] = CODE_DIR
+    for index, output in enumerate(outputs):  # volume names are DNS labels; output names need not be
+        volumes.append({"name": f"output-{index}", "emptyDir": {}})
+        container["volumeMounts"].append({"name": f"output-{index}", "mountPath": f"{OUTPUTS_ROOT}/{output}"})
     metadata: Object = {"labels": labels}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
     if namespace:
         metadata["namespace"] = namespace
     if name:
@@ -111,6 +131,7 @@ def render_command_job(
         "metadata": metadata,
         "spec": {
             "backoffLimit": retries,
+            **({"activeDeadlineSeconds": active_deadline_seconds} if active_deadline_seconds else {}),
             "template": {
                 "metadata": template_meta,
                 "spec": {
@@ -124,7 +145,7 @@ def render_command_job(
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": volumes,
                 },
             },
         },

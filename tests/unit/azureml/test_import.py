@@ -17,6 +17,7 @@ from mlendpoints.azureml.context import AzureKind, ImportOptions, ImportRefused
 from mlendpoints.azureml.table import ANNOTATION_DESCRIPTION, ANNOTATION_PROPERTIES, ANNOTATION_TAGS, ROWS
 from mlendpoints.cli.app import cli
 from mlendpoints.local import manifests
+from mlendpoints.operator.settings import PUBLIC_SERVING_IMAGE
 from tests.fixtures.azureml import copy_corpus, corpus_files, resource_errors
 
 SCHEMA = "https://azuremlschemas.azureedge.net/latest/{}.schema.json"
@@ -27,6 +28,7 @@ BASE: dict[AzureKind, dict[str, Any]] = {
     AzureKind.KUBERNETES_ONLINE_DEPLOYMENT: {"name": "blue", "endpoint_name": "ep", "model": "azureml:m:1"},
     AzureKind.BATCH_ENDPOINT: {"name": "be"},
     AzureKind.MODEL_BATCH_DEPLOYMENT: {"name": "bd", "endpoint_name": "be", "model": "azureml:m:1"},
+    AzureKind.COMMAND_JOB: {"name": "job", "command": "echo hi", "environment": {"image": "python:3.11"}},
 }
 MOD = AzureKind.MANAGED_ONLINE_DEPLOYMENT
 KOD = AzureKind.KUBERNETES_ONLINE_DEPLOYMENT
@@ -34,6 +36,8 @@ MOE = AzureKind.MANAGED_ONLINE_ENDPOINT
 KOE = AzureKind.KUBERNETES_ONLINE_ENDPOINT
 BE = AzureKind.BATCH_ENDPOINT
 BD = AzureKind.MODEL_BATCH_DEPLOYMENT
+CJ = AzureKind.COMMAND_JOB
+JOB_IMAGE = "registry.example/serving:1"
 
 
 def azure_doc(kind: AzureKind, fields: dict[str, Any]) -> dict[str, Any]:
@@ -41,16 +45,17 @@ def azure_doc(kind: AzureKind, fields: dict[str, Any]) -> dict[str, Any]:
 
 
 COLLECT_TO = "s3://collected/records"
-OPTIONS = ImportOptions(collect_to=COLLECT_TO)
+OPTIONS = ImportOptions(collect_to=COLLECT_TO, job_image=JOB_IMAGE)
+MAIN = "template.spec.containers.0"  # a Job's container, for Case.spec paths
 
 
 def run_import(tmp_path: Path, kind: AzureKind, fields: dict[str, Any]) -> Any:
     return import_document(tmp_path / "azure.yml", azure_doc(kind, fields), OPTIONS)
 
 
-def dig(obj: dict[str, Any], path: str) -> Any:
+def dig(obj: Any, path: str) -> Any:
     for part in path.split("."):
-        obj = obj[part]
+        obj = obj[int(part)] if isinstance(obj, list) else obj[part]
     return obj
 
 
@@ -300,6 +305,71 @@ CASES: dict[str, Case] = {
     "batch-logging-warn": Case(
         BD, {"settings": {"logging_level": "warning"}}, spec={"settings.loggingLevel": "warning"}
     ),
+    "job-command-and-model-inputs": Case(
+        CJ,
+        {
+            "command": "python e.py --m ${{inputs.model}} --d ${{inputs.data}} --f ${{ inputs.file }} "
+            "--a ${{inputs.alpha}} --b ${{inputs.flag}} --o ${{outputs.scores}}",
+            "inputs": {
+                "model": {"type": "mlflow_model", "path": "azureml:diabetes:3"},
+                "data": {"type": "uri_folder", "path": "s3://bucket/data", "mode": "ro_mount"},
+                "file": {"type": "uri_file", "path": "https://example.org/d/x.csv?sig=1", "mode": "direct"},
+                "alpha": 0.5,
+                "flag": {"type": "boolean", "value": True},
+            },
+            "outputs": {"scores": {"type": "uri_folder", "path": "azureml://datastores/x/paths/y"}},
+            "environment_variables": {"LEVEL": 3},
+        },
+        spec={
+            f"{MAIN}.command": [
+                "/bin/sh",
+                "-c",
+                "python e.py --m $(MLENDPOINTS_INPUT_MODEL) --d $(MLENDPOINTS_INPUT_DATA) "
+                "--f $(MLENDPOINTS_INPUT_FILE)/x.csv --a 0.5 --b True --o /var/mlendpoints/outputs/scores",
+            ],
+            f"{MAIN}.image": "python:3.11",
+            f"{MAIN}.env.2": {"name": "LEVEL", "value": "3"},
+            f"{MAIN}.volumeMounts.1": {"name": "output-0", "mountPath": "/var/mlendpoints/outputs/scores"},
+            "template.metadata.labels": {
+                "mlendpoints.io/command-job": "true",
+                "mlendpoints.io/inject-models": "true",  # the webhook fetches the inputs
+            },
+            "template.metadata.annotations": {
+                "mlendpoints.io/models": json.dumps(
+                    {
+                        "data": "s3://bucket/data",
+                        "file": "https://example.org/d/x.csv?sig=1",
+                        "model": "models:/diabetes/3",
+                    },
+                    sort_keys=True,
+                )
+            },
+            "backoffLimit": 0,
+        },
+        findings=("inputs.file.mode", "outputs.scores", "outputs.scores.path"),
+    ),
+    "job-environment-not-an-image": Case(
+        CJ,
+        {"environment": "azureml:sklearn:1", "compute": "azureml:cpu", "identity": {"type": "managed"}},
+        spec={f"{MAIN}.image": JOB_IMAGE},
+        findings=("environment", "compute", "identity"),
+    ),
+    "job-metadata-and-limits": Case(
+        CJ,
+        {
+            "display_name": "Evaluate",
+            "experiment_name": "diabetes",
+            "limits": {"timeout": 600},
+            "resources": {"instance_count": 1, "instance_type": "Standard_D2"},
+            "type": "command",
+        },
+        spec={"activeDeadlineSeconds": 600},
+        metadata={
+            "annotations.mlendpoints.io/azureml-display-name": "Evaluate",
+            "annotations.mlendpoints.io/azureml-experiment-name": "diabetes",
+        },
+        findings=("resources.instance_type",),
+    ),
     "unknown-field": Case(
         MOD,
         {"with_credential": True, "request_settings": {"mystery": 1}},
@@ -334,7 +404,11 @@ def _leaf_paths(doc: dict[str, Any], prefix: str = "") -> set[str]:
 
 
 # Rows whose cases need files on disk: tested by the named test instead of a Case.
-ROWS_TESTED_ELSEWHERE = {"code_configuration": "test_code_configuration_becomes_a_configmap"}
+ROWS_TESTED_ELSEWHERE = {
+    "code_configuration": "test_code_configuration_becomes_a_configmap",
+    "code": "test_the_corpus_command_job_becomes_a_job_with_its_code_and_model_inputs",
+    "distribution": "test_refused_with_the_field_named[job-distributed]",
+}
 
 
 def test_every_row_of_the_table_has_a_case() -> None:
@@ -405,6 +479,33 @@ REFUSALS: dict[str, tuple[AzureKind, dict[str, Any], str]] = {
     ),
     "mirror-above-50": (MOE, {"mirror_traffic": {"green": 60}}, "spec.mirrorTraffic.green"),
     "traffic-sum": (MOE, {"traffic": {"blue": 50}}, "spec.traffic: percentages sum to 50"),
+    "job-distributed": (
+        CJ,
+        {"distribution": {"type": "pytorch"}},
+        "distribution: distributed training ({'type': 'pytorch'}) is not supported",
+    ),
+    "job-instances": (CJ, {"resources": {"instance_count": 2}}, "resources.instance_count: 2: distributed"),
+    "job-data-asset": (
+        CJ,
+        {"inputs": {"data": {"type": "uri_folder", "path": "azureml:diabetes-data:1"}}},
+        "inputs.data.path: 'azureml:diabetes-data:1' is not in storage a pod can read",
+    ),
+    "job-mltable": (
+        CJ,
+        {"inputs": {"t": {"type": "mltable", "path": "s3://b/t"}}},
+        "inputs.t.type: 'mltable' inputs are not supported",
+    ),
+    "job-unknown-input": (
+        CJ,
+        {"command": "run ${{inputs.nope}}"},
+        "command: ${{inputs.nope}} names no input",
+    ),
+    "job-unknown-output": (
+        CJ,
+        {"command": "run ${{outputs.nope}}"},
+        "command: ${{outputs.nope}} names no output",
+    ),
+    "job-no-command": (CJ, {"command": None}, "command: None is not a non-empty string"),
     "collection-enabled": (
         MOD,
         {"data_collector": {"collections": {"request": {"enabled": "yes"}}}},
@@ -451,12 +552,43 @@ def test_token_auth_becomes_kubernetes_token_auth_with_a_warning(tmp_path: Path,
     assert resource_errors(imported.resource) == []
 
 
-def test_command_job_with_model_inputs_is_not_yet_supported(tmp_path: Path) -> None:
-    root = copy_corpus(tmp_path)
-    with pytest.raises(ImportRefused) as refused:
-        import_file(root / "jobs" / "command-job.yml")
-    assert "not yet supported" in refused.value.message
-    assert "['model'] are mlflow_model inputs" in refused.value.message
+def test_the_corpus_command_job_becomes_a_job_with_its_code_and_model_inputs(tmp_path: Path) -> None:
+    configmap, job = import_file(copy_corpus(tmp_path) / "jobs" / "command-job.yml", OPTIONS)[0].objects
+    assert configmap["metadata"]["name"] == "evaluate-diabetes-code"
+    assert "mlflow.pyfunc.load_model(args.model)" in configmap["data"]["evaluate.py"]
+    assert job["metadata"]["name"] == "evaluate-diabetes"
+    pod = job["spec"]["template"]
+    assert json.loads(pod["metadata"]["annotations"]["mlendpoints.io/models"]) == {
+        "model": "models:/sklearn-diabetes/1",
+        "data": "https://example.org/data/diabetes.csv",
+    }
+    [main] = pod["spec"]["containers"]
+    assert main["command"][2] == (
+        "python evaluate.py --model $(MLENDPOINTS_INPUT_MODEL) --data $(MLENDPOINTS_INPUT_DATA)/diabetes.csv "
+        "--alpha 0.5 --out /var/mlendpoints/outputs/scores"
+    )
+    assert main["image"] == JOB_IMAGE and main["workingDir"] == "/var/mlendpoints/code"
+    assert {"name": "code", "configMap": {"name": "evaluate-diabetes-code"}} in pod["spec"]["volumes"]
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+    assert job["spec"]["activeDeadlineSeconds"] == 3600
+
+
+def test_cli_runs_a_command_job_on_the_serving_image_unless_told(tmp_path: Path) -> None:
+    job = str(copy_corpus(tmp_path) / "jobs" / "command-job.yml")
+    for extra, image in (([], PUBLIC_SERVING_IMAGE), (["--job-image", JOB_IMAGE], JOB_IMAGE)):
+        result = CliRunner().invoke(cli, ["import", "azureml", job, *extra])
+        assert result.exit_code == 0, result.output
+        _, out = yaml.safe_load_all(result.stdout)
+        assert out["spec"]["template"]["spec"]["containers"][0]["image"] == image
+        env = "'azureml://registries/azureml/environments/sklearn-1.5/labels/latest'"
+        assert f"environment: {env} is not an image" in " ".join(result.stderr.split())
+
+
+def test_a_command_job_without_a_name_is_named_after_its_file(tmp_path: Path) -> None:
+    doc = {k: v for k, v in azure_doc(CJ, {}).items() if k != "name"}
+    imported = import_document(tmp_path / "Nightly_Eval.yml", doc, OPTIONS)
+    assert imported.resource["metadata"]["name"] == "nightly-eval"
+    assert [f.field for f in imported.findings] == ["name"]
 
 
 @pytest.mark.parametrize(
@@ -546,11 +678,12 @@ EXPECTED_KINDS = {
     "batch/mlflow/deployment.yml": "BatchDeployment",
     "batch/custom-script/endpoint.yml": "BatchEndpoint",
     "batch/custom-script/deployment.yml": "BatchDeployment",
+    "jobs/command-job.yml": "Job",
 }
 
 
 def test_the_corpus_is_listed_whole() -> None:
-    assert sorted(map(str, corpus_files())) == sorted([*EXPECTED_KINDS, "jobs/command-job.yml"])
+    assert sorted(map(str, corpus_files())) == sorted(EXPECTED_KINDS)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_KINDS))
