@@ -270,6 +270,31 @@ def test_upstream_errors_pass_through_with_served_by(
         assert response.headers["azureml-model-deployment"] == "blue"
 
 
+def test_azureml_model_errors_are_424_with_the_models_status_in_headers(
+    backends: Backends, start_router: Callable[..., RouterProcess]
+) -> None:
+    blue = backends.start("blue")
+    router = start_router({**all_to("blue", blue), "modelErrors": "azureml"})
+    for status, reason in (
+        (400, "Bad Request"),
+        (500, "Internal Server Error"),
+        (503, "Service Unavailable"),
+    ):
+        response = router.client.post(f"/score?status={status}", content=b"abc")
+        assert response.status_code == 424 and response.reason_phrase == "Failed Dependency"
+        assert response.headers["ms-azureml-model-error-statuscode"] == str(status)
+        assert response.headers["ms-azureml-model-error-reason"] == reason
+        assert response.json()["body"] == "abc"  # the model's own body, unchanged
+        assert response.headers["azureml-model-deployment"] == "blue"
+    ok = router.client.post("/score", content=b"abc")
+    assert ok.status_code == 200 and "ms-azureml-model-error-statuscode" not in ok.headers
+    # The router's own answers keep their status: they are not the model's.
+    assert_error(
+        router.client.get("/", headers={"azureml-model-deployment": "purple"}), 404, "deployment_not_found"
+    )
+    assert router.metric("mlendpoints_router_requests_total", deployment="blue", status="424") == 3
+
+
 # --- limits -------------------------------------------------------------------------
 def test_over_concurrency_limit_is_429_at_once(
     backends: Backends, start_router: Callable[..., RouterProcess]

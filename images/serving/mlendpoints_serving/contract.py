@@ -100,6 +100,12 @@ FETCH_MODE_INPUT: Final = "input"
 # token (e.g. a projected ServiceAccount token), checked with a TokenReview, then a SubjectAccessReview
 # for `create` on the endpoint's subresource below (plain RBAC grants scoring).
 AuthMode = Literal["key", "none", "token"]
+# How the router answers a model server's 4xx/5xx: as it is, or as Azure ML's endpoints do (424 Failed
+# Dependency, the model's status and reason phrase in these headers, its body unchanged).
+ModelErrors = Literal["passthrough", "azureml"]
+STATUS_MODEL_ERROR = 424
+HEADER_MODEL_ERROR_STATUS = "ms-azureml-model-error-statuscode"
+HEADER_MODEL_ERROR_REASON = "ms-azureml-model-error-reason"
 SCORE_SUBRESOURCE = "score"  # RBAC: apiGroups [mlendpoints.io], resources [onlineendpoints/score]
 SCORE_VERB = "create"
 SCORE_API_GROUP = "mlendpoints.io"
@@ -200,6 +206,9 @@ class RouterConfig(BaseModel):
     maxBodyBytes: int = Field(default=16 * 1024 * 1024, ge=1)
     mirrorMaxInFlight: int = Field(default=64, ge=1)
     accessLog: bool = False
+    modelErrors: ModelErrors = Field(
+        default="passthrough", description="A model server's 4xx/5xx as it is, or as Azure ML's 424."
+    )
     collectorQueueRecords: int = Field(
         default=10000, ge=1, description="Collected records held in memory; more are dropped and counted."
     )

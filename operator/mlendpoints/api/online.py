@@ -86,6 +86,12 @@ class OnlineEndpointSpec(ApiModel):
     router: RouterSettings = nested(RouterSettings, "Router pods.")
     service: ServiceSettings = nested(ServiceSettings, "The endpoint's Service.")
     tls: TlsSettings | None = Field(default=None, description="Serve HTTPS (unset: plain HTTP).")
+    modelErrors: Literal["passthrough", "azureml"] = Field(
+        default="passthrough",
+        description="A model server's 4xx/5xx answer: passthrough (its status, as KServe and MLflow) or "
+        "azureml (424, the model's status and reason in ms-azureml-model-error-statuscode and "
+        "ms-azureml-model-error-reason, as Azure ML's endpoints; the body unchanged).",
+    )
     description: str | None = Field(default=None, description="Free text.")
 
 

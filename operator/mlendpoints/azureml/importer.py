@@ -29,6 +29,7 @@ from mlendpoints.api.validation import (
     validate_name,
 )
 from mlendpoints.azureml.context import (
+    ONLINE_ENDPOINTS,
     TARGET_KIND,
     AzureKind,
     Context,
@@ -220,6 +221,9 @@ def import_document(source: Path, doc: dict[str, Any], options: ImportOptions | 
         if "name" not in doc:
             ctx.warn("name", f"none given: the Job is named {name!r} (after the file)")
         return Imported(source, kind, (*ctx.objects, _command_job(ctx)), tuple(ctx.findings))
+    if kind in ONLINE_ENDPOINTS:
+        # Azure's clients expect its answer to a model's error: 424 with the model's status in headers.
+        ctx.spec.setdefault("modelErrors", "azureml")
     target = TARGET_KIND[kind]
     if errors := _validate(ctx, target, ctx.spec):
         raise ImportRefused(

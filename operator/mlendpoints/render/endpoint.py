@@ -113,6 +113,7 @@ def router_config(
         endpoint=name,
         namespace=namespace,
         authMode=spec.authMode,
+        modelErrors=spec.modelErrors,
         keysSecret=contract.keys_secret_name(name),
         traffic=routing.traffic,
         mirrorTraffic=routing.mirror,

@@ -106,7 +106,7 @@ CASES: dict[str, Case] = {
     "properties": Case(
         BD, {"properties": {"a": "b"}}, metadata={f"annotations.{ANNOTATION_PROPERTIES}": '{"a": "b"}'}
     ),
-    "auth-key": Case(MOE, {"auth_mode": "key"}, spec={"authMode": "key"}),
+    "auth-key": Case(MOE, {"auth_mode": "key"}, spec={"authMode": "key", "modelErrors": "azureml"}),
     "traffic-and-mirror": Case(
         MOE,
         {"traffic": {"blue": 100, "green": 0}, "mirror_traffic": {"green": 20}},

@@ -105,6 +105,10 @@ def test_endpoint_children(versions: ApiVersions) -> None:
     parsed = contract.RouterConfig.model_validate_json(cm["data"][contract.ROUTER_CONFIG_KEY])
     assert parsed.traffic == {"blue": 100}
     assert parsed.keysSecret == "diabetes-keys"
+    assert parsed.modelErrors == "passthrough"  # a model's 4xx/5xx as it is, unless azureml is asked for
+    assert routed(endpoint(traffic={"blue": 100}, modelErrors="azureml"), deployment("blue")).modelErrors == (
+        "azureml"
+    )
     assert parsed.deployments["green"].service == "green-server"
     assert parsed.deployments["green"].port == contract.SERVER_PORT
 

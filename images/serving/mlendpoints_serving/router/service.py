@@ -17,6 +17,8 @@ import orjson
 from mlendpoints_serving.contract import (
     HEADER_DEPLOYMENT,
     HEADER_DEPLOYMENT_AZURE,
+    HEADER_MODEL_ERROR_REASON,
+    HEADER_MODEL_ERROR_STATUS,
     HEADER_REQUEST_ID,
     HEADER_REROUTED,
     HEADER_SERVED_BY,
@@ -27,6 +29,7 @@ from mlendpoints_serving.contract import (
     REASON_TOKEN_REVIEW_UNAVAILABLE,
     RETRY_AFTER_STARTING_S,
     ROUTER_SCALING_PATH,
+    STATUS_MODEL_ERROR,
     ScalingReport,
 )
 from mlendpoints_serving.router.auth import KeyChecker
@@ -57,6 +60,8 @@ log = logging.getLogger("mlendpoints.router")
 _REQUEST_ID = HEADER_REQUEST_ID.encode()
 _SERVED_BY = HEADER_SERVED_BY.encode()
 _SERVED_BY_AZURE = HEADER_SERVED_BY_AZURE.encode()
+_MODEL_ERROR_STATUS = HEADER_MODEL_ERROR_STATUS.encode()
+_MODEL_ERROR_REASON = HEADER_MODEL_ERROR_REASON.encode()
 _REROUTED = HEADER_REROUTED.encode()
 _JSON = (b"content-type", b"application/json")
 _RETRY_AFTER = b"retry-after"
@@ -105,6 +110,16 @@ def _reason(status: int) -> bytes:
         return http.HTTPStatus(status).phrase.encode()
     except ValueError:
         return b""
+
+
+def _azure_model_error(upstream: UpstreamResponse) -> Response:
+    """Azure ML's answer to a model server's error: 424, with the model's status and reason in headers."""
+    headers = [
+        *upstream.headers,
+        (_MODEL_ERROR_STATUS, str(upstream.status).encode()),
+        (_MODEL_ERROR_REASON, upstream.reason or _reason(upstream.status)),
+    ]
+    return Response(STATUS_MODEL_ERROR, headers, upstream.body)
 
 
 def error_response(status: int, code: str, message: str, request_id: bytes | None = None) -> Response:
@@ -324,6 +339,8 @@ class Router:
                 deployment.finish()
             else:
                 deployment.in_flight -= 1
+        if upstream.status >= 400 and state.config.modelErrors == "azureml":
+            return deployment, rerouted_from, _azure_model_error(upstream), pair
         return (
             deployment,
             rerouted_from,
