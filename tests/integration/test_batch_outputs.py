@@ -105,6 +105,34 @@ def test_partition_outputs_writes_one_file_per_input_mirroring_its_path(
     assert not [p for p in (out / "_parts").iterdir() if p.is_dir()], "attempt folders are removed"
 
 
+@pytest.mark.parametrize("partitioned", [False, True])
+def test_azures_header_less_csv_reads_back_with_named_columns(
+    diabetes_model: Path, tmp_path: Path, partitioned: bool
+):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    frames = _inputs(inp)
+    extra = ["--no-output-header", "--mini-batch-size", "3"] + (
+        ["--partition-outputs"] if partitioned else []
+    )
+
+    proc = run_driver(flags(diabetes_model, inp, out, *extra))
+
+    assert proc.returncode == 0, proc.stderr
+    expected = _expected(diabetes_model, frames)
+    names = ["row", "prediction", "file_name"]  # as Azure's examples read predictions.csv
+    if partitioned:
+        parts = {n: out / "predictions" / Path(n).with_suffix(".csv") for n in frames}
+    else:
+        parts = {"": out / "predictions.csv"}
+    got = pd.concat([pd.read_csv(path, names=names) for path in parts.values()])
+    assert "row" not in got["row"].astype(str).tolist(), "no header line"
+    assert len(got) == sum(len(f) for f in frames.values())
+    for file_name, frame in frames.items():
+        rows = got[got["file_name"] == file_name]
+        assert rows["row"].tolist() == list(range(len(frame)))
+        np.testing.assert_allclose(rows["prediction"].to_numpy(), expected[file_name], rtol=1e-15)
+
+
 def test_partitioned_names_that_collide_are_refused(diabetes_model: Path, tmp_path: Path):
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()

@@ -73,6 +73,11 @@ class BatchSettings(ApiModel):
         description="Rows file format: csv (Azure's predictions.csv layout), parquet or jsonl; the default "
         "file name follows it (predictions.parquet).",
     )
+    outputHeader: bool = Field(
+        default=True,
+        description="csv: a header line naming the columns first (row, prediction..., file_name); false: "
+        "rows only, as Azure's predictions.csv (mlendpoints import azureml sets false).",
+    )
     partitionOutputs: bool = Field(
         default=False,
         description="One rows file per input file, at the input's relative path with the format's "
@@ -146,6 +151,7 @@ class JobOverrides(ApiModel):
     outputAction: OutputAction | None = Field(default=None, description="appendRow or summaryOnly.")
     outputFileName: str | None = Field(default=None, min_length=1, description="Predictions file name.")
     outputFormat: OutputFormat | None = Field(default=None, description="csv, parquet or jsonl.")
+    outputHeader: bool | None = Field(default=None, description="csv: a header line first.")
     partitionOutputs: bool | None = Field(default=None, description="One rows file per input file.")
     retrySettings: RetryOverrides | None = Field(default=None, description="Mini-batch retries.")
     errorThreshold: int | None = Field(

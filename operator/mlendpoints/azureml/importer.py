@@ -224,6 +224,9 @@ def import_document(source: Path, doc: dict[str, Any], options: ImportOptions | 
     if kind in ONLINE_ENDPOINTS:
         # Azure's clients expect its answer to a model's error: 424 with the model's status in headers.
         ctx.spec.setdefault("modelErrors", "azureml")
+    if kind is AzureKind.MODEL_BATCH_DEPLOYMENT:
+        # Azure's predictions.csv has no header line; its readers name the columns themselves.
+        ctx.spec.setdefault("settings", {}).setdefault("outputHeader", False)
     target = TARGET_KIND[kind]
     if errors := _validate(ctx, target, ctx.spec):
         raise ImportRefused(

@@ -71,7 +71,7 @@ def setting_options(command: F) -> F:
             "--set", "sets", multiple=True, metavar="KEY=VALUE",
             help="Any BatchJob override by its field name, dotted when nested (repeatable): "
             "errorThreshold=5, retrySettings.maxRetries=2, retrySettings.timeout=120, "
-            "outputFileName=scores.csv, loggingLevel=debug.",
+            "outputFileName=scores.csv, outputHeader=false (Azure's header-less csv), loggingLevel=debug.",
         ),
         click.option(
             "--partition-outputs", is_flag=True, default=None,

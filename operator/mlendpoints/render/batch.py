@@ -62,6 +62,7 @@ class JobSettings:
     output_action: str
     output_file_name: str
     output_format: str
+    output_header: bool
     partition_outputs: bool
     max_retries: int
     timeout: int
@@ -79,6 +80,7 @@ class JobSettings:
             output_action=o.outputAction or s.outputAction,
             output_file_name=o.outputFileName or s.outputFileName,
             output_format=o.outputFormat or s.outputFormat,
+            output_header=s.outputHeader if o.outputHeader is None else o.outputHeader,
             partition_outputs=s.partitionOutputs if o.partitionOutputs is None else o.partitionOutputs,
             max_retries=s.retrySettings.maxRetries
             if retry is None or retry.maxRetries is None
@@ -135,6 +137,8 @@ def settings_args(s: JobSettings) -> list[str]:
         args += ["--output-format", s.output_format]
     if s.partition_outputs:
         args += ["--partition-outputs"]
+    if not s.output_header:
+        args += ["--no-output-header"]
     return args
 
 

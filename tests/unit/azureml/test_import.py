@@ -731,6 +731,7 @@ def test_corpus_batch_deployment_exactly(tmp_path: Path) -> None:
             "retrySettings": {"maxRetries": 3, "timeout": 300},
             "errorThreshold": -1,
             "loggingLevel": "info",
+            "outputHeader": False,  # Azure's predictions.csv has no header line
         },
     }
 

@@ -168,6 +168,18 @@ def test_output_format_and_partitioning_reach_both_phases_and_name_the_output():
     assert output_file_uri(overridden.spec, s) == "pvc://results/run-1/predictions.jsonl"
     plain = _driver(render_score_jobs(_job(), _deployment(), MODEL, SETTINGS)[0])["args"]
     assert "--output-format" not in plain and "--partition-outputs" not in plain
+    assert "--no-output-header" not in plain
+
+
+def test_azures_header_less_csv_reaches_the_driver_and_a_job_may_turn_it_back():
+    dep = _deployment(settings={"outputHeader": False})
+    for rendered in (
+        render_score_jobs(_job(), dep, MODEL, SETTINGS)[0],
+        render_merge_job(_job(), dep, SETTINGS),
+    ):
+        assert _flags(rendered).output_header is False
+    again = _job(overrides={"outputHeader": True})
+    assert _flags(render_merge_job(again, dep, SETTINGS)).output_header is True
 
 
 def test_scoring_pods_report_progress_with_a_token_for_the_driver_only():

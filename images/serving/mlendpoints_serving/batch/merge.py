@@ -70,7 +70,7 @@ def _write_rows(out: Location, settings: BatchSettings, manifests: list[Manifest
         if fmt == "parquet":
             _merge_parquet(out, with_rows, dst)
             return
-        if columns and fmt == "csv":
+        if columns and fmt == "csv" and settings.output_header:
             dst.write(_header(columns))
         for m in with_rows:
             with out.fs.open(out.join(data_path(m.index, fmt)), "rb") as src:

@@ -51,6 +51,8 @@ def fingerprint(files: list[InputFile], settings: BatchSettings) -> str:
     shape: tuple[object, ...] = (settings.mini_batch_size, settings.output_action, settings.output_file_name)
     if settings.output_format != "csv" or settings.partition_outputs:  # a csv job's fingerprint is as before
         shape += (settings.output_format, settings.partition_outputs)
+    if not settings.output_header:  # only then, so a job's fingerprint is as before
+        shape += ("no-header",)
     h.update(repr(shape).encode())
     mlmodel = Path(settings.model_dir) / "MLmodel"
     if mlmodel.is_file():

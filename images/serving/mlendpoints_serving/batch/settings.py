@@ -38,6 +38,11 @@ class BatchSettings(BaseSettings):
     output_format: BatchOutputFormat = Field(
         default="csv", description="Rows file format: csv (Azure's predictions.csv), parquet or jsonl."
     )
+    output_header: bool = Field(
+        default=True,
+        description="csv: a header line naming the columns first; off (--no-output-header): rows only, "
+        "Azure's predictions.csv layout, read there with pd.read_csv(path, names=[...]).",
+    )
     partition_outputs: bool = Field(
         default=False,
         description="One rows file per input file (its relative path, the format's extension) "

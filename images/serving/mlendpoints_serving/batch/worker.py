@@ -152,7 +152,7 @@ def _score_files(
                 rows.copy_to(part)
             elif staged is not None:
                 rel = posixpath.join(settings.rows_name, batch_partition_name(f.name, fmt))
-                with staged.open(rel) as fh, RowsSink(fh, fmt, header=True) as sink:
+                with staged.open(rel) as fh, RowsSink(fh, fmt, header=settings.output_header) as sink:
                     rows.copy_to(sink)
             manifest.succeeded += 1
             manifest.rows += rows.rows
@@ -208,7 +208,7 @@ def _partition_script_rows(
         rows = frame[owner == f.name]
         if len(rows):
             rel = posixpath.join(settings.rows_name, batch_partition_name(f.name, fmt))
-            with staged.open(rel) as fh, RowsSink(fh, fmt, header=True) as sink:
+            with staged.open(rel) as fh, RowsSink(fh, fmt, header=settings.output_header) as sink:
                 sink.write_frame(rows.reset_index(drop=True))
 
 
