@@ -111,3 +111,65 @@ def test_protocol_parameters_stay_out_of_model_params(models: dict[str, ServedMo
     body, headers = request([a, b], priority=3)
     inp, _ = codec.decode(models["params"], body, None, headers)
     assert inp.params == {"scale": 1.0, "offset": 0.0}
+
+
+DIABETES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
+
+
+def _columns_body(data: list[list[Any]], order: list[int]) -> bytes:
+    inputs = [
+        {"name": DIABETES[j], "shape": [len(data[j])], "datatype": "FP64", "data": data[j]} for j in order
+    ]
+    return json.dumps({"inputs": inputs}).encode()
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        [0.5],  # one row
+        [0.25, -1.0, 3],  # ints in a double column
+        [None, 0.5, None],  # nulls: NaN
+        [0.5, "x"],  # a string: 400 naming column and row
+        [0.5, True],  # a bool is not a double
+    ],
+)
+def test_column_fast_path_is_the_general_path(models: dict[str, ServedModel], column: list[Any]) -> None:
+    """Inputs naming the signature's columns in order take the one-pass path; the same inputs in
+    another order take the general one (loop, then from_columns): identical arrays or errors."""
+    codec, model = V2Codec("model"), models["diabetes"]
+    data = [[float(j)] * (len(column)) for j in range(len(DIABETES))]
+    data[3] = column
+    outcomes = []
+    for order in (list(range(len(DIABETES))), list(reversed(range(len(DIABETES))))):
+        try:
+            inp, _ = codec.decode(model, _columns_body(data, order), None)
+            outcomes.append(("ok", inp.data, inp.rows, inp.batch_key))
+        except InputError as exc:
+            outcomes.append(("error", exc.code, exc.message))
+    fast, general = outcomes
+    assert fast[0] == general[0]
+    if fast[0] == "ok":
+        np.testing.assert_array_equal(fast[1], general[1])
+        assert (
+            fast[1].dtype == general[1].dtype and fast[1].flags.f_contiguous == general[1].flags.f_contiguous
+        )
+        assert fast[2:] == general[2:]
+    else:
+        assert fast == general and "column 'bp'" in fast[2]
+
+
+def test_column_inputs_not_exactly_the_signature_keep_their_errors(models: dict[str, ServedModel]) -> None:
+    codec, model = V2Codec("model"), models["diabetes"]
+    data = [[0.5, 0.5] for _ in DIABETES]
+    data[2] = [0.5]
+    with pytest.raises(InputError, match="columns have different lengths"):
+        codec.decode(model, _columns_body(data, list(range(len(DIABETES)))), None)
+    with pytest.raises(InputError, match=r"missing column\(s\) \['s6'\]"):
+        codec.decode(model, _columns_body([[0.5]] * 10, list(range(9))), None)
+    body = json.loads(_columns_body([[0.5]] * 10, list(range(10))))
+    body["inputs"][4]["shape"] = [2]
+    with pytest.raises(InputError, match=r"inputs\[4\] 's1': shape \[2\] needs 2 values, got 1"):
+        codec.decode(model, json.dumps(body).encode(), None)
+    body["inputs"][4]["shape"], body["outputs"] = [1], [{"name": "nope"}]
+    with pytest.raises(ClientError, match="the model has no output 'nope'"):
+        codec.decode(model, json.dumps(body).encode(), None)

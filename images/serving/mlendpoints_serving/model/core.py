@@ -49,6 +49,7 @@ class Format(StrEnum):
     INSTANCES = "instances"  # rows: [[...]] or [{...}] (or a tensor)
     INPUTS = "inputs"  # a tensor (nested list) or named columns/tensors (dict of lists)
     FRAME = "frame"  # a DataFrame already parsed (CSV)
+    COLUMN_LISTS = "column_lists"  # one list per signature column, in order, of one length (V2)
 
 
 @dataclass
@@ -214,6 +215,8 @@ class ServedModel:
             return cols.from_records(value)
         if fmt is Format.FRAME:
             return cols.from_frame(value)
+        if fmt is Format.COLUMN_LISTS:
+            return cols.from_lists(value)
         if isinstance(value, dict):
             return cols.from_columns(value)
         if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):

@@ -203,6 +203,12 @@ class ColumnDecoder:
             raise InputError(
                 f"columns have different lengths: {dict(zip(self.names, map(len, values), strict=True))}"
             )
+        return self.from_lists(values)
+
+    def from_lists(self, values: list[list[object]]) -> Columns:
+        """One list of values per signature column, in signature order, all of one length (the
+        caller checked): what `from_columns` makes of its object, and what a V2 request's inputs
+        are when they name the signature's columns in order."""
         if not self._all_valid(values):
             for j, col in enumerate(values):
                 for r, v in enumerate(col):
