@@ -173,3 +173,31 @@ def test_column_inputs_not_exactly_the_signature_keep_their_errors(models: dict[
     body["inputs"][4]["shape"], body["outputs"] = [1], [{"name": "nope"}]
     with pytest.raises(ClientError, match="the model has no output 'nope'"):
         codec.decode(model, json.dumps(body).encode(), None)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"shape": [True]},  # a bool is not a size
+        {"shape": [1.0]},
+        {"shape": [1, 1]},
+        {"data": [[0.5]]},  # nested data, flattened by the general path
+        {"datatype": "FP32"},
+        {"parameters": {}},
+        {"extra": 1},
+    ],
+)
+def test_column_inputs_off_the_fast_path_decode_as_before(
+    models: dict[str, ServedModel], change: dict[str, Any]
+) -> None:
+    codec, model = V2Codec("model"), models["diabetes"]
+    outcomes = []
+    for order in (list(range(10)), list(reversed(range(10)))):
+        body = json.loads(_columns_body([[0.5]] * 10, order))
+        body["inputs"][order.index(4)].update(change)
+        try:
+            inp, _ = codec.decode(model, json.dumps(body).encode(), None)
+            outcomes.append(inp.data.tolist())
+        except (InputError, ClientError) as exc:
+            outcomes.append(str(exc).replace("inputs[5]", "inputs[4]"))
+    assert outcomes[0] == outcomes[1]
