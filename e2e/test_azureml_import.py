@@ -1,8 +1,8 @@
 """Azure ML YAML imports to resources a real API server accepts: the CRDs' schema and CEL rules.
 
 Every file of the corpus (tests/data/azureml) is imported as `mlendpoints import
-azureml` imports it, and each object it becomes (the resource and its code
-ConfigMap) is created with a server-side dry run against the CRDs alone, no
+azureml --collect-to ... --job-image ...` imports it, and each object it becomes
+(the resource or Job, and its code ConfigMap) is created with a server-side dry run against the CRDs alone, no
 operator and no webhook: what `kubectl apply` of the import meets on a cluster.
 Nothing is stored.
 """
@@ -19,7 +19,7 @@ from kubernetes.client.rest import ApiException
 
 from e2e.localcluster.fixture import KubeCluster
 from mlendpoints.api.common import API_GROUP, API_VERSION
-from mlendpoints.azureml import import_file
+from mlendpoints.azureml import ImportOptions, import_file
 from tests.fixtures.azureml import copy_corpus, corpus_files
 
 pytestmark = [pytest.mark.cluster]
@@ -29,7 +29,10 @@ PLURALS = {
     "BatchEndpoint": "batchendpoints",
     "BatchDeployment": "batchdeployments",
 }
-IMPORTABLE = [str(p) for p in corpus_files() if not str(p).startswith("jobs/")]
+IMPORTABLE = [str(p) for p in corpus_files()]
+# What the CLI's --collect-to and --job-image give: a deployment with data_collector
+# is refused without a destination, a command job without an environment image needs one.
+OPTIONS = ImportOptions(collect_to="s3://collected/records", job_image="registry.example/serving:1")
 
 
 def dry_run_create(cluster: KubeCluster, namespace: str, obj: dict[str, Any]) -> str | None:
@@ -37,6 +40,8 @@ def dry_run_create(cluster: KubeCluster, namespace: str, obj: dict[str, Any]) ->
     try:
         if obj["kind"] == "ConfigMap":
             client.CoreV1Api(cluster.api_client).create_namespaced_config_map(namespace, obj, dry_run="All")
+        elif obj["kind"] == "Job":
+            client.BatchV1Api(cluster.api_client).create_namespaced_job(namespace, obj, dry_run="All")
         else:
             client.CustomObjectsApi(cluster.api_client).create_namespaced_custom_object(
                 API_GROUP, API_VERSION, namespace, PLURALS[obj["kind"]], obj, dry_run="All"
@@ -55,8 +60,8 @@ def test_imported_resources_pass_the_crd_schema_and_cel_rules(
     kube_cluster: KubeCluster, namespace: str, crds: None, tmp_path: Path, name: str
 ) -> None:
     root = copy_corpus(tmp_path)
-    objects = [obj for item in import_file(root / name) for obj in item.objects]
-    assert objects[-1]["kind"] in PLURALS
+    objects = [obj for item in import_file(root / name, OPTIONS) for obj in item.objects]
+    assert objects[-1]["kind"] in {*PLURALS, "Job"}
     refused = {
         f"{o['kind']}/{o['metadata']['name']}": dry_run_create(kube_cluster, namespace, o) for o in objects
     }
