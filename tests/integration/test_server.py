@@ -370,9 +370,12 @@ def test_scoring_script_runs_init_once_per_worker(model_dirs: dict[str, Path], t
     assert first == {"sum": 6.5, "inits": 1, "model_dir": str(model_dirs["diabetes"]), "same_dir": True}
     assert again["inits"] == 1
     assert ok.headers["x-ms-run-function-failed"] == "False"
+    # As azmlinfsrv: how long run() took, in ms with three decimals, on what it returned.
+    assert re.fullmatch(r"\d+\.\d{3}", ok.headers["x-ms-run-fn-exec-ms"]), ok.headers
     # run() raised: azmlinfsrv's generic answer and header; the exception's text stays in the log.
     assert exploded.status_code == 500
     assert exploded.headers["x-ms-run-function-failed"] == "True"
+    assert "x-ms-run-fn-exec-ms" not in exploded.headers
     assert exploded.json() == {
         "message": "An unexpected error occurred in scoring script. Check the logs for more info.",
         "error": {
@@ -579,7 +582,10 @@ def test_scoring_script_cors_follows_aml_cors_origins_as_azmlinfsrv(
     assert preflight.headers["access-control-allow-headers"] == "X-Custom, content-type"
     assert "access-control-allow-methods" not in allowed.headers  # only on a preflight
     # No Origin: flask-cors still sends the first literal origin (sorted), as azmlinfsrv answers.
-    assert no_origin.text == "Healthy" and no_origin.headers["access-control-allow-origin"] == "https://a.example"
+    assert (
+        no_origin.text == "Healthy"
+        and no_origin.headers["access-control-allow-origin"] == "https://a.example"
+    )
     assert "access-control-allow-origin" not in health.headers  # not a route azmlinfsrv has
 
     import subprocess
@@ -656,6 +662,71 @@ def test_a_model_that_fails_to_load_stops_the_worker_with_the_reason(
     )
     assert proc.returncode == 1
     assert termination.read_text().startswith(f"mlendpoints-serve failed: cannot load {broken}")
+
+
+TIMED_SCRIPT = """
+import json
+import time
+
+
+def init():
+    pass
+
+
+def run(raw_data):
+    data = json.loads(raw_data)
+    if data.get("raise_timeout"):
+        raise TimeoutError("the script's own timeout, not the server's")
+    time.sleep(data.get("sleep_s", 0))
+    return {"slept": data.get("sleep_s", 0)}
+"""
+
+
+def test_scoring_timeout_ms_answers_azmlinfsrvs_500_and_times_run(
+    model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    script = tmp_path / "score.py"
+    script.write_text(TIMED_SCRIPT)
+    env = {"SCORING_TIMEOUT_MS": "400"}
+    with serve(model_dirs["diabetes"], tmp_path / "timed.log", "--scoring-script", str(script), env=env) as s:
+        timed = post(s, "/score", {"sleep_s": 0.2})
+        started = time.monotonic()
+        late = post(s, "/score", {"sleep_s": 1.5})
+        answered_s = time.monotonic() - started
+        own = post(s, "/score", {"raise_timeout": True})  # run()'s own TimeoutError is run() failing
+        time.sleep(1.5)  # the late run() goes on in its thread to its end; then the server is free again
+        after = post(s, "/score", {"sleep_s": 0})
+    assert timed.json() == {"slept": 0.2}
+    assert 200.0 <= float(timed.headers["x-ms-run-fn-exec-ms"]) < 400.0, timed.headers
+    assert late.status_code == 500 and answered_s < 1.2, (late.status_code, answered_s)
+    assert late.json()["message"] == "Scoring timeout after 400 ms"
+    assert late.json()["error"]["code"] == "scoring_timeout"
+    assert late.headers["x-ms-run-function-failed"] == "True" and "x-ms-run-fn-exec-ms" not in late.headers
+    assert own.status_code == 500 and own.json()["error"]["code"] == "script_error"
+    assert after.json() == {"slept": 0} and float(after.headers["x-ms-run-fn-exec-ms"]) < 400.0
+    assert "run() ran past SCORING_TIMEOUT_MS" in (tmp_path / "timed.log").read_text()
+
+
+def test_a_bad_scoring_timeout_stops_the_server_with_the_reason(
+    model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    import subprocess
+
+    from tests.unit.serving.support import BIN
+
+    script = tmp_path / "score.py"
+    script.write_text(TIMED_SCRIPT)
+    termination = tmp_path / "termination-log"
+    proc = subprocess.run(
+        [BIN / "mlendpoints-serve", "--model-dir", model_dirs["diabetes"], "--scoring-script", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"MLENDPOINTS_TERMINATION_LOG": str(termination), "PATH": str(BIN), "SCORING_TIMEOUT_MS": "5s"},
+    )
+    assert proc.returncode != 0
+    message = termination.read_text()
+    assert "SCORING_TIMEOUT_MS must be a positive whole number of milliseconds, got '5s'" in message
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -764,3 +835,7 @@ def test_a_rawhttp_run_gets_the_request_and_answers_an_amlresponse(
     # OPTIONS reaches run() too; a 5xx it answers is marked as run()'s failure, as azmlinfsrv; None: {}.
     assert busy.status_code == 503 and busy.json() == {}
     assert busy.headers.get_list("x-ms-run-function-failed") == ["True"]
+    # Whatever run() returned, its time rides along, as azmlinfsrv's; not when it raised.
+    for answered in (posted, got, plain, busy):
+        assert re.fullmatch(r"\d+\.\d{3}", answered.headers["x-ms-run-fn-exec-ms"]), answered.headers
+    assert "x-ms-run-fn-exec-ms" not in exploded.headers

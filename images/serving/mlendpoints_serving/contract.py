@@ -58,12 +58,17 @@ HEADER_SERVED_BY_AZURE = HEADER_DEPLOYMENT_AZURE
 HEADER_REROUTED = "x-mlendpoints-rerouted"  # set when a share was moved off a deployment with no ready pod
 # On a scoring script's /score answer, as azmlinfsrv: "True" when run() raised, else "False".
 HEADER_RUN_FUNCTION_FAILED = "x-ms-run-function-failed"
+# On a scoring script's /score answer when run() returned, as azmlinfsrv: its time in ms ("12.345").
+HEADER_RUN_FN_EXEC_MS = "x-ms-run-fn-exec-ms"
 
 # --- environment variables ---------------------------------------------------
 ENV_MODEL_DIR = "MLENDPOINTS_MODEL_DIR"  # set for scoring scripts, as AZUREML_MODEL_DIR
 ENV_AZUREML_MODEL_DIR = "AZUREML_MODEL_DIR"
 # A scoring-script server's CORS origins (comma-separated), read as azmlinfsrv reads it.
 ENV_AML_CORS_ORIGINS = "AML_CORS_ORIGINS"
+# A scoring-script server's limit on one run() in ms, read as azmlinfsrv reads it: past it the
+# client gets azmlinfsrv's 500 "Scoring timeout after N ms" (the request timeout still applies).
+ENV_SCORING_TIMEOUT_MS = "SCORING_TIMEOUT_MS"
 ENV_OUTPUT_DIR = "MLENDPOINTS_OUTPUT_DIR"  # batch: the output URI, for a script that writes there itself
 # batch: a local folder a scoring script writes its own files into; they are committed with the
 # mini-batch (exactly once) and land in the output folder under the same relative path.

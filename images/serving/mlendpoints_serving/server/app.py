@@ -14,12 +14,17 @@ import os
 import time
 import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
-from mlendpoints_serving.contract import ENV_AML_CORS_ORIGINS, HEADER_RUN_FUNCTION_FAILED
+from mlendpoints_serving.contract import (
+    ENV_AML_CORS_ORIGINS,
+    ENV_SCORING_TIMEOUT_MS,
+    HEADER_RUN_FN_EXEC_MS,
+    HEADER_RUN_FUNCTION_FAILED,
+)
 from mlendpoints_serving.model import (
     DeviceLost,
     DeviceOutOfMemory,
@@ -67,10 +72,35 @@ RUN_OK_HEADERS: Headers = ((HEADER_RUN_FUNCTION_FAILED.encode(), b"False"),)
 RUN_FAILED_HEADERS: Headers = ((HEADER_RUN_FUNCTION_FAILED.encode(), b"True"),)
 
 
-def _script_failed(message: str, *, failed: bool) -> Response:
+def _script_failed(message: str, *, failed: bool, code: str = "script_error") -> Response:
     """A generic 500 in azmlinfsrv's shape (`message`) and ours (`error.code`): no exception text."""
-    body = {"message": message, "error": {"code": "script_error", "message": message}}
+    body = {"message": message, "error": {"code": code, "message": message}}
     return 500, JSON_TYPE, orjson.dumps(body), RUN_FAILED_HEADERS if failed else RUN_OK_HEADERS
+
+
+def scoring_timeout_ms(environ: Mapping[str, str]) -> int | None:
+    """SCORING_TIMEOUT_MS as azmlinfsrv reads it (a whole number of ms); None when unset. A value that
+    is not a positive integer raises ValueError, which stops the server at start (cli)."""
+    value = environ.get(ENV_SCORING_TIMEOUT_MS, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) == 0:
+        raise ValueError(
+            f"{ENV_SCORING_TIMEOUT_MS} must be a positive whole number of milliseconds, got {value!r}"
+        )
+    return int(value)
+
+
+class Ran(NamedTuple):
+    """What run() returned, and how long it ran in the inference thread."""
+
+    result: Any
+    elapsed_ms: float
+
+
+def _exec_ms(elapsed_ms: float) -> tuple[bytes, bytes]:
+    # azmlinfsrv formats it explicitly ('0.012', never '1.2e-02'); its clients parse it as a float.
+    return HEADER_RUN_FN_EXEC_MS.encode(), f"{elapsed_ms:.3f}".encode()
 
 
 def _run_raised(exc: Exception) -> Response:
@@ -83,9 +113,9 @@ def _run_raised(exc: Exception) -> Response:
     return _script_failed(RUN_FAILED_MESSAGE, failed=True)
 
 
-def _run_result(result: Any) -> Response:
+def _run_result(result: Any, elapsed_ms: float) -> Response:
     try:
-        return 200, JSON_TYPE, dumps(result), RUN_OK_HEADERS
+        return 200, JSON_TYPE, dumps(result), (*RUN_OK_HEADERS, _exec_ms(elapsed_ms))
     except TypeError as exc:
         # azmlinfsrv: a return value it cannot serialize is its own internal error, not run()'s.
         log.error(
@@ -98,7 +128,7 @@ def _run_result(result: Any) -> Response:
 _OWN_HEADERS = frozenset(("content-type", "content-length"))  # _http writes these two itself
 
 
-def _from_werkzeug(response: Any) -> Response:
+def _from_werkzeug(response: Any, elapsed_ms: float) -> Response:
     """A @rawhttp run()'s werkzeug Response (an AMLResponse) as the answer: its status, headers and body
     (already read in the inference thread); as azmlinfsrv, a 5xx is marked as run()'s failure."""
     status: int = response.status_code
@@ -110,6 +140,7 @@ def _from_werkzeug(response: Any) -> Response:
         extra.append((lowered.encode("latin-1"), value.encode("latin-1")))
     if status >= 500:
         extra.extend(RUN_FAILED_HEADERS)
+    extra.append(_exec_ms(elapsed_ms))  # added, as azmlinfsrv: a run() setting it too sends both
     ctype = response.headers.get("Content-Type", "application/octet-stream").encode("latin-1")
     return status, ctype, response.get_data(), tuple(extra)
 
@@ -261,10 +292,12 @@ class ServerApp:
         }
         self._request_type = Request
         self._cors: azure_cors.AzureCors | None = None
+        self._scoring_timeout_ms: int | None = None
         if settings.scoring_script is not None:
             origins = os.environ.get(ENV_AML_CORS_ORIGINS)
             if origins:  # checked at start-up (cli): a bad origin stops the server there
                 self._cors = azure_cors.AzureCors(origins)
+            self._scoring_timeout_ms = scoring_timeout_ms(os.environ)  # checked at start-up too
             self._request_type = ScriptRequest
             self.routes[("OPTIONS", "/score")] = self.score_options  # azmlinfsrv's CORS preflight
             self.routes[("GET", "/score")] = self.score_get  # azmlinfsrv: the query string as run()'s data
@@ -523,14 +556,8 @@ class ServerApp:
         return await self._call_run(raw, request)
 
     async def _call_run(self, raw: str, request: Request) -> Response:
-        headers = None
-        if self.dataplane.script_data_param is not None:  # run(data, request_headers), as azmlinfsrv
-            headers = azure_run_headers(request.headers)
-        try:
-            result = await self.dataplane.run_script(raw, headers)
-        except Exception as exc:
-            return _run_raised(exc)
-        return _run_result(result)
+        ran = await self._run(raw, request)
+        return _run_result(ran.result, ran.elapsed_ms) if isinstance(ran, Ran) else ran
 
     async def _call_raw(self, request: ScriptRequest) -> Response:
         """A @rawhttp run(request): any method on /score; the request is werkzeug's, as azmlinfsrv's
@@ -539,17 +566,60 @@ class ServerApp:
 
         from mlendpoints_serving.azureml_services.aml_request import AMLRequest
 
+        ran = await self._run(AMLRequest.from_asgi(request.scope, request.body), request)
+        if not isinstance(ran, Ran):
+            return ran
+        if isinstance(ran.result, WerkzeugResponse):
+            return _from_werkzeug(ran.result, ran.elapsed_ms)
+        return _run_result(ran.result, ran.elapsed_ms)
+
+    async def _run(self, raw: Any, request: Request) -> Ran | Response:
+        """run() in the inference thread: (its result, ms) or, when it raised or ran past
+        SCORING_TIMEOUT_MS, azmlinfsrv's 500 answer."""
         headers = None
-        if self.dataplane.script_data_param is not None:
+        if self.dataplane.script_data_param is not None:  # run(data, request_headers), as azmlinfsrv
             headers = azure_run_headers(request.headers)
-        raw = AMLRequest.from_asgi(request.scope, request.body)
         try:
-            result = await self.dataplane.run_script(raw, headers)
+            if self._scoring_timeout_ms is None:
+                return Ran(*await self.dataplane.run_script(raw, headers))
+            return await self._run_within(self._scoring_timeout_ms, raw, headers)
         except Exception as exc:
             return _run_raised(exc)
-        if isinstance(result, WerkzeugResponse):
-            return _from_werkzeug(result)
-        return _run_result(result)
+
+    async def _run_within(self, limit_ms: int, raw: Any, headers: dict[str, str] | None) -> Ran | Response:
+        """run() with azmlinfsrv's SCORING_TIMEOUT_MS, counted from when run() starts in the inference
+        thread (as azmlinfsrv's SIGALRM), not while the request waits for the thread."""
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[float] = loop.create_future()
+
+        def mark_started(at: float) -> None:
+            if not started.done():  # cancelled when the answer went first
+                started.set_result(at)
+
+        def on_start(at: float) -> None:  # in the inference thread
+            loop.call_soon_threadsafe(mark_started, at)
+
+        # A task, so that a TimeoutError that run() raises itself is not taken for ours.
+        task = asyncio.ensure_future(self.dataplane.run_script(raw, headers, on_start))
+        try:
+            await asyncio.wait((task, started), return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                left_s = limit_ms / 1000 - (time.perf_counter() - started.result())
+                await asyncio.wait((task,), timeout=max(left_s, 0.0))
+        finally:
+            if not task.done():
+                # The answer does not wait; a thread cannot be stopped, so run() goes on to its end
+                # (the stuck-prediction watchdog restarts the worker when it never ends).
+                task.cancel()
+            started.cancel()
+        if not task.done() or task.cancelled():
+            log.error(
+                "scoring script run() ran past %s",
+                ENV_SCORING_TIMEOUT_MS,
+                extra={"fields": {"timeout_ms": limit_ms}},
+            )
+            return _script_failed(f"Scoring timeout after {limit_ms} ms", failed=True, code="scoring_timeout")
+        return Ran(*task.result())
 
     # -- health, metadata, metrics ------------------------------------------------------------------
     async def live(self, request: Request) -> Response:

@@ -171,6 +171,13 @@ def main(argv: list[str] | None = None) -> int:
             AzureCors(cors)
         except ValueError as exc:
             runtime.fatal(COMPONENT, str(exc))
+    if settings.scoring_script is not None:
+        from mlendpoints_serving.server.app import scoring_timeout_ms
+
+        try:
+            scoring_timeout_ms(os.environ)
+        except ValueError as exc:
+            runtime.fatal(COMPONENT, str(exc))
     if settings.scoring_script is None:
         from mlendpoints_serving.server.deps import log_mismatches
 

@@ -72,6 +72,16 @@ def load_scoring_script(path: os.PathLike[str] | str, model_dir: os.PathLike[str
     return scoring_script.load_scoring_script(path, model_dir, "run(raw_data)")
 
 
+def _timed(call: Callable[[], Any], on_start: Callable[[float], None] | None) -> tuple[Any, float]:
+    """run()'s result and its time in ms, measured in the inference thread (not the wait for it);
+    on_start gets the moment it starts (perf_counter), for a limit on run() alone."""
+    started = time.perf_counter()
+    if on_start is not None:
+        on_start(started)
+    result = call()
+    return result, (time.perf_counter() - started) * 1000
+
+
 def _run_raw(call: Callable[[], Any]) -> Any:
     """A @rawhttp run(), in the inference thread: a returned response's body (maybe a generator) is
     read here too, not on the event loop."""
@@ -215,8 +225,13 @@ class DataPlane:
         self.metrics.batch_size.observe(inp.rows or 1)
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.model.predict, inp)
 
-    async def run_script(self, raw_data: Any, headers: dict[str, str] | None = None) -> Any:
-        """run(raw_data): a str, or with @rawhttp an AMLRequest."""
+    async def run_script(
+        self,
+        raw_data: Any,
+        headers: dict[str, str] | None = None,
+        on_start: Callable[[float], None] | None = None,
+    ) -> tuple[Any, float]:
+        """run(raw_data), a str or with @rawhttp an AMLRequest: its result and how long it ran (ms)."""
         assert self.script is not None
         if self.script_data_param is None:
             call = functools.partial(self.script.run, raw_data)
@@ -226,7 +241,7 @@ class DataPlane:
             )
         if self.script_rawhttp:
             call = functools.partial(_run_raw, call)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, _timed, call, on_start)
 
     def _watch(self, on_stuck: Callable[[str], None]) -> None:
         limit = self.settings.stuck_prediction_s
