@@ -729,6 +729,109 @@ def test_a_bad_scoring_timeout_stops_the_server_with_the_reason(
     assert "SCORING_TIMEOUT_MS must be a positive whole number of milliseconds, got '5s'" in message
 
 
+SCHEMA_SCRIPT = """
+import numpy as np
+from inference_schema.parameter_types.numpy_parameter_type import NumpyParameterType
+from inference_schema.parameter_types.standard_py_parameter_type import StandardPythonParameterType
+from inference_schema.schema_decorators import input_schema, output_schema
+
+
+def init():
+    pass
+
+
+@input_schema("data", NumpyParameterType(np.array([[1.0, 2.0]])))
+@input_schema("scale", StandardPythonParameterType(2.0))
+@output_schema(StandardPythonParameterType({"sums": [3.0]}))
+def run(data, request_headers, scale=1.0):
+    return {
+        "sums": (data.sum(axis=1) * scale).tolist(),
+        "data_type": type(data).__name__,
+        "custom": request_headers.get("X-Custom"),
+    }
+"""
+
+
+def test_a_run_decorated_with_inference_schema_gets_its_arguments_by_name(
+    model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """azmlinfsrv's ObjectInput: the body is a JSON object whose keys are run()'s arguments, each turned
+    into its declared type by the decorators; its own 415/400 wording otherwise; the schemas in swagger."""
+    script = tmp_path / "score.py"
+    script.write_text(SCHEMA_SCRIPT)
+    with (
+        serve(model_dirs["diabetes"], tmp_path / "schema.log", "--scoring-script", str(script)) as s,
+        s.client() as c,
+    ):
+        scaled = c.post(
+            "/score", json={"data": [[1, 2], [3, 4]], "scale": 3, "other": 1}, headers={"x-custom": "c"}
+        )
+        default = c.post(
+            "/score", content=b'{"data": [[1, 2]]}', headers={"content-type": "application/vnd.x+json"}
+        )
+        got = c.get("/score", params={"data": "[[5, 5]]", "scale": "0.5"})
+        text = c.post("/score", content=b'{"data": [[1, 2]]}', headers={"content-type": "text/plain"})
+        broken = c.post("/score", content=b'{"data": ', headers={"content-type": "application/json"})
+        empty = c.post("/score", content=b"", headers={"content-type": "application/json"})
+        listed = c.post("/score", json=[[1, 2]])
+        missing = c.post("/score", json={"scale": 2})
+        missing_get = c.get("/score")
+        swagger = c.get("/swagger.json").json()
+    assert scaled.status_code == 200, scaled.text
+    assert scaled.json() == {"sums": [9.0, 21.0], "data_type": "ndarray", "custom": "c"}
+    assert re.fullmatch(r"\d+\.\d{3}", scaled.headers["x-ms-run-fn-exec-ms"])
+    assert default.json()["sums"] == [3.0]  # scale's default; application/*+json is JSON, as werkzeug says
+    assert got.json()["sums"] == [5.0]
+    expected = {
+        text: (415, "Expects Content-Type to be application/json"),
+        broken: (400, "POST body could not be decoded as JSON: Expecting value: line 1 column 10 (char 9)"),
+        empty: (400, "POST body is empty. Expecting a JSON dictionary."),
+        listed: (400, "POST body should be a JSON dictionary."),
+        missing: (400, "A value is not provided for the 'data' parameter."),
+        missing_get: (400, "A value is not provided for the 'data' parameter."),
+    }
+    for resp, (status, message) in expected.items():
+        assert (resp.status_code, resp.json()["message"]) == (status, message), resp.text
+        assert resp.json()["error"]["message"] == message
+    request = swagger["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert request["properties"]["data"]["format"] == "numpy.ndarray" and request["required"] == ["data"]
+    assert request["example"] == {"data": [[1.0, 2.0]], "scale": 2.0}
+    ok = swagger["paths"]["/score"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok["properties"]["sums"]["type"] == "array"
+
+
+def test_a_run_both_rawhttp_and_decorated_does_not_load(model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    script = tmp_path / "score.py"
+    script.write_text(
+        SCHEMA_SCRIPT.replace(
+            "def init", "from azureml.contrib.services.aml_request import rawhttp\n\n\ndef init"
+        ).replace("def run(", "@rawhttp\ndef run(")
+    )
+    import subprocess
+
+    from tests.unit.serving.support import BIN
+
+    termination = tmp_path / "termination-log"
+    args = [
+        BIN / "mlendpoints-serve",
+        "--model-dir",
+        model_dirs["diabetes"],
+        "--scoring-script",
+        script,
+        "--port",
+        "0",
+    ]
+    proc = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"MLENDPOINTS_TERMINATION_LOG": str(termination), "PATH": str(BIN)},
+    )
+    assert proc.returncode != 0
+    assert "run() cannot be decorated with both @rawhttp and @input_schema" in termination.read_text()
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_stuck_prediction_restarts_the_worker_and_a_slow_one_does_not(
     model_dirs: dict[str, Path], tmp_path: Path, workers: str

@@ -8,13 +8,14 @@ batching and inference the data plane's.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
 import time
 import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
@@ -76,6 +77,12 @@ def _script_failed(message: str, *, failed: bool, code: str = "script_error") ->
     """A generic 500 in azmlinfsrv's shape (`message`) and ours (`error.code`): no exception text."""
     body = {"message": message, "error": {"code": code, "message": message}}
     return 500, JSON_TYPE, orjson.dumps(body), RUN_FAILED_HEADERS if failed else RUN_OK_HEADERS
+
+
+def _azure_refused(exc: ClientError) -> Response:
+    """A refused request to a scoring script in azmlinfsrv's shape (`message`) and ours (`error`)."""
+    body = {"message": exc.message, "error": {"code": exc.code, "message": exc.message}}
+    return exc.status, JSON_TYPE, orjson.dumps(body), ()
 
 
 def scoring_timeout_ms(environ: Mapping[str, str]) -> int | None:
@@ -179,11 +186,16 @@ _AZURE_ID_NAMES = frozenset((b"x-request-id", b"x-ms-request-id", b"x-ms-client-
 
 
 def azure_query_input(query: bytes) -> str:
-    """azmlinfsrv's GET /score input (input_parsers._parse_get_parameters, JsonStringInput): each query
-    parameter JSON-decoded when it can be, else its text; a repeated one becomes a list; run() gets
-    `json.dumps` of that dict. The stdlib's json on both sides, as azmlinfsrv, so run() sees the same
-    string. Unlike azmlinfsrv (werkzeug keeps such bytes percent-encoded), a query that is not UTF-8 is
-    refused, as a body that is not UTF-8 is."""
+    """azmlinfsrv's GET /score input for an undecorated run() (JsonStringInput): `json.dumps` of the
+    query's parameters (azure_query_parameters). The stdlib's json on both sides, as azmlinfsrv, so
+    run() sees the same string."""
+    return json.dumps(azure_query_parameters(query))
+
+
+def azure_query_parameters(query: bytes) -> dict[str, Any]:
+    """azmlinfsrv's input_parsers._parse_get_parameters: each query parameter JSON-decoded when it can
+    be, else its text; a repeated one becomes a list. Unlike azmlinfsrv (werkzeug keeps such bytes
+    percent-encoded), a query that is not UTF-8 is refused, as a body that is not UTF-8 is."""
     try:
         pairs = urllib.parse.parse_qsl(query.decode(), keep_blank_values=True, errors="strict")
     except UnicodeDecodeError:
@@ -197,7 +209,47 @@ def azure_query_input(query: bytes) -> str:
         except RecursionError:
             raise ClientError(400, "invalid_input", f"query parameter {name!r} nests too deeply") from None
         params.setdefault(name, []).append(value)
-    return json.dumps({name: values[0] if len(values) == 1 else values for name, values in params.items()})
+    return {name: values[0] if len(values) == 1 else values for name, values in params.items()}
+
+
+def _is_json(content_type: str) -> bool:
+    """werkzeug's Request.is_json, which azmlinfsrv asks: application/json or application/*+json."""
+    mimetype = content_type.split(";", 1)[0].strip().lower()
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+def azure_schema_body(content_type: str | None, body: bytes) -> dict[str, Any]:
+    """The POST body of a run() decorated with inference-schema (azmlinfsrv's ObjectInput): a JSON
+    object, whose keys are run()'s arguments; azmlinfsrv's status and wording when it is not one."""
+    if not _is_json(content_type or ""):
+        raise ClientError(415, "unsupported_media_type", "Expects Content-Type to be application/json")
+    try:
+        parsed = json.loads(body)
+    except ValueError as exc:  # JSONDecodeError, and a body in no Unicode encoding (azmlinfsrv: a 500)
+        if body:
+            raise ClientError(400, "invalid_json", f"POST body could not be decoded as JSON: {exc}") from None
+        raise ClientError(400, "invalid_json", "POST body is empty. Expecting a JSON dictionary.") from None
+    except RecursionError:
+        raise ClientError(400, "invalid_json", "POST body nests too deeply") from None
+    if not isinstance(parsed, dict):
+        raise ClientError(400, "invalid_input", "POST body should be a JSON dictionary.")
+    return parsed
+
+
+def azure_schema_arguments(parameters: Sequence[inspect.Parameter], given: dict[str, Any]) -> dict[str, Any]:
+    """azmlinfsrv's ObjectInput._extract_parameters: each of run()'s parameters from the JSON object by
+    name, else its default; other keys are ignored."""
+    arguments = {}
+    for parameter in parameters:
+        value = given.get(parameter.name, parameter.default)
+        if value is inspect.Parameter.empty:
+            raise ClientError(
+                400, "invalid_input", f"A value is not provided for the {parameter.name!r} parameter."
+            )
+        arguments[parameter.name] = value
+    return arguments
 
 
 _LAST_WINS = frozenset(("Content-Type", "Content-Length"))
@@ -500,6 +552,12 @@ class ServerApp:
             return self._not_ready()
         if self.dataplane.script_rawhttp:
             return await self._call_raw(request)
+        if self.dataplane.script_schema_params is not None:
+            try:
+                given = azure_query_parameters(request.scope["query_string"])
+            except ClientError as exc:
+                return _azure_refused(exc)
+            return await self._call_schema(given, request)
         return await self._call_run(azure_query_input(request.scope["query_string"]), request)
 
     async def score_options(self, request: Request) -> Response:
@@ -547,6 +605,12 @@ class ServerApp:
         if self.dataplane.script_rawhttp:
             assert isinstance(request, ScriptRequest)
             return await self._call_raw(request)
+        if self.dataplane.script_schema_params is not None:
+            try:
+                given = azure_schema_body(request.content_type, request.body)
+            except ClientError as exc:
+                return _azure_refused(exc)
+            return await self._call_schema(given, request)
         if not request.body:
             return error(400, "invalid_request", "the request has no body; run() is given the body")
         try:
@@ -557,6 +621,17 @@ class ServerApp:
 
     async def _call_run(self, raw: str, request: Request) -> Response:
         ran = await self._run(raw, request)
+        return _run_result(ran.result, ran.elapsed_ms) if isinstance(ran, Ran) else ran
+
+    async def _call_schema(self, given: dict[str, Any], request: Request) -> Response:
+        """A run() decorated with inference-schema, as azmlinfsrv: its arguments by name from the JSON
+        object (or the query); the decorators turn each into its declared type."""
+        assert self.dataplane.script_schema_params is not None
+        try:
+            arguments = azure_schema_arguments(self.dataplane.script_schema_params, given)
+        except ClientError as exc:
+            return _azure_refused(exc)
+        ran = await self._run(arguments, request)
         return _run_result(ran.result, ran.elapsed_ms) if isinstance(ran, Ran) else ran
 
     async def _call_raw(self, request: ScriptRequest) -> Response:

@@ -112,6 +112,26 @@ def run_data_parameter(run: Callable[..., Any]) -> str | None:
     return others[0]
 
 
+def schema_parameters(run: Callable[..., Any]) -> tuple[inspect.Parameter, ...] | None:
+    """azmlinfsrv (user_script._analyze_run): a run() decorated with inference-schema's @input_schema
+    gets its arguments by name from the request's JSON object; these are its parameters (without
+    `request_headers`). None: not decorated, or inference-schema is not installed."""
+    try:
+        from inference_schema.schema_util import is_schema_decorated
+    except ImportError:
+        return None
+    if not is_schema_decorated(run):
+        return None
+    params = list(inspect.signature(run).parameters.values())
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    if any(param.kind not in named for param in params):
+        raise ImportError("run() cannot accept positional-only arguments, *args, or **kwargs.")
+    data = tuple(param for param in params if param.name != "request_headers")
+    if not data:
+        raise ImportError("run() needs to accept an argument for input data.")
+    return data
+
+
 class DataPlane:
     def __init__(
         self,
@@ -131,6 +151,8 @@ class DataPlane:
         self.script: ModuleType | None = None
         self.script_data_param: str | None = None  # set: run(<it>=data, request_headers=...)
         self.script_rawhttp = False  # @rawhttp: run() gets the request, an AMLRequest
+        # @input_schema: run() gets these arguments by name from the request's JSON object
+        self.script_schema_params: tuple[inspect.Parameter, ...] | None = None
         self.load_error: str | None = None
         self._executor = InferenceThread()
         self._batcher: AdaptiveBatcher | None = None
@@ -158,6 +180,9 @@ class DataPlane:
                 from mlendpoints_serving.azureml_services import aml_request
 
                 self.script_rawhttp = aml_request.requested()
+                self.script_schema_params = schema_parameters(self.script.run)
+                if self.script_rawhttp and self.script_schema_params is not None:
+                    raise ImportError("run() cannot be decorated with both @rawhttp and @input_schema")
             else:
                 from mlendpoints_serving.model import load
 
@@ -231,9 +256,15 @@ class DataPlane:
         headers: dict[str, str] | None = None,
         on_start: Callable[[float], None] | None = None,
     ) -> tuple[Any, float]:
-        """run(raw_data), a str or with @rawhttp an AMLRequest: its result and how long it ran (ms)."""
+        """run(raw_data), a str or with @rawhttp an AMLRequest, or with @input_schema run(**raw_data):
+        its result and how long it ran (ms)."""
         assert self.script is not None
-        if self.script_data_param is None:
+        if self.script_schema_params is not None:
+            arguments = dict(raw_data)
+            if self.script_data_param is not None:  # it takes request_headers too
+                arguments["request_headers"] = headers or {}
+            call = functools.partial(self.script.run, **arguments)
+        elif self.script_data_param is None:
             call = functools.partial(self.script.run, raw_data)
         else:  # by name, as azmlinfsrv
             call = functools.partial(

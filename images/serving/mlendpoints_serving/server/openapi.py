@@ -19,6 +19,7 @@ present, else it takes any JSON.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from types import ModuleType
 from typing import Any
@@ -307,9 +308,11 @@ def _script_operation(script: ModuleType) -> dict[str, Any]:
         "responses": _responses(
             response,
             {
-                "400": "no body, or the body is not UTF-8",
+                "400": "no body, or the body is not UTF-8 (a decorated run(): not a JSON object, or one"
+                " without a parameter run() has no default for)",
                 "408": "request timeout",
                 "413": "body too large",
+                "415": "a decorated run() (@input_schema) is sent a body that is not application/json",
                 "500": "the script's run() raised",
                 "503": "init() has not returned yet",
             },
@@ -349,7 +352,7 @@ def _script_get_operation(script: ModuleType) -> dict[str, Any]:
 
 def _decorated_schemas(script: ModuleType) -> tuple[dict[str, Any], dict[str, Any]]:
     try:  # Azure's inference-schema package, when the image has it and run() is decorated
-        from inference_schema.schema_util import (  # type: ignore[import-not-found]
+        from inference_schema.schema_util import (
             get_input_schema,
             get_output_schema,
             is_schema_decorated,
@@ -358,7 +361,21 @@ def _decorated_schemas(script: ModuleType) -> tuple[dict[str, Any], dict[str, An
         return {}, {}
     try:
         if is_schema_decorated(script.run):
-            return get_input_schema(script.run) or {}, get_output_schema(script.run) or {}
+            request = dict(get_input_schema(script.run) or {})
+            # The server refuses a body without a parameter run() has no default for (azmlinfsrv's
+            # "A value is not provided"), which inference-schema's document does not say.
+            required = [
+                param.name
+                for param in inspect.signature(script.run).parameters.values()
+                if param.default is inspect.Parameter.empty and param.name != "request_headers"
+            ]
+            if required and request.get("type") == "object":
+                request["required"] = required
+            # inference-schema lists request_headers in its example; the server fills it from the headers.
+            for key in ("properties", "example"):
+                if isinstance(request.get(key), dict) and "request_headers" in request[key]:
+                    request[key] = {k: v for k, v in request[key].items() if k != "request_headers"}
+            return request, get_output_schema(script.run) or {}
     except Exception:
         log.warning("cannot read the scoring script's inference-schema decorators", exc_info=True)
     return {}, {}
