@@ -64,6 +64,11 @@ HEADER_RUN_FN_EXEC_MS = "x-ms-run-fn-exec-ms"
 # --- environment variables ---------------------------------------------------
 ENV_MODEL_DIR = "MLENDPOINTS_MODEL_DIR"  # set for scoring scripts, as AZUREML_MODEL_DIR
 ENV_AZUREML_MODEL_DIR = "AZUREML_MODEL_DIR"
+# codeConfiguration.modelFolder: one folder name, not "." or ".."; the model is fetched into
+# <mount>/<it> and a scoring script gets AZUREML_MODEL_DIR=<mount> (--azureml-model-dir), as Azure
+# ML lays out a model registered from a folder.
+MODEL_FOLDER_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]*$"
+FLAG_AZUREML_MODEL_DIR = "--azureml-model-dir"
 # A scoring-script server's CORS origins (comma-separated), read as azmlinfsrv reads it.
 ENV_AML_CORS_ORIGINS = "AML_CORS_ORIGINS"
 # A scoring-script server's limit on one run() in ms, read as azmlinfsrv reads it: past it the

@@ -6,6 +6,12 @@ batch). Before `init()` runs, `AZUREML_MODEL_DIR` and `MLENDPOINTS_MODEL_DIR` na
 the model directory (and any `extra_env` is set, e.g. batch's output folder), and the
 script's own folder is on `sys.path`, so it can import modules shipped next to it, as
 Azure's inference server allows.
+
+Azure ML puts a model registered from a folder under `AZUREML_MODEL_DIR/<folder>`, and
+scripts say so (`os.path.join(os.getenv("AZUREML_MODEL_DIR"), "model", "model.pkl")`).
+The operator then fetches the model into `<mount>/<folder>` and passes `<mount>` as
+`azureml_model_dir`; `MLENDPOINTS_MODEL_DIR` stays the model directory itself. (A link
+to the model directory would not do: MLflow refuses to load a model through one.)
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ def load_scoring_script(
     model_dir: os.PathLike[str] | str,
     run_signature: str,
     extra_env: Mapping[str, str] | None = None,
+    azureml_model_dir: os.PathLike[str] | str | None = None,
 ) -> ModuleType:
     """Import the script and call its init() (blocking). `run_signature`, e.g. 'run(raw_data)', names
-    the entry point in the error when the script has none."""
-    os.environ[ENV_AZUREML_MODEL_DIR] = str(model_dir)
+    the entry point in the error when the script has none; `azureml_model_dir`: AZUREML_MODEL_DIR, when
+    it is not the model directory (Azure's layout: the model directory is a folder in it)."""
+    os.environ[ENV_AZUREML_MODEL_DIR] = str(model_dir if azureml_model_dir is None else azureml_model_dir)
     os.environ[ENV_MODEL_DIR] = str(model_dir)
     os.environ.update(extra_env or {})
     resolved = Path(path).resolve()

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlendpoints_serving import contract
+
 API_GROUP = "mlendpoints.io"
 API_VERSION = "v1alpha1"
 GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
@@ -94,6 +96,15 @@ class CodeConfiguration(ApiModel):
     scoringScript: str = Field(
         description="File name of the scoring script within the ConfigMap (defines init() and run()).",
         min_length=1,
+    )
+    modelFolder: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=contract.MODEL_FOLDER_PATTERN,
+        description="Azure ML's layout: the script finds the model's files at "
+        "AZUREML_MODEL_DIR/<modelFolder>, as Azure puts a model registered from a folder of that name "
+        "(`mlendpoints import azureml` sets it). "
+        "Unset: at AZUREML_MODEL_DIR itself.",
     )
 
 

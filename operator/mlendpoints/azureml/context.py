@@ -80,6 +80,8 @@ class Context:
     annotations: dict[str, str] = field(default_factory=dict)
     objects: list[dict[str, Any]] = field(default_factory=list)  # ConfigMaps the resource refers to
     findings: list[Finding] = field(default_factory=list)
+    # The folder name a model path ends in: Azure gives a scoring script AZUREML_MODEL_DIR/<it>.
+    model_folder: str | None = None
 
     def set(self, path: str, value: Any) -> None:
         """Set `spec` field `path` (dotted, camelCase as in the CRD)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import posixpath
 import re
 import urllib.parse
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from mlendpoints.azureml.context import (
     Context,
 )
 from mlendpoints.render.command_job import OUTPUTS_ROOT
+from mlendpoints_serving import contract
 
 Apply = Callable[[Context, str, Any], None]
 
@@ -235,6 +237,8 @@ def _model_reference(ctx: Context, field: str, value: str) -> str:
 def _model_path(ctx: Context, field: str, value: Any) -> str:
     path = _string(ctx, field, value)
     if _REMOTE_PATH.match(path):
+        if path.endswith("/"):  # a folder, as Azure registers it
+            _note_model_folder(ctx, field, posixpath.basename(path.rstrip("/")))
         return path
     if path.startswith("azureml:"):
         raise ctx.refuse(
@@ -252,7 +256,30 @@ def _model_path(ctx: Context, field: str, value: Any) -> str:
         f"a local folder: spec.model is its absolute path {local}, which `mlendpoints local up` reads; "
         "pods on a cluster cannot: upload the folder (s3://, gs://, abfss://) or register it in MLflow",
     )
+    if local.is_dir():
+        _note_model_folder(ctx, field, local.name)
     return str(local)
+
+
+def _note_model_folder(ctx: Context, field: str, name: str) -> None:
+    """Azure puts a model registered from folder `name` at AZUREML_MODEL_DIR/<name>, and scripts read it
+    there: a scoring script gets the same layout (codeConfiguration.modelFolder)."""
+    if not re.fullmatch(contract.MODEL_FOLDER_PATTERN, name):
+        ctx.warn(
+            field,
+            f"the folder name {name!r} is not one mlendpoints can lay out under AZUREML_MODEL_DIR "
+            "(letters, digits, . _ -): a scoring script finds the model's files at AZUREML_MODEL_DIR itself",
+        )
+        return
+    ctx.model_folder = name
+    _lay_out_model_folder(ctx)
+
+
+def _lay_out_model_folder(ctx: Context) -> None:
+    # Either field may come first in the Azure file: whichever comes second joins them.
+    code = ctx.spec.get("codeConfiguration")
+    if ctx.model_folder is not None and isinstance(code, dict):
+        code["modelFolder"] = ctx.model_folder
 
 
 def _model(ctx: Context, field: str, value: Any) -> None:
@@ -358,6 +385,7 @@ def _code_configuration(ctx: Context, field: str, value: Any) -> None:
         )
     ctx.objects.append(_config_map(ctx, f"{field}.code", f"{ctx.name}-code", files))
     ctx.set("codeConfiguration", {"configMap": f"{ctx.name}-code", "scoringScript": script_name})
+    _lay_out_model_folder(ctx)
 
 
 def _environment(ctx: Context, field: str, value: Any) -> None:

@@ -170,7 +170,7 @@ def invoke(
             raise UserError(
                 f"endpoint {endpoint!r} takes a Kubernetes token (authMode token), and the kubeconfig "
                 "user has none",
-                "pass --token (e.g. --token \"$(kubectl create token SA)\" for a ServiceAccount that "
+                'pass --token (e.g. --token "$(kubectl create token SA)" for a ServiceAccount that '
                 "RBAC lets create onlineendpoints/score)",
             )
     else:

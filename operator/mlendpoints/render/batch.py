@@ -142,9 +142,18 @@ def settings_args(s: JobSettings) -> list[str]:
     return args
 
 
+def batch_model_dir(dep: BatchDeploymentSpec) -> str:
+    """Where the model's files are: MODEL_DIR, or with codeConfiguration.modelFolder a folder of that
+    name in it (AZUREML_MODEL_DIR/<folder> for the script, as under Azure ML)."""
+    code = dep.codeConfiguration
+    return (
+        MODEL_DIR if code is None or code.modelFolder is None else posixpath.join(MODEL_DIR, code.modelFolder)
+    )
+
+
 def driver_args(job: BatchJobSpec, dep: BatchDeploymentSpec, s: JobSettings, phase: str) -> list[str]:
     args = [
-        "--model-dir", MODEL_DIR,
+        "--model-dir", batch_model_dir(dep),
         "--input", _storage(job.input.uri)[0],
         "--input-type", job.input.type,
         "--output", _storage(job.output.uri)[0],
@@ -153,6 +162,8 @@ def driver_args(job: BatchJobSpec, dep: BatchDeploymentSpec, s: JobSettings, pha
     ]  # fmt: skip
     if dep.codeConfiguration is not None:
         args += ["--scoring-script", f"{CODE_DIR}/{dep.codeConfiguration.scoringScript}"]
+        if batch_model_dir(dep) != MODEL_DIR:  # Azure's layout: the model in a folder of the mount
+            args += [contract.FLAG_AZUREML_MODEL_DIR, MODEL_DIR]
     return args
 
 
@@ -236,7 +247,7 @@ def _pod_spec(
             "image": image,
             "imagePullPolicy": settings.image_pull_policy,
             "command": ["mlendpoints-fetch"],
-            "args": ["--model-uri", model.uri, "--dest", MODEL_DIR],
+            "args": ["--model-uri", model.uri, "--dest", batch_model_dir(dep)],
             "env": env[:2] + mlflow_env + env[2:],
             "envFrom": env_from,
             "resources": fetch_resources,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 
 from mlendpoints.api.online import BatchingSettings, OnlineDeployment, OnlineDeploymentSpec, ProbeSettings
@@ -64,10 +65,19 @@ def _probe(path: str, probe: ProbeSettings) -> Object:
     }
 
 
+def model_dir(spec: OnlineDeploymentSpec) -> str:
+    """Where the model's files are: the mount, or with codeConfiguration.modelFolder a folder of that
+    name in it, so that a scoring script finds them at AZUREML_MODEL_DIR/<folder>, as under Azure ML."""
+    code = spec.codeConfiguration
+    if code is None or code.modelFolder is None:
+        return spec.modelMountPath
+    return posixpath.join(spec.modelMountPath, code.modelFolder)
+
+
 def server_args(spec: OnlineDeploymentSpec) -> list[str]:
     gpus = gpu.gpu_count(spec.resources)
     args = [
-        "--model-dir", spec.modelMountPath,
+        "--model-dir", model_dir(spec),
         "--port", str(contract.SERVER_PORT),
         "--request-timeout-ms", str(spec.requestSettings.requestTimeoutMs),
         "--env-manager", spec.envManager,
@@ -88,6 +98,8 @@ def server_args(spec: OnlineDeploymentSpec) -> list[str]:
         args += ["--max-batch-time-ms", str(batching.maxBatchTimeMs)]
     if spec.codeConfiguration is not None:
         args += ["--scoring-script", f"{CODE_DIR}/{spec.codeConfiguration.scoringScript}"]
+        if model_dir(spec) != spec.modelMountPath:  # Azure's layout: the model in a folder of the mount
+            args += [contract.FLAG_AZUREML_MODEL_DIR, spec.modelMountPath]
     return args
 
 
@@ -128,7 +140,7 @@ def render_deployment(
         "image": image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["mlendpoints-fetch"],
-        "args": ["--model-uri", model.uri, "--dest", spec.modelMountPath],
+        "args": ["--model-uri", model.uri, "--dest", model_dir(spec)],
         "env": writable_env + mlflow_env,
         "envFrom": env_from,
         "resources": gpu.without_gpu(resources),  # the fetch needs no GPU
@@ -138,7 +150,7 @@ def render_deployment(
     }
     user_env = [dump(e) for e in spec.env]
     server_env = [
-        {"name": contract.ENV_MODEL_DIR, "value": spec.modelMountPath},
+        {"name": contract.ENV_MODEL_DIR, "value": model_dir(spec)},
         {"name": contract.ENV_AZUREML_MODEL_DIR, "value": spec.modelMountPath},
         *writable_env,
         *mlflow_env,

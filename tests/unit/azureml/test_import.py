@@ -656,6 +656,45 @@ def test_code_configuration_refusals(tmp_path: Path, code: str, script: str, tex
     assert text in refused.value.message
 
 
+@pytest.mark.parametrize("kind", [MOD, BD])
+@pytest.mark.parametrize("model_first", [True, False])
+@pytest.mark.parametrize(
+    ("path", "folder"),
+    [
+        ("models/model", "model"),  # a local folder
+        ("models/model/", "model"),
+        ("s3://bucket/registered/model-1/", "model-1"),  # a remote folder: Azure's path ends in /
+        ("s3://bucket/registered/model.pkl", None),  # maybe a file: its files are at the root
+        ("models/-model", None),  # a name the layout cannot take: warned, files at the root
+    ],
+)
+def test_a_scoring_script_finds_a_folder_model_where_azure_puts_it(
+    tmp_path: Path, kind: AzureKind, model_first: bool, path: str, folder: str | None
+) -> None:
+    """Azure gives a script a model registered from folder F at AZUREML_MODEL_DIR/F: codeConfiguration
+    says F (modelFolder), whichever of the two fields the file writes first."""
+    (tmp_path / "models" / "model").mkdir(parents=True)
+    (tmp_path / "models" / "-model").mkdir(parents=True)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "score.py").write_text("def init():\n    pass\n")
+    model = {"model": {"path": path}}
+    code = {"code_configuration": {"code": "src", "scoring_script": "score.py"}}
+    imported = run_import(tmp_path, kind, {**model, **code} if model_first else {**code, **model})
+    expected = {"configMap": f"{imported.resource['metadata']['name']}-code", "scoringScript": "score.py"}
+    if folder is not None:
+        expected["modelFolder"] = folder
+    assert imported.resource["spec"]["codeConfiguration"] == expected
+    assert ("-model" in path) == any(
+        "not one mlendpoints can lay out" in f.message for f in imported.findings
+    )
+
+
+def test_a_folder_model_without_a_script_has_no_layout(tmp_path: Path) -> None:
+    (tmp_path / "models" / "model").mkdir(parents=True)
+    imported = run_import(tmp_path, MOD, {"model": {"path": "models/model"}})
+    assert "codeConfiguration" not in imported.resource["spec"]
+
+
 def test_local_model_path_is_resolved_from_the_file(tmp_path: Path) -> None:
     (tmp_path / "models" / "m").mkdir(parents=True)
     imported = run_import(tmp_path, MOD, {"model": {"path": "models/m", "name": "m", "version": 1}})

@@ -119,7 +119,9 @@ def test_job_overrides_win_over_the_deployment_settings():
         input={"uri": "s3://bucket/in", "type": "uriFolder"},
         output={"uri": "s3://bucket/out"},
     )
-    dep = _deployment(codeConfiguration={"configMap": "code", "scoringScript": "score.py"})
+    dep = _deployment(
+        codeConfiguration={"configMap": "code", "scoringScript": "score.py", "modelFolder": "model"}
+    )
     s = JobSettings.of(job.spec, dep.spec)
     assert (s.instance_count, s.mini_batch_size, s.error_threshold, s.timeout, s.max_retries) == (
         3,
@@ -139,6 +141,13 @@ def test_job_overrides_win_over_the_deployment_settings():
     )
     assert (flags.output_action, flags.retry_timeout, flags.error_threshold) == ("summaryOnly", 5.0, 0)
     assert flags.scoring_script == "/var/mlendpoints/code/score.py"
+    # Azure's layout (modelFolder): the model in a folder of the mount, the mount as AZUREML_MODEL_DIR.
+    assert (flags.model_dir, flags.azureml_model_dir) == (
+        "/var/mlendpoints/model/model",
+        "/var/mlendpoints/model",
+    )
+    fetch = scoring["spec"]["template"]["spec"]["initContainers"][0]
+    assert fetch["args"][-2:] == ["--dest", "/var/mlendpoints/model/model"]
     pod = scoring["spec"]["template"]["spec"]
     assert not [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
     assert {"name": "code", "configMap": {"name": "code"}} in pod["volumes"]

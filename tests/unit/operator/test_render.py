@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic_settings import CliApp
 
 from mlendpoints.api.online import OnlineDeployment, OnlineDeploymentSpec, OnlineEndpoint, OnlineEndpointSpec
 from mlendpoints.render.common import CONFIG_HASH_ANNOTATION, RenderSettings
@@ -12,6 +13,7 @@ from mlendpoints.render.deployment import ResolvedModel, render_deployment
 from mlendpoints.render.discovery import MODERN, ApiVersions, UnsupportedCluster
 from mlendpoints.render.endpoint import effective_routing, render_endpoint, render_keys_secret, router_config
 from mlendpoints_serving import contract
+from mlendpoints_serving.server.settings import ServeSettings
 
 SETTINGS = RenderSettings(
     serving_image="mlendpoints/serving:dev",
@@ -289,7 +291,7 @@ def test_deployment_options_reach_the_pod() -> None:
         "gpu",
         instanceCount=3,
         resources={"limits": {"nvidia.com/gpu": 1, "memory": "4Gi"}},
-        codeConfiguration={"configMap": "score-code", "scoringScript": "score.py"},
+        codeConfiguration={"configMap": "score-code", "scoringScript": "score.py", "modelFolder": "model"},
         batching={"maxBatchSize": 32, "maxBatchTimeMs": 4},
         workers=2,
         envManager="virtualenv",
@@ -313,10 +315,20 @@ def test_deployment_options_reach_the_pod() -> None:
     server = pod["containers"][0]
     assert server["image"] == "mlendpoints/serving:dev-cuda"
     assert server["resources"] == {"limits": {"nvidia.com/gpu": 1, "memory": "4Gi"}, "requests": {}}
-    assert server["args"][-12:] == [
+    assert server["args"][-14:] == [
         "--env-manager", "virtualenv", "--workers", "2", "--batching", "on", "--max-batch-size", "32",
         "--max-batch-time-ms", "4", "--scoring-script", "/var/mlendpoints/code/score.py",
+        "--azureml-model-dir", "/var/mlendpoints/model",
     ]  # fmt: skip
+    # Azure's layout (modelFolder): the model is fetched into a folder of the mount, which the script
+    # gets as AZUREML_MODEL_DIR; the server's own flag parser takes what was rendered.
+    flags = CliApp.run(ServeSettings, cli_args=server["args"])
+    assert (str(flags.model_dir), str(flags.azureml_model_dir)) == (
+        "/var/mlendpoints/model/model",
+        "/var/mlendpoints/model",
+    )
+    assert pod["initContainers"][0]["args"][-2:] == ["--dest", "/var/mlendpoints/model/model"]
+    assert {"name": "MLENDPOINTS_MODEL_DIR", "value": "/var/mlendpoints/model/model"} in server["env"]
     assert {"name": "A", "value": "1"} in server["env"]
     assert {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}} in server["env"]
     assert {"name": "code", "configMap": {"name": "score-code"}} in pod["volumes"]

@@ -68,7 +68,7 @@ def test_the_one_template_line_is_the_general_line_byte_for_byte() -> None:
     """Both bodies whole and UTF-8 take one bytes template; the rest is built field by field. A reader
     (mlendpoints compare) must not tell them apart: the same bytes as the field-by-field path."""
     rng = random.Random(3)
-    bodies = [b"", b'{"a":"q\\"\\n"}', "h\u00e9\n\t\x00\"".encode(), b"\xff\xfe", b'{"a":1}' * 20, b"text"]
+    bodies = [b"", b'{"a":"q\\"\\n"}', 'h\u00e9\n\t\x00"'.encode(), b"\xff\xfe", b'{"a":1}' * 20, b"text"]
     for _ in range(500):
         req, resp = rng.choice(bodies), rng.choice(bodies)
         wall, latency = 1796220000 + rng.random() * 1e5, rng.random() * 3

@@ -59,3 +59,17 @@ def test_a_script_without_run_names_the_entry_point_each_side_expects(tmp_path: 
         load_scoring_script(script, tmp_path)
     with pytest.raises(ImportError, match=r"has no run\(mini_batch\) function"):
         ScriptScorer(str(script), str(tmp_path), str(tmp_path))
+
+
+@pytest.mark.parametrize("side", ["server", "batch"])
+def test_azure_layout_gives_the_script_the_folder_above_the_model(
+    script: Path, tmp_path: Path, side: str
+) -> None:
+    """Azure gives a script a model registered from folder `model` at AZUREML_MODEL_DIR/model: the
+    operator fetches it into <mount>/model and passes <mount>; MLENDPOINTS_MODEL_DIR stays the model's."""
+    model = tmp_path / "mount" / "model"
+    if side == "server":
+        seen = load_scoring_script(script, model, tmp_path / "mount").seen
+    else:
+        seen = ScriptScorer(str(script), str(model), "s3://bucket/out", str(tmp_path / "mount")).module.seen
+    assert seen[:2] == (str(tmp_path / "mount"), str(model))

@@ -72,7 +72,9 @@ class ModelScorer:
 class ScriptScorer:
     """A scoring script: `init()` once per worker, then `run(mini_batch)` per mini-batch."""
 
-    def __init__(self, script: str, model_dir: str, output_uri: str) -> None:
+    def __init__(
+        self, script: str, model_dir: str, output_uri: str, azureml_model_dir: str | None = None
+    ) -> None:
         # A local folder of this worker's for the script's own files: committed with each mini-batch.
         self.output_dir = tempfile.mkdtemp(prefix="mlendpoints-batch-output-")
         env = {
@@ -80,7 +82,9 @@ class ScriptScorer:
             ENV_BATCH_OUTPUT_DIR: self.output_dir,
             ENV_AZUREML_BI_OUTPUT_PATH: self.output_dir,
         }
-        self.module: ModuleType = load_scoring_script(script, model_dir, "run(mini_batch)", extra_env=env)
+        self.module: ModuleType = load_scoring_script(
+            script, model_dir, "run(mini_batch)", extra_env=env, azureml_model_dir=azureml_model_dir
+        )
 
     def clear_output_dir(self) -> None:
         for entry in os.scandir(self.output_dir):

@@ -57,6 +57,11 @@ class BatchSettings(BaseSettings):
     scoring_script: str | None = Field(
         default=None, description="Python file with init() and run(mini_batch) (Azure's batch contract)."
     )
+    azureml_model_dir: str | None = Field(
+        default=None,
+        description="AZUREML_MODEL_DIR for a scoring script (default: the model dir); Azure's layout puts "
+        "the model dir in it, as a folder named as the one the model was registered from.",
+    )
     instance_index: int | None = Field(
         default=None, ge=0, description="This instance's index (default: $JOB_COMPLETION_INDEX, else 0)."
     )

@@ -277,7 +277,12 @@ def score_mini_batch(
 
 def make_scorer(settings: BatchSettings) -> ModelScorer | ScriptScorer:
     if settings.scoring_script:
-        return ScriptScorer(settings.scoring_script, settings.model_dir, Location(settings.output).uri)
+        return ScriptScorer(
+            settings.scoring_script,
+            settings.model_dir,
+            Location(settings.output).uri,
+            settings.azureml_model_dir,
+        )
     return ModelScorer(settings.model_dir)
 
 

@@ -61,7 +61,11 @@ class InferenceThread(ThreadPoolExecutor):
             self.busy_since = None
 
 
-def load_scoring_script(path: os.PathLike[str] | str, model_dir: os.PathLike[str] | str) -> ModuleType:
+def load_scoring_script(
+    path: os.PathLike[str] | str,
+    model_dir: os.PathLike[str] | str,
+    azureml_model_dir: os.PathLike[str] | str | None = None,
+) -> ModuleType:
     """Import an Azure-style scoring script and call its init() (blocking)."""
     # Here, not at module level: an MLflow-model server never imports werkzeug.
     from mlendpoints_serving import azureml_services
@@ -69,7 +73,9 @@ def load_scoring_script(path: os.PathLike[str] | str, model_dir: os.PathLike[str
 
     azureml_services.install()  # `from azureml.contrib.services.aml_request import rawhttp`, as azmlinfsrv
     aml_request.reset()
-    return scoring_script.load_scoring_script(path, model_dir, "run(raw_data)")
+    return scoring_script.load_scoring_script(
+        path, model_dir, "run(raw_data)", azureml_model_dir=azureml_model_dir
+    )
 
 
 def _timed(call: Callable[[], Any], on_start: Callable[[float], None] | None) -> tuple[Any, float]:
@@ -174,7 +180,11 @@ class DataPlane:
         try:
             if self.settings.scoring_script:
                 self.script = await loop.run_in_executor(
-                    self._executor, load_scoring_script, self.settings.scoring_script, self.settings.model_dir
+                    self._executor,
+                    load_scoring_script,
+                    self.settings.scoring_script,
+                    self.settings.model_dir,
+                    self.settings.azureml_model_dir,
                 )
                 self.script_data_param = run_data_parameter(self.script.run)
                 from mlendpoints_serving.azureml_services import aml_request

@@ -76,6 +76,11 @@ class ServeSettings(BaseSettings):
     )
     max_body_bytes: int = Field(default=100 * 1024 * 1024, ge=1, description="larger bodies get 413")
     scoring_script: Path | None = Field(default=None, description="Azure-style script with init() and run()")
+    azureml_model_dir: Path | None = Field(
+        default=None,
+        description="AZUREML_MODEL_DIR for a scoring script (default: the model dir); Azure's layout puts "
+        "the model dir in it, as a folder named as the one the model was registered from",
+    )
     env_manager: Literal["local", "virtualenv"] = "local"
     env_cache_dir: Path = Field(
         default=Path("/tmp/mlendpoints/envs"),

@@ -10,8 +10,9 @@ import pandas as pd
 
 def init():
     global model
-    # Azure: AZUREML_MODEL_DIR is the model's folder (mlendpoints puts the model's files at its root).
-    model = mlflow.pyfunc.load_model(os.environ["AZUREML_MODEL_DIR"])
+    # Azure puts a model registered from the folder `model` at AZUREML_MODEL_DIR/model; the import
+    # keeps that layout (codeConfiguration.modelFolder).
+    model = mlflow.pyfunc.load_model(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model"))
     logging.info("Init complete")
 
 
