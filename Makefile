@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt scripts/setup.sh
+$(VENV)/.installed: pyproject.toml constraints.txt scripts/setup.sh scripts/azmlinfsrv-venv.sh tests/azmlinfsrv/requirements.txt
 	bash scripts/setup.sh $(VENV)
 	@touch $@
 

@@ -26,4 +26,5 @@ PYTHON=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip wheel setuptools
 "$VENV/bin/pip" install -q -c constraints.txt -e '.[test]'
+bash scripts/azmlinfsrv-venv.sh  # Azure's own scoring server, for the side-by-side tests
 echo "setup: done ($VENV)"

@@ -82,7 +82,7 @@ def _script_failed(message: str, *, failed: bool, code: str = "script_error") ->
 def _azure_refused(exc: ClientError) -> Response:
     """A refused request to a scoring script in azmlinfsrv's shape (`message`) and ours (`error`)."""
     body = {"message": exc.message, "error": {"code": exc.code, "message": exc.message}}
-    return exc.status, JSON_TYPE, orjson.dumps(body), ()
+    return exc.status, JSON_TYPE, orjson.dumps(body), RUN_OK_HEADERS  # azmlinfsrv: run() did not fail
 
 
 def scoring_timeout_ms(environ: Mapping[str, str]) -> int | None:
