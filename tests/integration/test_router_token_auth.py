@@ -28,6 +28,7 @@ from mlendpoints.render.router_auth import ROUTER_AUTH_RULES, render_router_auth
 from mlendpoints_serving.contract import (
     FLAG_ROUTER_TOKEN_ALLOWED_TTL_S,
     FLAG_ROUTER_TOKEN_DENIED_TTL_S,
+    LABEL_MANAGED_BY,
     REASON_TOKEN_FORBIDDEN,
     REASON_TOKEN_INVALID,
     REASON_TOKEN_MISSING,
@@ -126,6 +127,9 @@ def token_router(kube_cluster: KubeCluster, namespace: str, tmp_path: Path) -> I
         rbac(api).create_cluster_role({"metadata": {"name": cluster_role}, "rules": ROUTER_AUTH_RULES})
         stack.callback(rbac(api).delete_cluster_role, cluster_role)
         binding = render_router_auth_binding(namespace, ENDPOINT, cluster_role)
+        # The test's, not an operator's: without the managed-by label an operator running on this
+        # cluster (an e2e run leaves one) does not take it for its endpoint's orphan and delete it.
+        del binding["metadata"]["labels"][LABEL_MANAGED_BY]
         rbac(api).create_cluster_role_binding(binding)
         stack.callback(rbac(api).delete_cluster_role_binding, binding["metadata"]["name"])
 
