@@ -6,6 +6,7 @@ through the table and validates what comes out with the API's own rules.
 Nothing here talks to a cluster: it sits beside `render`, above `api`.
 """
 
+from mlendpoints.azureml import azure_check
 from mlendpoints.azureml.context import Finding, ImportOptions
 from mlendpoints.azureml.importer import (
     Imported,
@@ -20,6 +21,7 @@ __all__ = [
     "Finding",
     "ImportOptions",
     "Imported",
+    "azure_check",
     "import_document",
     "import_file",
     "import_files",

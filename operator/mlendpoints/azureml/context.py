@@ -65,6 +65,10 @@ class ImportOptions:
     collect_to: str | None = None
     # A command job's image when its environment is not one (an Azure environment, conda, a build).
     job_image: str | None = None
+    # Check each file with azure-ai-ml's own loaders first (azure_check.py): Azure's words for its refusals.
+    azure_check: bool = False
+    # Where a local model folder is copied (s3://, gs://, abfss://), so that pods on a cluster can fetch it.
+    upload_to: str | None = None
 
 
 @dataclass

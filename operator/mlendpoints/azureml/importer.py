@@ -28,6 +28,7 @@ from mlendpoints.api.validation import (
     validate_model_uri,
     validate_name,
 )
+from mlendpoints.azureml.azure_check import azure_refusal, loader_name
 from mlendpoints.azureml.context import (
     ONLINE_ENDPOINTS,
     TARGET_KIND,
@@ -204,7 +205,13 @@ def _validate(ctx: Context, kind: str, spec: dict[str, Any]) -> list[str]:
 
 
 def import_document(source: Path, doc: dict[str, Any], options: ImportOptions | None = None) -> Imported:
+    options = options or ImportOptions()
     kind = azure_kind(source, doc)
+    if options.azure_check and (refusal := azure_refusal(source, kind, doc)):
+        raise ImportRefused(
+            f"{source}: Azure's own loader ({loader_name(kind, doc)}) refuses it: {refusal}",
+            "fix the file as Azure says: `az ml` would refuse it too (--no-azure-check imports it unchecked)",
+        )
     name = doc.get("name")
     if kind is AzureKind.COMMAND_JOB and name is None:
         name = _job_name(source)  # Azure names a job when it is submitted; a Job needs one to be applied
@@ -215,7 +222,7 @@ def import_document(source: Path, doc: dict[str, Any], options: ImportOptions | 
             f"{source}: {errors[0]}",
             "Kubernetes names are lower-case: rename it (and where it is referred to)",
         )
-    ctx = Context(source=source, kind=kind, name=name, options=options or ImportOptions())
+    ctx = Context(source=source, kind=kind, name=name, options=options)
     _walk(ctx, rows_for(kind), doc)
     if kind is AzureKind.COMMAND_JOB:
         if "name" not in doc:

@@ -33,6 +33,7 @@ from mlendpoints.azureml.context import (
     AzureKind,
     Context,
 )
+from mlendpoints.azureml.upload import upload_folder
 from mlendpoints.render.command_job import OUTPUTS_ROOT
 from mlendpoints_serving import contract
 
@@ -251,13 +252,18 @@ def _model_path(ctx: Context, field: str, value: Any) -> str:
     local = ctx.local_path(path)
     if not local.exists():
         raise ctx.refuse(field, f"{path!r} ({local}) does not exist", "the path is relative to the YAML file")
+    if local.is_dir():
+        _note_model_folder(ctx, field, local.name)
+    if ctx.options.upload_to is not None:
+        # As Azure uploads it to its workspace store on create: pods fetch it from there.
+        uploaded = upload_folder(local, ctx.options.upload_to, ctx.name)
+        ctx.warn(field, f"the local {path!r} is uploaded to {uploaded}: spec.model is that URI")
+        return uploaded
     ctx.warn(
         field,
         f"a local folder: spec.model is its absolute path {local}, which `mlendpoints local up` reads; "
-        "pods on a cluster cannot: upload the folder (s3://, gs://, abfss://) or register it in MLflow",
+        "pods on a cluster cannot: pass --upload-to s3://... (or gs://, abfss://), or register it in MLflow",
     )
-    if local.is_dir():
-        _note_model_folder(ctx, field, local.name)
     return str(local)
 
 
@@ -665,10 +671,17 @@ def _remote_input(ctx: Context, field: str, path: Any) -> str:
     text = _string(ctx, field, path)
     if _REMOTE_PATH.match(text) or text.startswith(("models:/", "runs:/")):
         return text
+    local = ctx.local_path(text)
+    if ctx.options.upload_to is not None and ":" not in text.split("/", 1)[0] and local.exists():
+        # A local input, uploaded as Azure uploads it when the job is submitted.
+        uploaded = upload_folder(local, ctx.options.upload_to, ctx.name)
+        ctx.warn(field, f"the local {text!r} is uploaded to {uploaded}")
+        return uploaded
     raise ctx.refuse(
         field,
         f"{text!r} is not in storage a pod can read (Azure data assets, datastores and local paths are not)",
-        "upload it to s3://, gs://, abfss:// or https:// (or register the model in MLflow); point path there",
+        "upload it to s3://, gs://, abfss:// or https:// (--upload-to does it for a local path), or register "
+        "the model in MLflow; point path there",
     )
 
 

@@ -8,7 +8,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from mlendpoints.azureml import Imported, ImportOptions, import_files, to_yaml
+from mlendpoints.azureml import Imported, ImportOptions, azure_check, import_files, to_yaml
+from mlendpoints.azureml.upload import check_destination
 from mlendpoints.errors import UserError
 from mlendpoints.operator.settings import PUBLIC_SERVING_IMAGE
 
@@ -22,7 +23,15 @@ def import_group() -> None:
     \b
     Example:
       mlendpoints import azureml endpoint.yml blue-deployment.yml -o k8s/
+      mlendpoints import azureml blue-deployment.yml --upload-to s3://models/imported
     """
+
+
+def azure_check_wanted(flag: bool | None) -> bool:
+    """--azure-check: on when asked (azure-ai-ml must be there), else when azure-ai-ml is installed."""
+    if flag and not azure_check.available():
+        raise UserError("--azure-check: azure-ai-ml is not installed", azure_check.INSTALL_HINT)
+    return azure_check.available() if flag is None else flag
 
 
 def report_findings(imported: list[Imported]) -> None:
@@ -55,14 +64,37 @@ def report_findings(imported: list[Imported]) -> None:
     metavar="IMAGE",
     help="A command job's image when its environment is not an image (an Azure environment, conda).",
 )
-def azureml(files: tuple[Path, ...], output_dir: Path | None, collect_to: str | None, job_image: str) -> None:
+@click.option(
+    "--upload-to",
+    metavar="URI",
+    help="Copy local model folders (and a command job's local inputs) here (s3://, gs://, abfss://) and "
+    "point the resources at the copy, as Azure uploads them to its workspace store; credentials as "
+    "mlendpoints-fetch reads them (AWS_*, MLFLOW_S3_ENDPOINT_URL, ...).",
+)
+@click.option(
+    "--azure-check/--no-azure-check",
+    "check_with_azure",
+    default=None,
+    help="Check each file with Azure's own loaders (azure-ai-ml, offline) first, and report a refusal "
+    "in Azure's words. Default: when azure-ai-ml is installed (pip install 'mlendpoints[azure]').",
+)
+def azureml(
+    files: tuple[Path, ...],
+    output_dir: Path | None,
+    collect_to: str | None,
+    job_image: str,
+    upload_to: str | None,
+    check_with_azure: bool | None,
+) -> None:
     """Import Azure ML CLI v2 endpoint and deployment YAML.
 
     Reads managed and Kubernetes online endpoints and deployments, batch
     endpoints and model batch deployments (`$schema` says which; without it the
     fields do), and writes the OnlineEndpoint, OnlineDeployment, BatchEndpoint
     and BatchDeployment resources, with a ConfigMap for each code_configuration.
-    A data_collector's records go to --collect-to. A command job becomes a
+    A data_collector's records go to --collect-to; local model folders are
+    copied to --upload-to. With azure-ai-ml installed, each file is first
+    checked by Azure's own loaders. A command job becomes a
     Job whose mlflow_model (and uri_folder, uri_file) inputs the operator's
     webhook fetches into the pod; apply it once (`kubectl apply`), delete it
     to run it again.
@@ -73,8 +105,15 @@ def azureml(files: tuple[Path, ...], output_dir: Path | None, collect_to: str | 
     Examples:
       mlendpoints import azureml endpoint.yml blue-deployment.yml | kubectl apply -f -
       mlendpoints import azureml endpoint.yml blue-deployment.yml -o k8s/
+      mlendpoints import azureml blue-deployment.yml --upload-to s3://models/imported
     """
-    imported = import_files(files, ImportOptions(collect_to=collect_to, job_image=job_image))
+    options = ImportOptions(
+        collect_to=collect_to,
+        job_image=job_image,
+        upload_to=check_destination(upload_to) if upload_to is not None else None,
+        azure_check=azure_check_wanted(check_with_azure),
+    )
+    imported = import_files(files, options)
     report_findings(imported)
     if output_dir is None:
         click.echo(to_yaml(imported), nl=False)

@@ -68,7 +68,10 @@ def _files(paths: Iterable[Path]) -> list[Path]:
 def load(paths: Iterable[Path]) -> list[Manifest]:
     manifests = []
     # An Azure data_collector's records stay on this machine (Azure writes them to its blob store).
-    azure_options = azureml.ImportOptions(collect_to=str(LocalSettings().home / "collected"))
+    # Azure's own loaders check each Azure file first when azure-ai-ml is installed, as the import does.
+    azure_options = azureml.ImportOptions(
+        collect_to=str(LocalSettings().home / "collected"), azure_check=azureml.azure_check.available()
+    )
     for file in _files(paths):
         try:
             docs = list(yaml.safe_load_all(file.read_text()))
