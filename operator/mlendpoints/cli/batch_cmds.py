@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -33,6 +34,7 @@ from mlendpoints.cli.app_state import cluster_options
 from mlendpoints.cli.cluster_cmds import cluster_of
 from mlendpoints.client import Cluster
 from mlendpoints.errors import UserError
+from mlendpoints.local import manifests
 from mlendpoints.local.progress import directory_bytes
 from mlendpoints.render.batch import LABEL_BATCH_JOB, PVC_SCHEME, JobSettings, settings_args
 from mlendpoints_serving.contract import (
@@ -40,6 +42,7 @@ from mlendpoints_serving.contract import (
     BATCH_ERRORS_FILE,
     BATCH_OUTPUT_FORMATS,
     ENV_TERMINATION_LOG,
+    FLAG_AZUREML_MODEL_DIR,
     BatchFailure,
     BatchStatus,
     failure_line,
@@ -193,6 +196,7 @@ def run_argv(
     output_uri: str,
     settings: JobSettings,
     scoring_script: Path | None,
+    azureml_model_dir: Path | None = None,
 ) -> list[str]:
     """The driver's command line: one instance that scores and merges (`--phase all`)."""
     argv = [
@@ -202,7 +206,76 @@ def run_argv(
     ]  # fmt: skip
     if scoring_script is not None:
         argv += ["--scoring-script", str(scoring_script)]
+    if azureml_model_dir is not None:
+        argv += [FLAG_AZUREML_MODEL_DIR, str(azureml_model_dir)]
     return argv
+
+
+def _link_or_copy(source: str, target: str) -> object:
+    try:
+        os.link(source, target)  # the same bytes, no copy (hard links: MLflow refuses symlinked models)
+    except OSError:
+        shutil.copy2(source, target)  # another filesystem
+    return target
+
+
+def azureml_layout(model_dir: Path, folder: str | None, work: Path) -> tuple[Path, Path | None]:
+    """(the model's folder, AZUREML_MODEL_DIR) for a script that reads AZUREML_MODEL_DIR/<folder>, as the
+    cluster's pods lay it out (codeConfiguration.modelFolder); (model_dir, None) without a folder."""
+    if folder is None:
+        return model_dir, None
+    if model_dir.name == folder:
+        return model_dir, model_dir.parent
+    staged = work / "azureml-model" / folder
+    shutil.copytree(model_dir, staged, copy_function=_link_or_copy)
+    return staged, staged.parent
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What `batch run` runs: from the flags, or from a BatchDeployment file (mlendpoints or Azure YAML)."""
+
+    deployment: BatchDeploymentSpec
+    scoring_script: Path | None
+    env: dict[str, str]
+
+
+def run_plan(
+    files: tuple[Path, ...],
+    deployment_name: str | None,
+    model: str | None,
+    scoring_script: Path | None,
+    work: Path,
+) -> RunPlan:
+    """The deployment to run: the one in `files` (its model, script and settings), flags winning."""
+    if not files:
+        if deployment_name is not None:
+            raise UserError("--deployment picks a BatchDeployment of the -f files", "pass its file with -f")
+        if model is None:
+            raise UserError("batch run needs a model", "pass --model, or a BatchDeployment file with -f")
+        return RunPlan(BatchDeploymentSpec(endpointName=LOCAL_ENDPOINT, model=model), scoring_script, {})
+    loaded = manifests.load(files)
+    for manifest in loaded:
+        for finding in manifest.findings:
+            console.print(f"[yellow]warning:[/] {escape(finding.line())}", highlight=False)
+    chosen = manifests.select_batch_deployment(loaded, deployment_name)
+    spec = chosen.spec if model is None else chosen.spec.model_copy(update={"model": model})
+    console.print(f"batch deployment [bold]{chosen.name}[/], model {escape(spec.model)}", highlight=False)
+    if scoring_script is None and spec.codeConfiguration is not None:
+        code = work / "code"
+        code.mkdir()
+        for name, content in chosen.code_files().items():
+            (code / name).write_bytes(content)
+        scoring_script = code / spec.codeConfiguration.scoringScript
+    env: dict[str, str] = {}
+    for var in spec.env:
+        if var.value is None:
+            raise UserError(
+                f"batch deployment {chosen.name!r}: env {var.name}: valueFrom is read in the cluster only",
+                "set the variable in this shell instead; batch run passes its environment on",
+            )
+        env[var.name] = var.value
+    return RunPlan(spec, scoring_script, env)
 
 
 def driver_failure(message: str, output_uri: str, code: int) -> UserError:
@@ -454,8 +527,21 @@ def invoke(
 @click.option(
     "--model",
     "-m",
-    required=True,
-    help="MLflow model directory, or a URI mlendpoints-fetch takes (models:/, runs:/, s3://, ...).",
+    help="MLflow model directory, or a URI mlendpoints-fetch takes (models:/, runs:/, s3://, ...); "
+    "default: the -f deployment's.",
+)
+@click.option(
+    "--file",
+    "-f",
+    "files",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A BatchDeployment to run, with its ConfigMaps: mlendpoints YAML, or Azure's modelBatchDeployment "
+    "YAML as it is (repeatable; a folder reads its .yaml files). Its model, scoring script, settings "
+    "and env are used; the flags override them.",
+)
+@click.option(
+    "--deployment", "-d", "deployment_name", help="The -f files' BatchDeployment to run, if several."
 )
 @click.option(
     "--input",
@@ -483,7 +569,9 @@ def invoke(
 )
 @setting_options
 def run(
-    model: str,
+    model: str | None,
+    files: tuple[Path, ...],
+    deployment_name: str | None,
     input_uri: str,
     output_uri: str,
     input_type: str | None,
@@ -505,6 +593,7 @@ def run(
       mlendpoints batch run --model build/iris-batch/model --input build/iris-batch/input \\
           --output build/iris-batch/out --mini-batch-size 2 --max-concurrency 2
       mlendpoints batch run -m models:/iris/1 -i data/ -o out/ --set errorThreshold=0
+      mlendpoints batch run -f endpoint.yml -f deployment.yml -i data/ -o out/   # Azure's YAML as it is
     """
     overrides = job_overrides(
         mini_batch_size, max_concurrency, output_action, sets, output_format, partition_outputs
@@ -518,22 +607,39 @@ def run(
         if uri.startswith(PVC_SCHEME):
             raise UserError(f"{flag} {uri}: a PVC exists only in the cluster", "pass a local path or a URI")
     input_type = input_type or ("uriFile" if Path(input_uri).is_file() else "uriFolder")
-    job = BatchJobSpec.model_validate(
-        {
-            "endpointName": LOCAL_ENDPOINT,
-            "input": {"uri": input_uri, "type": input_type},
-            "output": {"uri": output_uri},
-            "overrides": overrides,
-        }
-    )
-    settings = JobSettings.of(job, BatchDeploymentSpec(endpointName=LOCAL_ENDPOINT, model=model))
-    argv = run_argv(local_model(model), input_uri, input_type, output_uri, settings, scoring_script)
     with tempfile.TemporaryDirectory(prefix="mlendpoints-batch-") as tmp:
-        termination_log = Path(tmp) / "termination-log"
+        work = Path(tmp)
+        plan = run_plan(files, deployment_name, model, scoring_script, work)
+        if plan.deployment.resources.instanceCount > 1 and overrides.instanceCount is None:
+            console.print(
+                f"the deployment's {plan.deployment.resources.instanceCount} instances run as one here "
+                "(--max-concurrency sets its workers)",
+                style="dim",
+            )
+            overrides = overrides.model_copy(update={"instanceCount": 1})
+        job = BatchJobSpec.model_validate(
+            {
+                "endpointName": LOCAL_ENDPOINT,
+                "input": {"uri": input_uri, "type": input_type},
+                "output": {"uri": output_uri},
+                "overrides": overrides,
+            }
+        )
+        settings = JobSettings.of(job, plan.deployment)
+        code_config = plan.deployment.codeConfiguration
+        model_dir, azureml_model_dir = azureml_layout(
+            local_model(plan.deployment.model),
+            code_config.modelFolder if code_config is not None else None,
+            work,
+        )
+        argv = run_argv(
+            model_dir, input_uri, input_type, output_uri, settings, plan.scoring_script, azureml_model_dir
+        )
+        termination_log = work / "termination-log"
         try:
             # The driver inherits the terminal: its progress bar and log lines show as they come.
             code = subprocess.run(
-                argv, env={**os.environ, ENV_TERMINATION_LOG: str(termination_log)}
+                argv, env={**os.environ, **plan.env, ENV_TERMINATION_LOG: str(termination_log)}
             ).returncode
         except KeyboardInterrupt:
             console.print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +11,16 @@ from typing import Any
 import yaml
 
 from mlendpoints import azureml
+from mlendpoints.api.batch import BatchDeploymentSpec
 from mlendpoints.api.common import GROUP_VERSION
 from mlendpoints.api.online import OnlineDeployment, OnlineDeploymentSpec, OnlineEndpoint, OnlineEndpointSpec
-from mlendpoints.api.validation import parse_spec, validate_deployment, validate_endpoint, validate_name
+from mlendpoints.api.validation import (
+    parse_spec,
+    validate_deployment,
+    validate_endpoint,
+    validate_model_uri,
+    validate_name,
+)
 from mlendpoints.errors import UserError
 from mlendpoints.local.state import LocalSettings
 
@@ -173,5 +181,76 @@ def select_endpoint(manifests: list[Manifest]) -> LocalEndpoint:
     return LocalEndpoint(
         endpoint=OnlineEndpoint.model_validate({**endpoint_manifest.body, "spec": endpoint_spec}),
         deployments=deployments,
+        objects=tuple(m.body for m in manifests if m.kind in SUPPORTING_KINDS),
+    )
+
+
+@dataclass(frozen=True)
+class LocalBatchDeployment:
+    """One BatchDeployment, validated, and the ConfigMaps and Secrets given alongside."""
+
+    name: str
+    spec: BatchDeploymentSpec
+    objects: tuple[dict[str, Any], ...]
+
+    def code_files(self) -> dict[str, bytes]:
+        """The scoring script's ConfigMap as files (data as text, binaryData decoded)."""
+        code = self.spec.codeConfiguration
+        if code is None:
+            return {}
+        for obj in self.objects:
+            if obj.get("kind") == "ConfigMap" and (obj.get("metadata") or {}).get("name") == code.configMap:
+                files = {key: str(text).encode() for key, text in (obj.get("data") or {}).items()}
+                files |= {k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()}
+                if code.scoringScript not in files:
+                    raise UserError(
+                        f"batch deployment {self.name!r}: codeConfiguration.scoringScript "
+                        f"{code.scoringScript!r} is not in ConfigMap {code.configMap!r}",
+                        "check the names",
+                    )
+                return files
+        raise UserError(
+            f"batch deployment {self.name!r}: codeConfiguration.configMap {code.configMap!r} "
+            "is not in the files",
+            "pass the file holding that ConfigMap with -f too",
+        )
+
+
+def select_batch_deployment(manifests: list[Manifest], name: str | None) -> LocalBatchDeployment:
+    """The BatchDeployment to run: `name`, else the only one, else the given endpoint's default."""
+    candidates = [m for m in manifests if m.kind == "BatchDeployment"]
+    for manifest in manifests:
+        if manifest.kind not in (*SUPPORTING_KINDS, "BatchDeployment", "BatchEndpoint"):
+            raise UserError(
+                f"{manifest.source}: {manifest.kind} {manifest.name!r} is not part of a batch deployment",
+                "pass a BatchDeployment (mlendpoints or Azure YAML), its endpoint and its ConfigMaps",
+            )
+    if name is None and len(candidates) > 1:
+        defaults = {
+            str((m.body.get("spec") or {}).get("defaultDeployment"))
+            for m in manifests
+            if m.kind == "BatchEndpoint"
+        }
+        candidates = [m for m in candidates if m.name in defaults] or candidates
+    if name is not None:
+        candidates = [m for m in candidates if m.name == name]
+    if len(candidates) != 1:
+        found = ", ".join(m.name for m in manifests if m.kind == "BatchDeployment") or "none"
+        raise UserError(
+            f"expected one BatchDeployment{f' named {name!r}' if name else ''} in the files, found: {found}",
+            "name it with --deployment" if found != "none" else "pass the deployment's file with -f",
+        )
+    [manifest] = candidates
+    if manifest.body.get("apiVersion") != GROUP_VERSION:
+        wrong = manifest.body.get("apiVersion")
+        raise _fail(manifest, [f"apiVersion: {wrong!r}, expected {GROUP_VERSION!r}"])
+    spec, errors = parse_spec(BatchDeploymentSpec, manifest.body.get("spec"))
+    if spec is None:
+        raise _fail(manifest, errors)
+    if errors := validate_name(manifest.name) + validate_model_uri(spec.model):
+        raise _fail(manifest, errors)
+    return LocalBatchDeployment(
+        name=manifest.name,
+        spec=spec,
         objects=tuple(m.body for m in manifests if m.kind in SUPPORTING_KINDS),
     )
