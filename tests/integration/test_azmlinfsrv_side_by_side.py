@@ -109,13 +109,19 @@ JSON = {"content-type": "application/json"}
 
 @contextlib.contextmanager
 def both(
-    script_text: str, tmp_path: Path, env: dict[str, str] | None = None
+    script_text: str,
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    beside: dict[str, str] | None = None,
 ) -> Iterator[tuple[httpx.Client, httpx.Client]]:
-    """(mlendpoints, azmlinfsrv) clients, each server running the script with AZUREML_MODEL_DIR set."""
+    """(mlendpoints, azmlinfsrv) clients, each server running the script with AZUREML_MODEL_DIR set;
+    `beside`: other files of the script's folder (name -> text)."""
     code, model = tmp_path / "code", tmp_path / "model"
     code.mkdir()
     model.mkdir()
     (code / "score.py").write_text(script_text)
+    for name, text in (beside or {}).items():
+        (code / name).write_text(text)
     port = free_port()
     argv = [str(AZMLINFSRV), "--entry_script", "score.py", "--port", str(port), "--worker_count", "1"]
     azure_env = {
@@ -262,3 +268,63 @@ def test_swagger_of_a_decorated_run_has_azures_schemas(tmp_path: Path) -> None:
     assert request["required"] == ["data"]  # ours says what the server refuses to go without
     assert response == schemas["ServiceOutput"]
     json.dumps(ours)  # plain JSON
+
+
+MIXED = """
+from inference_schema.parameter_types.standard_py_parameter_type import StandardPythonParameterType
+from inference_schema.schema_decorators import input_schema
+
+
+def init():
+    pass
+
+
+@input_schema("data", StandardPythonParameterType([1, "one"]))
+def run(data):
+    return data
+"""
+
+
+def swagger2_shape(doc: dict[str, Any]) -> dict[str, Any]:
+    """A Swagger 2 document less its info (the service's name and version differ by design) and the
+    `required` ours adds to ServiceInput (what the server refuses to go without)."""
+    shape = {k: v for k, v in doc.items() if k != "info"}
+    shape["definitions"] = {
+        name: {k: v for k, v in schema.items() if k != "required"}
+        for name, schema in doc["definitions"].items()
+    }
+    return shape
+
+
+@pytest.mark.parametrize("script", [PLAIN, DECORATED], ids=["plain", "decorated"])
+def test_swagger_versions_as_under_azmlinfsrv(tmp_path: Path, script: str) -> None:
+    with both(script, tmp_path) as clients:
+        for alias in ("2", "2.0"):
+            mine, azure = (client.get(f"/swagger.json?version={alias}") for client in clients)
+            assert mine.status_code == azure.status_code == 200
+            assert mine.json()["swagger"] == "2.0"
+            assert swagger2_shape(mine.json()) == swagger2_shape(azure.json())
+        mine, azure = (client.get("/swagger.json?version=3.1") for client in clients)
+        assert mine.json()["openapi"] == azure.json()["openapi"] == "3.1.0"
+        exchange(clients, "GET", "/swagger.json?version=7")
+        exchange(clients, "GET", "/swagger.json?version=")
+        # A deliberate difference: no version is our OpenAPI 3 document; azmlinfsrv's is Swagger 2.
+        mine, azure = (client.get("/swagger.json") for client in clients)
+        assert mine.json()["openapi"].startswith("3.") and azure.json()["swagger"] == "2.0"
+
+
+def test_swagger_2_refused_when_the_decorators_cannot_say_it(tmp_path: Path) -> None:
+    with both(MIXED, tmp_path) as clients:
+        exchange(clients, "GET", "/swagger.json?version=2")
+        mine, azure = (client.get("/swagger.json?version=3") for client in clients)
+        assert mine.status_code == azure.status_code == 200
+
+
+def test_a_swagger_file_beside_the_script_is_served_as_it_is(tmp_path: Path) -> None:
+    own = {"swagger": "2.0", "info": {"title": "hand-written", "version": "9"}, "paths": {}}
+    own3 = {"openapi": "3.0.1", "info": {"title": "hand-written 3", "version": "9"}, "paths": {}}
+    files = {"swagger2.json": json.dumps(own), "swagger3.json": json.dumps(own3)}
+    with both(PLAIN, tmp_path, beside=files) as clients:
+        for alias in ("2", "3"):
+            mine, azure = (client.get(f"/swagger.json?version={alias}") for client in clients)
+            assert mine.json() == azure.json() == (own if alias == "2" else own3)

@@ -212,6 +212,13 @@ def azure_query_parameters(query: bytes) -> dict[str, Any]:
     return {name: values[0] if len(values) == 1 else values for name, values in params.items()}
 
 
+def swagger_version(query: bytes) -> str | None:
+    """`version` of a /swagger.json query (the first, as azmlinfsrv's werkzeug reads it), None without
+    one; other parameters are ignored. Only the documents of valid versions are cached."""
+    values = urllib.parse.parse_qs(query.decode("latin-1"), keep_blank_values=True).get("version")
+    return values[0] if values else None
+
+
 def _is_json(content_type: str) -> bool:
     """werkzeug's Request.is_json, which azmlinfsrv asks: application/json or application/*+json."""
     mimetype = content_type.split(";", 1)[0].strip().lower()
@@ -323,7 +330,7 @@ class ServerApp:
         self._exiting = False
         self._deadlines = Deadlines(settings.request_timeout_ms / 1000.0)  # one timer, not one per request
         self._azure, self._mlflow, self._v2 = AzureCodec(), MlflowCodec(), v2.V2Codec(settings.model_name)
-        self._swagger: bytes | None = None
+        self._swagger: dict[str | None, bytes] = {}  # by ?version= (None: none given)
         self._counters: dict[tuple[str, int], Any] = {}
         self._histograms: dict[str, Any] = {}
         model_path = f"/v2/models/{settings.model_name}"
@@ -725,17 +732,26 @@ class ServerApp:
         return ok({"name": self.settings.model_name, "ready": True})
 
     async def swagger(self, request: Request) -> Response:
-        if self._swagger is None:
+        """This server's OpenAPI 3 document; a scoring script's server reads `?version=` as azmlinfsrv
+        does (2, 3, 3.1). An MLflow model's requests keep no query string (its hot path stays lean):
+        its one document is OpenAPI 3."""
+        alias = swagger_version(request.scope["query_string"]) if isinstance(request, ScriptRequest) else None
+        cached = self._swagger.get(alias)
+        if cached is None:
             if not self.dataplane.ready:
                 return self._not_ready()
-            spec = await asyncio.to_thread(
-                openapi.build,
-                self.dataplane.model,
-                f"{self.settings.model_name} scoring",
-                self.dataplane.script,
-            )
-            self._swagger = orjson.dumps(spec)
-        return 200, JSON_TYPE, self._swagger, ()
+            try:
+                spec = await asyncio.to_thread(
+                    openapi.document,
+                    self.dataplane.model,
+                    f"{self.settings.model_name} scoring",
+                    self.dataplane.script,
+                    alias,
+                )
+            except openapi.SwaggerUnavailable as exc:
+                return _azure_refused(ClientError(404, "not_found", exc.message))
+            cached = self._swagger[alias] = orjson.dumps(spec)
+        return 200, JSON_TYPE, cached, ()
 
     async def prometheus(self, request: Request) -> Response:
         return 200, b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render(), ()

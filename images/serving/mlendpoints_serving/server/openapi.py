@@ -20,7 +20,9 @@ present, else it takes any JSON.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -379,3 +381,170 @@ def _decorated_schemas(script: ModuleType) -> tuple[dict[str, Any], dict[str, An
     except Exception:
         log.warning("cannot read the scoring script's inference-schema decorators", exc_info=True)
     return {}, {}
+
+
+# --- /swagger.json?version=: azmlinfsrv's versions -------------------------------------------------
+# Version aliases azmlinfsrv answers, and the version each names. Without `version` azmlinfsrv serves
+# Swagger 2; this server serves its OpenAPI 3 document (a superset: every route, exact schemas).
+SWAGGER_ALIASES = {"2": "2", "2.0": "2", "3": "3", "3.0": "3", "3.1": "3.1"}
+_INFERENCE_SCHEMA_VERSIONS = {"2": "2.0", "3": "3.0", "3.1": "3.1"}
+_ANY_OBJECT = {"type": "object", "example": {}}  # azmlinfsrv's schemas for an undecorated run()
+
+
+class SwaggerUnavailable(Exception):
+    """A `?version=` this server has no document for; the message is azmlinfsrv's wording."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _user_swagger(script: ModuleType, version: str) -> dict[str, Any] | None:
+    """A swagger file the user put beside the script (azmlinfsrv: swagger<version>.json, and
+    swagger.json for version 2), served as it is."""
+    folder = Path(getattr(script, "__file__", "") or ".").parent
+    names = [f"swagger{version}.json"] + (["swagger.json"] if version == "2" else [])
+    for name in names:
+        try:
+            return dict(json.loads((folder / name).read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def _supported(script: ModuleType | None) -> list[str]:
+    """The versions this server has a document for: a decorated run() may rule some out (Swagger 2 has
+    no multi-type arrays), as azmlinfsrv asks inference-schema."""
+    if script is None:
+        return ["3", "3.1"]  # the MLflow model server: OpenAPI 3 only
+    try:
+        from inference_schema.schema_util import get_supported_versions, is_schema_decorated
+    except ImportError:
+        return ["2", "3", "3.1"]
+    if not is_schema_decorated(script.run):
+        return ["2", "3", "3.1"]
+    allowed = set(get_supported_versions(script.run))
+    versions = [v for v, name in _INFERENCE_SCHEMA_VERSIONS.items() if name in allowed]
+    return sorted({*versions, *(v for v in ("2", "3", "3.1") if _user_swagger(script, v) is not None)})
+
+
+def swagger2(script: ModuleType, title: str) -> dict[str, Any]:
+    """The Swagger 2.0 document azmlinfsrv generates for a scoring script: health, score, swagger."""
+    request, response = _decorated_schemas(script)
+    error = {"description": "The service failed to execute due to an error.", "schema": _ref("ErrorResponse")}
+    return {
+        "swagger": "2.0",
+        "info": {"title": title, "description": f"API specification for {title}", "version": "1"},
+        "schemes": ["https"],
+        "consumes": ["application/json"],
+        "produces": ["application/json"],
+        "securityDefinitions": {
+            "Bearer": {
+                "type": "apiKey",
+                "name": "Authorization",
+                "in": "header",
+                "description": "For example: Bearer abc123",
+            }
+        },
+        "paths": {
+            "/": {
+                "get": {
+                    "operationId": "ServiceHealthCheck",
+                    "description": "Simple health check endpoint to ensure the service is up at any given "
+                    "point.",
+                    "responses": {
+                        "200": {
+                            "description": "If service is up and running, this response will be returned "
+                            "with the content 'Healthy'",
+                            "schema": {"type": "string"},
+                            "examples": {"application/json": "Healthy"},
+                        },
+                        "default": error,
+                    },
+                }
+            },
+            "/score": {
+                "post": {
+                    "operationId": "RunMLService",
+                    "description": "Run web service's model and get the prediction output",
+                    "security": [{"Bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "serviceInputPayload",
+                            "in": "body",
+                            "description": "The input payload for executing the real-time machine learning "
+                            "service.",
+                            "schema": _ref("ServiceInput"),
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The service processed the input correctly and provided a result "
+                            "prediction, if applicable.",
+                            "schema": _ref("ServiceOutput"),
+                        },
+                        "default": error,
+                    },
+                }
+            },
+            "/swagger.json": {
+                "get": {
+                    "operationId": "GetSwaggerSpec",
+                    "description": "Get the Swagger specification.",
+                    "parameters": [
+                        {
+                            "name": "version",
+                            "in": "query",
+                            "required": False,
+                            "type": "integer",
+                            "enum": [2, 3],
+                        }
+                    ],
+                    "responses": {
+                        "200": {"description": "The Swagger specification.", "schema": {"type": "string"}},
+                        "default": error,
+                    },
+                }
+            },
+        },
+        "definitions": {
+            "ServiceInput": request or _ANY_OBJECT,
+            "ServiceOutput": response or _ANY_OBJECT,
+            "ErrorResponse": {"type": "object", "properties": {"message": {"type": "string"}}},
+        },
+    }
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/definitions/{name}"}
+
+
+def document(
+    model: ServedModel | None, title: str, script: ModuleType | None, alias: str | None
+) -> dict[str, Any]:
+    """/swagger.json?version=<alias>: no version, 3 or 3.0 is this server's OpenAPI 3 document; 3.1 the
+    same, marked 3.1.0 (azmlinfsrv's 3.1 is its 3 so marked); 2 or 2.0, for a scoring script, Swagger
+    2 as azmlinfsrv builds it; a file the user put beside the script wins, as under azmlinfsrv."""
+    version = SWAGGER_ALIASES.get("3" if alias is None else alias)
+    supported = _supported(script)
+    if version is None:
+        raise SwaggerUnavailable(
+            f"Swagger version [{alias}] is not valid. Supported versions: [{', '.join(supported)}]."
+        )
+    if version not in supported:
+        raise SwaggerUnavailable(
+            f"Swagger version [{alias}] is not supported for the scoring script. "
+            f"Supported swagger versions: [{', '.join(supported)}]."
+            if script is not None
+            else f"Swagger version [{alias}] is not served for an MLflow model. "
+            f"Supported swagger versions: [{', '.join(supported)}]."
+        )
+    if script is not None and alias is not None and (own := _user_swagger(script, version)) is not None:
+        return own
+    if version == "2":
+        assert script is not None  # _supported: an MLflow model server has no Swagger 2
+        return swagger2(script, title)
+    spec = build(model, title, script)
+    if version == "3.1":
+        spec["openapi"] = "3.1.0"
+    return spec
