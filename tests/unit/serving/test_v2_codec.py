@@ -18,6 +18,7 @@ import tritonclient.http as triton
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
 from mlendpoints_serving.model import InputError, ServedModel, load
+from mlendpoints_serving.model.schema import ColumnDecoder, ColumnSpec
 from mlendpoints_serving.server.codecs import ClientError
 from mlendpoints_serving.server.v2 import DATATYPES, Requested, V2Codec, _from_binary, _to_binary
 
@@ -201,3 +202,62 @@ def test_column_inputs_off_the_fast_path_decode_as_before(
         except (InputError, ClientError) as exc:
             outcomes.append(str(exc).replace("inputs[5]", "inputs[4]"))
     assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize(
+    ("column_type", "values"),
+    [
+        ("double", [[0.5, None, 2], [1.0, 1.5, float("inf")]]),  # ints and nulls in double columns
+        ("float", [[0.1], [0.2]]),
+        ("long", [[1, -(2**63)], [2**63 - 1, 0]]),
+        ("integer", [[7, 8, 9], [1, 2, 3]]),
+        ("boolean", [[True, False], [False, False]]),
+        ("double", [[], []]),  # no rows
+    ],
+)
+def test_column_lists_decode_as_numpy_builds_them(column_type: str, values: list[list[Any]]) -> None:
+    """`from_lists` fills its block from the flat values (np.fromiter): the array np.array builds from
+    the nested lists, value for value, dtype and layout."""
+    decoder = ColumnDecoder([ColumnSpec("a", column_type), ColumnSpec("b", column_type)])
+    got = decoder.from_lists(values)
+    dtype = decoder.shared_dtype
+    assert dtype is not None
+    want = np.array(values, dtype=dtype).reshape(2, -1).T
+    assert isinstance(got, np.ndarray)
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert got.flags.f_contiguous == want.flags.f_contiguous
+
+
+def test_a_column_value_out_of_range_is_a_clear_error() -> None:
+    decoder = ColumnDecoder([ColumnSpec("a", "long"), ColumnSpec("b", "long")])
+    with pytest.raises(InputError, match="a value is out of range for long"):
+        decoder.from_lists([[1], [2**70]])
+
+
+@pytest.mark.parametrize(
+    "predictions",
+    [
+        np.array([152.1]),
+        np.array([[0.1, 0.9], [0.8, 0.2]]),
+        np.array([1, 2, 3], dtype=np.int64),
+        np.array([True, False]),
+        np.array([1.5], dtype=np.float32),
+    ],
+)
+@pytest.mark.parametrize("request_id", [None, "r-1"])
+def test_the_common_reply_is_the_general_paths_bytes(
+    models: dict[str, ServedModel], predictions: np.ndarray, request_id: str | None
+) -> None:
+    """One numeric array, JSON, all outputs: the short path's reply is byte for byte the one the
+    general path makes (reached here with a Series or a list, which it turns into the same array)."""
+    codec, model = V2Codec("model"), models["diabetes"]
+    requested = Requested(request_id, None, False)
+    short = codec.encode(model, predictions, requested)
+    same = pd.Series(predictions) if predictions.ndim == 1 else predictions.tolist()  # float64 rows
+    general = codec.encode(model, same, requested)
+    assert short == general
+    reply = json.loads(short[1])
+    assert reply["outputs"][0]["shape"] == list(predictions.shape)
+    assert reply["outputs"][0]["data"] == predictions.ravel().tolist()
+    assert reply.get("id") == request_id

@@ -92,6 +92,9 @@ PROTOCOL_PARAMETERS = frozenset(
 )
 
 
+JSON_TYPE = JSON.encode()
+
+
 def v2_datatype(dtype: np.dtype[Any]) -> str:
     return _BY_KIND.get(dtype.kind, {}).get(dtype.itemsize, "BYTES")
 
@@ -157,6 +160,7 @@ class V2Codec:
         self._model: ServedModel | None = None
         self._inputs: list[dict[str, Any]] = []
         self._outputs: list[dict[str, Any]] = []
+        self._output_names: list[str] = []
 
     # -- metadata -----------------------------------------------------------------------------
     def _describe(self, model: ServedModel) -> None:
@@ -167,6 +171,7 @@ class V2Codec:
         outputs = _specs(signature.get("outputs"))
         # One nameless output is what predict() returns as such: `predictions`, as infer names it.
         self._outputs = tensor_metadata(outputs, PREDICTIONS if len(outputs) == 1 else PREDICTIONS + "_{i}")
+        self._output_names = [o["name"] for o in self._outputs]
         self._model = model
 
     def metadata(self, model: ServedModel) -> dict[str, Any]:
@@ -183,7 +188,7 @@ class V2Codec:
 
     def output_names(self, model: ServedModel) -> list[str]:
         self._describe(model)
-        return [o["name"] for o in self._outputs]
+        return self._output_names
 
     # -- request ------------------------------------------------------------------------------
     def decode(
@@ -324,6 +329,25 @@ class V2Codec:
         self, model: ServedModel, predictions: Any, requested: Requested
     ) -> tuple[bytes, bytes, int | None]:
         """(content type, body, JSON header length when binary data follows it)."""
+        if (
+            type(predictions) is np.ndarray
+            and predictions.dtype.kind in "fiub"
+            and requested.outputs is None
+            and not requested.binary
+        ):
+            # The common reply (one numeric array, JSON, all outputs): what the general path below
+            # makes of it, without building the outputs' dict first.
+            names = self.output_names(model)
+            output = {
+                "name": names[0] if len(names) == 1 else PREDICTIONS,
+                "shape": list(predictions.shape),
+                "datatype": v2_datatype(predictions.dtype),
+                "data": predictions.ravel(),
+            }
+            common: dict[str, Any] = {"model_name": self.model_name, "outputs": [output]}
+            if requested.request_id:
+                common["id"] = requested.request_id
+            return JSON_TYPE, dumps(common), None
         produced = self.outputs(model, predictions)
         if requested.outputs is None:
             chosen = [(name, requested.binary) for name in produced]
@@ -353,7 +377,7 @@ class V2Codec:
             reply["id"] = requested.request_id
         header = dumps(reply)
         if not chunks:
-            return JSON.encode(), header, None
+            return JSON_TYPE, header, None
         return b"application/octet-stream", b"".join([header, *chunks]), len(header)
 
 
