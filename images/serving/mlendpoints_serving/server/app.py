@@ -35,7 +35,7 @@ from mlendpoints_serving.model import (
     ServedModel,
 )
 from mlendpoints_serving.model.core import dumps
-from mlendpoints_serving.server import azure_cors, openapi, v2
+from mlendpoints_serving.server import azure_cors, http1, openapi, v2
 from mlendpoints_serving.server.codecs import AzureCodec, ClientError, MlflowCodec
 from mlendpoints_serving.server.dataplane import DataPlane
 from mlendpoints_serving.server.deadlines import Deadlines
@@ -149,6 +149,11 @@ def _from_werkzeug(response: Any, elapsed_ms: float) -> Response:
         extra.extend(RUN_FAILED_HEADERS)
     extra.append(_exec_ms(elapsed_ms))  # added, as azmlinfsrv: a run() setting it too sends both
     ctype = response.headers.get("Content-Type", "application/octet-stream").encode("latin-1")
+    try:
+        http1.checked([(b"content-type", ctype), *extra])
+    except ValueError as exc:  # the script's headers would split the response
+        log.error("scoring script run() returned an invalid header: %s", exc)
+        return _script_failed(RUN_INTERNAL_MESSAGE, failed=False)
     return status, ctype, response.get_data(), tuple(extra)
 
 
@@ -324,6 +329,7 @@ class ServerApp:
         self.settings = settings
         self.metrics = metrics
         self.dataplane = DataPlane(settings, metrics, workers_loaded, on_fatal, worker)
+        self.max_body_bytes = settings.max_body_bytes  # read by the transports
         self._on_load_failed = on_load_failed
         # Called once with the reason when the worker must exit (a stuck prediction, a lost GPU).
         self._on_fatal = on_fatal
@@ -392,6 +398,21 @@ class ServerApp:
             self._on_load_failed(f"cannot load {self.settings.model_dir}: {type(exc).__name__}: {exc}")
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI over the core, for any ASGI server (mlendpoints-serve itself runs http1's protocol)."""
+        body: bytes | http1.BodyTooLarge
+        try:
+            body = await self._read_body(scope, receive)
+        except http1.BodyTooLarge as exc:
+            body = exc
+        status, headers, payload = await self.handle(scope, body)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def handle(
+        self, scope: Scope, body: bytes | http1.BodyTooLarge
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """One request, whole: its status, headers (content type and length first) and body. Every
+        failure is an answer here; the transports only read requests and write answers."""
         started = time.perf_counter()
         path = scope["path"]
         handler = self.routes.get((scope["method"], path))
@@ -406,38 +427,40 @@ class ServerApp:
                 ids += self._cors.headers(scope["method"], scope["headers"])  # the request decides them
         try:
             if refused is not None:
-                status, ctype, body, extra = refused
+                status, ctype, payload, extra = refused
             elif handler is None:
-                status, ctype, body, extra = self._no_route(scope["method"], path)
+                status, ctype, payload, extra = self._no_route(scope["method"], path)
+            elif isinstance(body, http1.BodyTooLarge):
+                status, ctype, payload, extra = _error_for(path)(
+                    413, "body_too_large", f"request body over {self.max_body_bytes} bytes"
+                )
             else:
                 deadline = self._deadlines.start()
                 try:
-                    request = self._request_type(scope, await self._read_body(scope, receive))
-                    status, ctype, body, extra = await handler(request)
+                    status, ctype, payload, extra = await handler(self._request_type(scope, body))
                 except asyncio.CancelledError:
                     task = asyncio.current_task()
                     if not deadline.expired or task is None:
                         raise
                     task.uncancel()  # our deadline's cancel: answered, not propagated
-                    status, ctype, body, extra = _error_for(path)(
+                    status, ctype, payload, extra = _error_for(path)(
                         408, "request_timeout", f"no response within {self.settings.request_timeout_ms} ms"
                     )
                 except ClientError as exc:
-                    status, ctype, body, extra = _error_for(path)(exc.status, exc.code, exc.message)
+                    status, ctype, payload, extra = _error_for(path)(exc.status, exc.code, exc.message)
                 except Exception as exc:  # a bug of ours: still a JSON error, with the trace in the log
                     log.exception("unhandled error on %s", path)
-                    status, ctype, body, extra = _error_for(path)(
+                    status, ctype, payload, extra = _error_for(path)(
                         500, "internal_error", f"{type(exc).__name__}: {exc}"
                     )
                 finally:
                     deadline.done = True
-            headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
+            headers = [(b"content-type", ctype), (b"content-length", str(len(payload)).encode())]
             if extra:
                 headers.extend(extra)
             if ids:
                 headers.extend(ids)
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            return status, headers, payload
         finally:
             self.metrics.in_flight.dec()
             self._observe(route, status, time.perf_counter() - started)
@@ -470,17 +493,17 @@ class ServerApp:
         hist.observe(seconds)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.settings.max_body_bytes
+        limit = self.max_body_bytes
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                raise ClientError(413, "body_too_large", f"request body over {limit} bytes")
+                raise http1.BodyTooLarge
         chunks, size = [], 0
         while True:
             message = await receive()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise ClientError(413, "body_too_large", f"request body over {limit} bytes")
+                raise http1.BodyTooLarge
             chunks.append(chunk)
             if not message.get("more_body"):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)

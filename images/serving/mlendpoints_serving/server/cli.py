@@ -1,7 +1,7 @@
 """`mlendpoints-serve`: bind the port, start N worker processes (each loads the model), supervise them.
 
 The parent binds the socket and forks before importing anything heavy; each worker
-runs uvicorn (httptools + uvloop) over the shared socket with the raw ASGI app.
+runs uvicorn (uvloop) over the shared socket, with http1's protocol straight to the app's core.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def run_worker(
     import uvicorn
 
     from mlendpoints_serving.server.app import ServerApp
+    from mlendpoints_serving.server.http1 import Http1Protocol
     from mlendpoints_serving.server.metrics import Metrics
 
     failure: list[str] = []
@@ -62,7 +63,9 @@ def run_worker(
     config = uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        # Our HTTP/1.1 protocol on httptools, straight to the app's core (http1.py): uvicorn's own
+        # request cycle cost more than the prediction of a small request.
+        http=Http1Protocol,
         lifespan="on",
         access_log=False,
         log_config=None,
