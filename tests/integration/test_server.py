@@ -350,10 +350,17 @@ def test_two_workers_each_load_the_model_and_metrics_aggregate(
         # Ready means every worker has loaded: from then on no request meets a loading worker.
         for _ in range(20):
             assert post(s, "/score", {"input_data": [[1, 1, 1, 1]]}).json() == [8.0]
-        metrics = s.client().get("/metrics").text
+        # Each worker adds its requests to the shared metrics a second after them (metrics.RequestStats),
+        # the one answering the scrape at once: all 20 are counted within about a second.
+        total = r'mlendpoints_requests_total\{route="/score",status="200"\} 20\.0'
+        deadline = time.monotonic() + 5
+        while not re.search(total, metrics := s.client().get("/metrics").text):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         log = (tmp_path / "w2.log").read_text()
     assert log.count('"model loaded"') == 2
-    assert re.search(r'mlendpoints_requests_total\{route="/score",status="200"\} 20\.0', metrics)
+    assert re.search(total, metrics), metrics
 
 
 def test_scoring_script_runs_init_once_per_worker(model_dirs: dict[str, Path], tmp_path: Path) -> None:

@@ -337,8 +337,7 @@ class ServerApp:
         self._deadlines = Deadlines(settings.request_timeout_ms / 1000.0)  # one timer, not one per request
         self._azure, self._mlflow, self._v2 = AzureCodec(), MlflowCodec(), v2.V2Codec(settings.model_name)
         self._swagger: dict[str | None, bytes] = {}  # by ?version= (None: none given)
-        self._counters: dict[tuple[str, int], Any] = {}
-        self._histograms: dict[str, Any] = {}
+        self._stats = metrics.stats
         model_path = f"/v2/models/{settings.model_name}"
         self.routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
             ("POST", "/score"): self.score,
@@ -417,7 +416,8 @@ class ServerApp:
         path = scope["path"]
         handler = self.routes.get((scope["method"], path))
         route = path if handler is not None else "other"
-        self.metrics.in_flight.inc()
+        stats = self._stats
+        stats.in_flight += 1
         status = 500
         ids: Headers = ()
         refused: Response | None = None
@@ -462,8 +462,8 @@ class ServerApp:
                 headers.extend(ids)
             return status, headers, payload
         finally:
-            self.metrics.in_flight.dec()
-            self._observe(route, status, time.perf_counter() - started)
+            stats.in_flight -= 1
+            stats.observe(route, status, time.perf_counter() - started)
 
     def _no_route(self, method: str, path: str) -> Response:
         allow = self._allow.get(path)
@@ -481,16 +481,6 @@ class ServerApp:
                 f"no route {path}; this server serves the model '{self.settings.model_name}'",
             )
         return _error_for(path)(404, "not_found", f"no route {path}")
-
-    def _observe(self, route: str, status: int, seconds: float) -> None:
-        counter = self._counters.get((route, status))
-        if counter is None:
-            counter = self._counters[(route, status)] = self.metrics.requests.labels(route, str(status))
-        counter.inc()
-        hist = self._histograms.get(route)
-        if hist is None:
-            hist = self._histograms[route] = self.metrics.latency.labels(route)
-        hist.observe(seconds)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.max_body_bytes

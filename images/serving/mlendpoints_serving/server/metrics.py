@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -52,10 +54,62 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
+        self.stats = RequestStats(self)
 
     def render(self) -> bytes:
+        self.stats.flush()
         if self.multiprocess:
             registry = CollectorRegistry()
             MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+class RequestStats:
+    """The request path's metrics (requests, latency, in flight) in plain Python numbers, added to the
+    Prometheus metrics a second after the first unflushed request and before each scrape.
+
+    Each prometheus_client update takes a lock (with several workers, an mmap write too): the four a
+    request made cost 3-9 us, more than parsing a small request. Here a request costs two dict
+    updates and a bisect. The in-flight gauge is the count at the last flush.
+    """
+
+    def __init__(self, metrics: Metrics, period_s: float = 1.0) -> None:
+        self._metrics = metrics
+        self._period_s = period_s
+        self._bounds = LATENCY_BUCKETS  # sorted: bucket i holds bounds[i-1] < seconds <= bounds[i]
+        self._counts: dict[tuple[str, int], int] = {}
+        # Per route: a count per bucket (the last one +Inf), then the sum of the seconds.
+        self._latency: dict[str, list[float]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self.in_flight = 0
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        key = (route, status)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        latency = self._latency.get(route)
+        if latency is None:
+            latency = self._latency[route] = [0.0] * (len(self._bounds) + 2)
+        latency[bisect.bisect_left(self._bounds, seconds)] += 1
+        latency[-1] += seconds
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._period_s, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        metrics = self._metrics
+        for (route, status), count in self._counts.items():
+            metrics.requests.labels(route, str(status)).inc(count)
+        self._counts.clear()
+        for route, latency in self._latency.items():
+            histogram = metrics.latency.labels(route)
+            # prometheus_client has no bulk observe: its per-bucket values, as observe() adds to them
+            # (tests/unit/serving/test_metrics.py holds this to observe()'s exposition).
+            for index, observed in enumerate(latency[:-1]):
+                if observed:
+                    histogram._buckets[index].inc(observed)  # type: ignore[attr-defined]
+            histogram._sum.inc(latency[-1])  # type: ignore[attr-defined]
+        self._latency.clear()
+        metrics.in_flight.set(self.in_flight)
