@@ -4,7 +4,8 @@ It reads the request body and answers a fixed JSON body, with the same uvicorn s
 `mlendpoints_serving.server.cli.run_worker` (no access log, no server or date header). No
 Python server on this stack answers faster; bench.serving reports the others as a share of it.
 
-    python -m bench.bare_asgi PORT
+    python -m bench.bare_asgi PORT           # uvicorn's own httptools protocol (the issue's limit)
+    python -m bench.bare_asgi PORT --http1   # the same answer through mlendpoints-serve's protocol
 """
 
 from __future__ import annotations
@@ -31,8 +32,35 @@ async def app(
     await send({"type": "http.response.body", "body": BODY})
 
 
+class BareCore:
+    """The fixed answer as mlendpoints_serving.server.http1 takes an app: the limit of its own stack."""
+
+    max_body_bytes = 100 * 1024 * 1024
+
+    async def handle(
+        self, scope: dict[str, Any], body: object
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return 200, HEADERS, BODY
+
+
 def main() -> None:
     import uvicorn
+
+    if "--http1" in sys.argv:
+        from mlendpoints_serving.server.http1 import Http1Protocol
+
+        uvicorn.run(
+            BareCore(),  # type: ignore[arg-type]
+            host="127.0.0.1",
+            port=int(sys.argv[1]),
+            loop="uvloop",
+            http=Http1Protocol,
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            backlog=2048,
+        )
+        return
 
     uvicorn.run(
         app,
