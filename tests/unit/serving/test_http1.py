@@ -330,6 +330,19 @@ def test_shutdown_answers_the_request_in_flight_then_closes() -> None:
         assert reader.closed()
 
 
+def test_shutdown_answers_pipelined_requests_already_read() -> None:
+    with running() as srv, srv.connect() as sock:
+        sock.sendall(request("GET", "/slow?0.5") + request("GET", "/second"))
+        time.sleep(0.1)
+        srv.server.should_exit = True
+        reader = Reader(sock)
+        first, second = reader.response(), reader.response()
+        assert first[0] == 200 and "connection" not in first[1]
+        assert second[0] == 200 and second[1]["connection"] == "close"
+        assert json.loads(second[2])["path"] == "/second"
+        assert reader.closed()
+
+
 def test_serialize_writes_status_headers_and_body() -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", b"2")]
     assert serialize(201, headers, b"{}", keep_alive=True, head=False) == (

@@ -292,7 +292,7 @@ class Http1Protocol(asyncio.Protocol):
         keep_alive = request.keep_alive
         try:
             status, headers, body = await self.app.handle(request.scope, request.body)
-            keep_alive = keep_alive and not self.closing
+            keep_alive = keep_alive and not (self.closing and not self.queue)  # the last one read closes
             data = serialize(
                 status, headers, body, keep_alive=keep_alive, head=request.scope["method"] == "HEAD"
             )
