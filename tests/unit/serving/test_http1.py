@@ -284,6 +284,16 @@ def test_a_request_the_parser_refuses_gets_400_and_close(server: Running) -> Non
         assert reader.closed()
 
 
+def test_an_upgrade_is_answered_as_plain_http_and_closed(server: Running) -> None:
+    with server.connect() as sock:
+        sock.sendall(request("GET", "/ws", b"", "Connection: Upgrade", "Upgrade: websocket"))
+        reader = Reader(sock)
+        status, headers, body = reader.response()
+        assert status == 200 and headers["connection"] == "close"
+        assert json.loads(body)["path"] == "/ws"
+        assert reader.closed()
+
+
 def test_an_exception_in_the_app_is_a_500_and_close(server: Running) -> None:
     with server.connect() as sock:
         sock.sendall(request("GET", "/boom"))
