@@ -114,20 +114,24 @@ class MlflowCodec:
     """POST /invocations as `mlflow models serve`: dataframe_split/records, instances or inputs; or CSV."""
 
     formats = (Format.SPLIT, Format.RECORDS, Format.INSTANCES, Format.INPUTS)
+    # Once, not per request: an enum member's .value is a descriptor call (nine a request were 3% of it).
+    _keys = tuple((f.value, f) for f in formats)
+    _names = [f.value for f in formats]
+    _one_of = "one of " + ", ".join(_names)
 
     def decode(self, model: ServedModel, body: bytes, content_type: str | None) -> Decoded:
         if media_type(content_type, (JSON, CSV)) == CSV:
             return model.decode(Format.FRAME, self._csv(model, body), None), None
-        payload = json_object(parse_json(body), "one of " + ", ".join(f.value for f in self.formats))
-        present = [f for f in self.formats if f.value in payload]
+        payload = json_object(parse_json(body), self._one_of)
+        present = [pair for pair in self._keys if pair[0] in payload]
         if len(present) != 1:
             raise ClientError(
                 400,
                 "invalid_request",
-                "request body must have exactly one of "
-                f"{[f.value for f in self.formats]}; got keys {sorted(payload)[:10]}",
+                f"request body must have exactly one of {self._names}; got keys {sorted(payload)[:10]}",
             )
-        return decode_input(model, present[0], payload[present[0].value], payload.get("params")), None
+        key, fmt = present[0]
+        return decode_input(model, fmt, payload[key], payload.get("params")), None
 
     @staticmethod
     def _csv(model: ServedModel, body: bytes) -> pd.DataFrame:
