@@ -60,7 +60,10 @@ def _filesystem(uri: str) -> tuple[Any, str]:
             "pip install 'mlendpoints[serving]'",
         ) from None
     scheme, _, rest = uri.partition("://")
-    options: dict[str, Any] = {}
+    # A filesystem of its own: fsspec caches instances per process by their arguments, and a cached
+    # one keeps the credentials and endpoint of the environment it was made in (a later caller in
+    # the same process, with other ones, would get this one: seen in the test session).
+    options: dict[str, Any] = {"skip_instance_cache": True}
     if scheme == "s3" and os.environ.get("MLFLOW_S3_ENDPOINT_URL"):
         # The S3-compatible endpoint variable mlendpoints-fetch and MLflow read (MinIO, Ceph, ...).
         options["client_kwargs"] = {"endpoint_url": os.environ["MLFLOW_S3_ENDPOINT_URL"]}
