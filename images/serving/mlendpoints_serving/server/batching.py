@@ -102,9 +102,13 @@ class AdaptiveBatcher:
         self._scheduled = False  # a batch job is in the executor (queued or running)
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    def takes(self, inp: ModelInput) -> bool:
+        """Whether `submit` would queue `inp` (else it bypasses: predicted alone, as with batching off)."""
+        return inp.batch_key is not None and (inp.rows or 0) < self._max_rows
+
     async def submit(self, inp: ModelInput) -> Any:
         loop = asyncio.get_running_loop()
-        if inp.batch_key is None or (inp.rows or 0) >= self._max_rows:
+        if not self.takes(inp):
             # Bypass: as large as a batch already (or not batchable); batching would only delay it.
             self._on_batch(inp.rows or 1)
             return await loop.run_in_executor(self._executor, self._predict_one, inp)

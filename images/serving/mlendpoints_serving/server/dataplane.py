@@ -255,8 +255,9 @@ class DataPlane:
 
     async def infer(self, inp: ModelInput) -> Any:
         assert self.model is not None
-        if self._batcher is not None and inp.batch_key is not None:
+        if self._batcher is not None and self._batcher.takes(inp):
             return await self._batcher.submit(inp)
+        # Batching off, or an input the batcher would let by (as large as a batch): the same path.
         self.metrics.batch_size.observe(inp.rows or 1)
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.model.predict, inp)
 
