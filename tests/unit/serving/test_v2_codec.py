@@ -182,6 +182,8 @@ def test_column_inputs_not_exactly_the_signature_keep_their_errors(models: dict[
         {"shape": [True]},  # a bool is not a size
         {"shape": [1.0]},
         {"shape": [1, 1]},
+        {"shape": [1, 1.0]},  # equal to [1, 1], but a float is not a size
+        {"shape": [1, True]},
         {"data": [[0.5]]},  # nested data, flattened by the general path
         {"datatype": "FP32"},
         {"parameters": {}},
