@@ -226,8 +226,10 @@ class LocalScaler:
         order = sorted(dep.instances, key=lambda pod: (_pod_alive(pod), _index(pod)))  # dead first
         retired = order[:count]
         dep.instances = [pod for pod in dep.instances if pod not in retired]
+        # Routed away first, as an EndpointSlice drops a pod, then recorded: whoever reads the
+        # state without an instance finds the router's file without it too (not the other way).
+        self._route(state, name, dep)
         self.store.save(state)
-        self._route(state, name, dep)  # routed away first, as an EndpointSlice drops a pod
         stop(p for pod in retired for p in pod)
         log.info("%s: %d instance(s) stopped, %d left", name, len(retired), len(dep.instances))
 

@@ -3,6 +3,7 @@ leaves things alone, and the counts `local up` starts and keeps."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,11 @@ import pytest
 from mlendpoints.api.common import GROUP_VERSION
 from mlendpoints.api.online import OnlineDeployment, OnlineDeploymentSpec
 from mlendpoints.local.autoscale import LocalScaler
-from mlendpoints.local.endpoint import _wanted
+from mlendpoints.local.endpoint import _wanted, router_config_file, write_router_config
+from mlendpoints.local.runner import Process
 from mlendpoints.local.state import DeploymentState, EndpointState, Store
 from mlendpoints.operator.scaling import Decision
-from mlendpoints_serving.contract import DeploymentLoad, ScalingReport
+from mlendpoints_serving.contract import DeploymentLoad, DeploymentRoute, RouterConfig, ScalingReport
 
 SCALE = {"type": "concurrency", "minInstances": 0, "maxInstances": 3, "scaleToZeroAfterSeconds": 5}
 
@@ -97,3 +99,38 @@ def test_up_starts_at_one_and_keeps_the_scalers_count_within_bounds() -> None:
         OnlineDeploymentSpec.model_validate({"endpointName": "e", "model": "/m", "instanceCount": 2})
     )
     assert _wanted(fixed, None) == 2 and _wanted(fixed, 7) == 2
+
+
+def test_an_instance_is_routed_away_before_the_state_drops_it(harness: Harness, tmp_path: Path) -> None:
+    """Scaling down rewrites the router's file, then saves the state: a reader that finds no
+    instance in the state never finds the router still sending to it (the order an operator
+    restart or `local ls` sees)."""
+    exited = subprocess.Popen(["true"], start_new_session=True)
+    exited.wait()  # a pid with nothing left behind it: stop() finds nothing to signal
+    proc = Process(
+        pod="blue-0", container="server", pid=exited.pid, log=str(tmp_path / "log"),
+        termination_log=str(tmp_path / "term"), ports={8080: 45678}, readiness_url=None,
+    )  # fmt: skip
+    state = harness.store.load("e")
+    assert state is not None
+    dep = state.deployments["blue"]
+    dep.instances = [[proc]]
+    harness.store.save(state)
+    config_file = router_config_file(harness.store, "e")
+    write_router_config(
+        config_file,
+        RouterConfig(endpoint="e", deployments={"blue": DeploymentRoute(backends=["127.0.0.1:45678"])}),
+    )
+    seen: list[tuple[int, list[str]]] = []  # at each save: (instances saved, backends routed)
+    save = harness.store.save
+
+    def recording_save(saved: EndpointState) -> None:
+        routed = RouterConfig.model_validate_json(config_file.read_text()).deployments["blue"].backends
+        seen.append((len(saved.deployments["blue"].instances), list(routed)))
+        save(saved)
+
+    harness.store.save = recording_save  # type: ignore[method-assign]
+    harness.scaler._remove(state, "blue", dep, 1)
+    assert seen == [(0, [])]
+    reloaded = harness.store.load("e")
+    assert reloaded is not None and reloaded.deployments["blue"].instances == []
