@@ -836,7 +836,8 @@ def test_a_run_both_rawhttp_and_decorated_does_not_load(model_dirs: dict[str, Pa
         env={"MLENDPOINTS_TERMINATION_LOG": str(termination), "PATH": str(BIN)},
     )
     assert proc.returncode != 0
-    assert "run() cannot be decorated with both @rawhttp and @input_schema" in termination.read_text()
+    message = termination.read_text()
+    assert "run() cannot be decorated with both @rawhttp and @input_schema" in message, proc.stderr[-3000:]
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -51,11 +51,21 @@ def setup_logging(level: str = "info", json_logs: bool | None = None) -> None:
 def write_termination_message(message: str) -> None:
     """Best effort: the termination log may not exist outside Kubernetes."""
     path = os.environ.get(ENV_TERMINATION_LOG, DEFAULT_TERMINATION_LOG)
+    data = message[:4000].encode()
+    # Written over what is there, then cut to length; not truncated at open: when one of several
+    # workers fails, the supervisor SIGTERMs the others, and one killed between a truncating open
+    # and its write left the log empty. Not a rename either: Kubernetes bind-mounts the file.
     try:
-        with open(path, "w") as fh:
-            fh.write(message[:4000])
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    except OSError:
+        return
+    try:
+        os.write(fd, data)
+        os.ftruncate(fd, len(data))
     except OSError:
         pass
+    finally:
+        os.close(fd)
 
 
 def fatal(component: str, reason: str, code: int = 1) -> NoReturn:
