@@ -110,6 +110,7 @@ class AdaptiveBatcher:
         loop = asyncio.get_running_loop()
         if not self.takes(inp):
             # Bypass: as large as a batch already (or not batchable); batching would only delay it.
+            # What batching off does: the batch-size metric, then predict alone on the same executor.
             self._on_batch(inp.rows or 1)
             return await loop.run_in_executor(self._executor, self._predict_one, inp)
         self._loop = loop

@@ -255,9 +255,8 @@ class DataPlane:
 
     async def infer(self, inp: ModelInput) -> Any:
         assert self.model is not None
-        if self._batcher is not None and self._batcher.takes(inp):
-            return await self._batcher.submit(inp)
-        # Batching off, or an input the batcher would let by (as large as a batch): the same path.
+        if self._batcher is not None:
+            return await self._batcher.submit(inp)  # queued, or let by (`takes`) down this same path
         self.metrics.batch_size.observe(inp.rows or 1)
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.model.predict, inp)
 
