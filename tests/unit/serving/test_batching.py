@@ -153,7 +153,7 @@ def test_an_input_of_max_rows_or_more_bypasses_the_batcher(model: ServedModel) -
     async def go() -> list[Any]:
         with ThreadPoolExecutor(1) as pool:
             batcher = AdaptiveBatcher(rec.predict_many, rec.predict_one, pool, max_rows=4)
-            # What the data plane asks before it submits: these go its batching-off path instead.
+            # The decision submit() makes: the others are predicted alone, as with batching off.
             assert [batcher.takes(row(model, n, rows)) for n, rows in enumerate([4, 1, 9, 3])] == [
                 False,
                 True,
