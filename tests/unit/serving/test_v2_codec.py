@@ -261,19 +261,30 @@ def test_a_column_value_out_of_range_is_a_clear_error() -> None:
         np.array([1.5], dtype=np.float32),
     ],
 )
-@pytest.mark.parametrize("request_id", [None, "r-1"])
+@pytest.mark.parametrize("request_id", [None, "r-1", 'r"\\1 ü\n', 7])
+@pytest.mark.parametrize(
+    ("model_name", "served"), [("model", "diabetes"), ('mo"dèl', "iris"), ("t", "tensor")]
+)
 def test_the_common_reply_is_the_general_paths_bytes(
-    models: dict[str, ServedModel], predictions: np.ndarray, request_id: str | None
+    models: dict[str, ServedModel],
+    predictions: np.ndarray,
+    request_id: str | int | None,
+    model_name: str,
+    served: str,
 ) -> None:
-    """One numeric array, JSON, all outputs: the short path's reply is byte for byte the one the
-    general path makes (reached here with a Series or a list, which it turns into the same array)."""
-    codec, model = V2Codec("model"), models["diabetes"]
+    """One numeric array, JSON, all outputs: the short path's reply, written around the array, is
+    byte for byte the one the general path makes (reached here with a Series or a list, which it
+    turns into the same array), whatever the names and the request id hold."""
+    codec, model = V2Codec(model_name), models[served]
     requested = Requested(request_id, None, False)
     short = codec.encode(model, predictions, requested)
     same = pd.Series(predictions) if predictions.ndim == 1 else predictions.tolist()  # float64 rows
     general = codec.encode(model, same, requested)
     assert short == general
     reply = json.loads(short[1])
+    assert reply["model_name"] == model_name
+    names = codec.output_names(model)
+    assert reply["outputs"][0]["name"] == (names[0] if len(names) == 1 else "predictions")
     assert reply["outputs"][0]["shape"] == list(predictions.shape)
     assert reply["outputs"][0]["data"] == predictions.ravel().tolist()
     assert reply.get("id") == request_id

@@ -92,6 +92,8 @@ PROTOCOL_PARAMETERS = frozenset(
 
 
 JSON_TYPE = JSON.encode()
+# `"datatype":"FP64","data":` and so on: what follows an output's shape in a JSON reply
+_DATATYPE_FIELDS = {name: b',"datatype":"%s","data":' % name.encode() for name in DATATYPES}
 
 
 def v2_datatype(dtype: np.dtype[Any]) -> str:
@@ -159,6 +161,8 @@ class V2Codec:
         self._inputs: list[dict[str, Any]] = []
         self._outputs: list[dict[str, Any]] = []
         self._output_names: list[str] = []
+        # The common reply (see `encode`) up to its output's shape: the same bytes for every reply.
+        self._common_prefix = b""
 
     # -- metadata -----------------------------------------------------------------------------
     def _describe(self, model: ServedModel) -> None:
@@ -170,6 +174,11 @@ class V2Codec:
         # One nameless output is what predict() returns as such: `predictions`, as infer names it.
         self._outputs = tensor_metadata(outputs, PREDICTIONS if len(outputs) == 1 else PREDICTIONS + "_{i}")
         self._output_names = [o["name"] for o in self._outputs]
+        name = self._output_names[0] if len(self._output_names) == 1 else PREDICTIONS
+        self._common_prefix = b'{"model_name":%s,"outputs":[{"name":%s,"shape":' % (
+            orjson.dumps(self.model_name),
+            orjson.dumps(name),
+        )
         self._model = model
 
     def metadata(self, model: ServedModel) -> dict[str, Any]:
@@ -333,19 +342,20 @@ class V2Codec:
             and requested.outputs is None
             and not requested.binary
         ):
-            # The common reply (one numeric array, JSON, all outputs): what the general path below
-            # makes of it, without building the outputs' dict first.
-            names = self.output_names(model)
-            output = {
-                "name": names[0] if len(names) == 1 else PREDICTIONS,
-                "shape": list(predictions.shape),
-                "datatype": v2_datatype(predictions.dtype),
-                "data": predictions.ravel(),
-            }
-            common: dict[str, Any] = {"model_name": self.model_name, "outputs": [output]}
+            # The common reply (one numeric array, JSON, all outputs): the bytes the general path
+            # below makes of it, written around the array without building the reply's dicts.
+            self._describe(model)
+            parts = [
+                self._common_prefix,
+                orjson.dumps(predictions.shape),
+                _DATATYPE_FIELDS[v2_datatype(predictions.dtype)],
+                dumps(predictions.ravel()),
+                b"}]",
+            ]
             if requested.request_id:
-                common["id"] = requested.request_id
-            return JSON_TYPE, dumps(common), None
+                parts += (b',"id":', dumps(requested.request_id))
+            parts.append(b"}")
+            return JSON_TYPE, b"".join(parts), None
         produced = self.outputs(model, predictions)
         if requested.outputs is None:
             chosen = [(name, requested.binary) for name in produced]
