@@ -110,7 +110,10 @@ class ColumnDecoder:
         # All columns of one MLflow type: the types a request's values may have, checked at once.
         types = {c.type for c in self.columns}
         self._shared_types = _TYPES[types.pop()] if len(types) == 1 else None
-        self._known_positions: dict[tuple[object, ...], list[int]] = {}
+        # Per column list a client sent: where each signature column is in it, and whether that is
+        # the signature's own order (rows are then taken as they are).
+        self._known_positions: dict[tuple[object, ...], tuple[list[int], bool]] = {}
+        self._in_order = (list(range(len(self.names))), True)
 
     def _all_valid(self, values: list[list[object]]) -> bool:
         """Whether every value is of its column's type, when one set check can tell (else False)."""
@@ -125,17 +128,19 @@ class ColumnDecoder:
     def frame(self, columns: Columns) -> pd.DataFrame:
         return columns if isinstance(columns, pd.DataFrame) else pd.DataFrame(columns, columns=self.names)
 
-    def _positions(self, given: Sequence[object]) -> list[int]:
-        """Where each signature column is in `given` columns; extra columns are ignored as MLflow does."""
+    def _positions(self, given: Sequence[object]) -> tuple[list[int], bool]:
+        """Where each signature column is in `given` columns (extra columns are ignored as MLflow
+        does), and whether `given` is exactly the signature's columns in order."""
         try:
             key = tuple(given)
             return self._known_positions[key]
         except (KeyError, TypeError):  # not seen yet, or names that are not even hashable
             pass
         positions = self._find_positions(given)
+        found = positions, positions == list(range(len(given)))
         if len(self._known_positions) < 64:  # clients send the same few column lists
-            self._known_positions[key] = positions
-        return positions
+            self._known_positions[key] = found
+        return found
 
     def _find_positions(self, given: Sequence[object]) -> list[int]:
         for name in given:
@@ -152,8 +157,7 @@ class ColumnDecoder:
         if not isinstance(rows, list):
             raise InputError(f"'data' must be a list of rows, got {_json_type(rows)}")
         width = len(given) if given is not None else len(self.names)
-        positions = self._positions(given) if given is not None else list(range(width))
-        identity = positions == list(range(width))
+        positions, identity = self._positions(given) if given is not None else self._in_order
         checks, names = self._checks, self.names
         out: list[list[object]] = []
         for r, row in enumerate(rows):
