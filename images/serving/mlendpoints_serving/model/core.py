@@ -152,20 +152,19 @@ class ServedModel:
         predict = getattr(estimator, predict_fn, None)
         if predict is None:
             return None
-        rng = np.random.default_rng(0)
-        probe = np.asfortranarray(rng.normal(size=(7, len(cols.names))).astype(cols.shared_dtype))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                via_frame, via_block = predict(cols.frame(probe)), predict(probe)
-            except Exception:
-                return None
-        if type(via_frame) is not type(via_block) or not np.array_equal(via_frame, via_block):
+        width, dtype = len(cols.names), cols.shared_dtype
+
+        # Fortran blocks only: the decoders and predict_many hand the array path nothing else (a
+        # frame of a C-ordered block sums in another order than the block itself).
+        def via_frame(block: np.ndarray[Any, Any]) -> Any:
+            return predict(cols.frame(block))
+
+        if not _same_output(predict, via_frame, dtype, width, layouts=(np.asfortranarray,)):
             return None
         # The one thing the array skips is the feature-name check, already done by the decoder.
         warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
         kernel = kernels.linear(estimator, predict_fn)
-        if kernel is not None and _same_output(kernel, predict, cols.shared_dtype, len(cols.names)):
+        if kernel is not None and _same_output(kernel, predict, dtype, width):
             return kernel
         return predict  # type: ignore[no-any-return]
 
@@ -367,23 +366,29 @@ class ServedModel:
 
 
 def _same_output(
-    kernel: Callable[[Any], Any], predict: Callable[[Any], Any], dtype: np.dtype[Any], width: int
+    ours: Callable[[Any], Any],
+    theirs: Callable[[Any], Any],
+    dtype: np.dtype[Any],
+    width: int,
+    layouts: tuple[Callable[[Any], Any], ...] = (np.asfortranarray, np.ascontiguousarray),
 ) -> bool:
-    """Whether `kernel` gives what `predict` gives, bit for bit, on blocks of a few sizes and layouts."""
+    """Whether `ours` gives what `theirs` gives, bit for bit (type, dtype, values), on blocks of
+    `width` columns of a few sizes in each of `layouts`: the load-time probe behind each faster
+    way to the same prediction (the array for the DataFrame, the kernel for the estimator)."""
     rng = np.random.default_rng(1)
     for rows in (1, 7, 33, 257):
         block = rng.normal(scale=100, size=(rows, width)).astype(dtype)
-        for probe in (np.asfortranarray(block), np.ascontiguousarray(block)):
+        for probe in (layout(block) for layout in layouts):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    ours, theirs = kernel(probe), predict(probe)
+                    ours_out, theirs_out = ours(probe), theirs(probe)
             except Exception:
                 return False
-            same_type = type(ours) is type(theirs) and getattr(ours, "dtype", None) == getattr(
-                theirs, "dtype", None
+            same_type = type(ours_out) is type(theirs_out) and getattr(ours_out, "dtype", None) == getattr(
+                theirs_out, "dtype", None
             )
-            if not same_type or not np.array_equal(ours, theirs):
+            if not same_type or not np.array_equal(ours_out, theirs_out):
                 return False
     return True
 
