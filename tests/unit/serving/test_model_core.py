@@ -99,6 +99,7 @@ def test_batched_predictions_equal_unbatched(models: dict[str, ServedModel], dat
     else:
         inputs = [model.decode(Format.INPUTS, r) for r in requests]
     assert len({i.batch_key for i in inputs}) == 1
+    assert inputs[0].batch_key is not None  # batchable: one key, not none at all
     batched = model.predict_many(inputs)
     for inp, part in zip(inputs, batched, strict=True):
         alone = model.predict(inp)
@@ -181,6 +182,26 @@ def test_records_columns_and_positional_rows_decode_alike(models: dict[str, Serv
     positional = model.decode(Format.INSTANCES, rows)
     for other in (records, columns, positional):
         pd.testing.assert_frame_equal(model.frame(split), model.frame(other))
+
+
+@pytest.mark.parametrize("name", ["diabetes", "params"])
+def test_a_request_without_params_gets_the_key_of_null_params(
+    models: dict[str, ServedModel], name: str
+) -> None:
+    """Without params (and, for `params`, with its schema's defaults enforced): a batch key that
+    requests without params share, and that requests with other params do not."""
+    model = models[name]
+    split = {"columns": model.columns.names, "data": [[1.0] * len(model.columns.names)]}
+    plain = model.decode(Format.SPLIT, split)
+    assert plain.batch_key is not None
+    assert plain.batch_key == model.decode(Format.SPLIT, split, None).batch_key
+    if name == "params":
+        assert plain.params == {"scale": 1.0, "offset": 0.0}  # the schema's defaults, enforced
+        other = model.decode(Format.SPLIT, split, {"scale": 2.0})
+        assert other.batch_key != plain.batch_key
+    else:
+        assert plain.params is None
+        assert plain.batch_key == (("frame",), b"null")
 
 
 def test_int_values_are_accepted_for_double_columns(models: dict[str, ServedModel]) -> None:

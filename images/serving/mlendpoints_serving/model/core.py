@@ -256,11 +256,9 @@ class ServedModel:
             raise InputError(f"params: {exc.message}", code="invalid_params") from None
 
     def _fast_input(self, data: Any, rows: int | None, key: Hashable, params: Any) -> ModelInput:
-        if params is None and not self._has_params_schema:  # most requests: what the lines below make of it
-            batch_key = None if rows is None else (key, NO_PARAMS)
-            return ModelInput(data=data, params=None, rows=rows, batch_key=batch_key)
-        enforced = self._enforce_params(params)
-        pkey = _params_key(enforced) if rows is not None else None
+        # Most requests have no params, and the model no params schema: nothing to enforce or serialize.
+        enforced = None if params is None and not self._has_params_schema else self._enforce_params(params)
+        pkey = None if rows is None else NO_PARAMS if enforced is None else _params_key(enforced)
         batch_key = None if pkey is None else (key, pkey)
         return ModelInput(data=data, params=enforced, rows=rows, batch_key=batch_key)
 
