@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = [
     "bench.serving",
+    "bench.request_path",
     "bench.router",
     "bench.batch",
     "bench.operator",

@@ -439,9 +439,9 @@ class ServerApp:
                 try:
                     status, ctype, payload, extra = await handler(self._request_type(scope, body))
                 except asyncio.CancelledError:
-                    task = asyncio.current_task()
-                    if not deadline.expired or task is None:
+                    if not self._deadlines.expired(deadline):
                         raise
+                    task, _ = deadline
                     task.uncancel()  # our deadline's cancel: answered, not propagated
                     status, ctype, payload, extra = _error_for(path)(
                         408, "request_timeout", f"no response within {self.settings.request_timeout_ms} ms"
@@ -454,7 +454,7 @@ class ServerApp:
                         500, "internal_error", f"{type(exc).__name__}: {exc}"
                     )
                 finally:
-                    deadline.done = True
+                    self._deadlines.end(deadline)
             headers = [(b"content-type", ctype), (b"content-length", str(len(payload)).encode())]
             if extra:
                 headers.extend(extra)
