@@ -8,8 +8,8 @@ it ends. Every `resolution_s`, while requests are in flight, the open period clo
 the tasks still in a period that closed a whole timeout ago are cancelled: a request is
 cancelled no sooner than its deadline and at most `2 * resolution_s` after it.
 
-A per-request record (an object, a deque entry swept one by one) cost ~2 us a request in
-`bench/request_path.py`; a set's add and discard cost a tenth of that.
+In `bench/request_path.py` a per-request record (an object, a deque entry swept one by one)
+cost ~2.2 us a request; a set's add and discard, ~0.5 us.
 """
 
 from __future__ import annotations
