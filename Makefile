@@ -10,7 +10,11 @@ PYTEST_ARGS ?=
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt scripts/setup.sh scripts/azmlinfsrv-venv.sh tests/azmlinfsrv/requirements.txt
+NATIVE_SOURCES := $(wildcard images/serving/native/src/*.rs) images/serving/native/Cargo.toml \
+  images/serving/native/Cargo.lock images/serving/native/pyproject.toml images/serving/native/mlendpoints_native.pyi
+
+$(VENV)/.installed: pyproject.toml constraints.txt scripts/setup.sh scripts/azmlinfsrv-venv.sh tests/azmlinfsrv/requirements.txt \
+  scripts/native-wheel.sh $(NATIVE_SOURCES)
 	bash scripts/setup.sh $(VENV)
 	@touch $@
 

@@ -66,7 +66,7 @@ base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
 
 # sources_hash PATH...: hash of file names and contents (bytecode excluded).
 sources_hash() {
-  find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*/wheelhouse/*' -print0 \
+  find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*/wheelhouse/*' ! -path '*/native/target/*' -print0 \
     | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
 }
 
@@ -99,6 +99,8 @@ build_image() { # build_image NAME EXTRAS SOURCES...
     # dependency layers stay cached across source changes.
     mkdir -p "$ctx/wheelhouse/project"
     mv "$wh"/mlendpoints-*.whl "$ctx/wheelhouse/project/"
+    # The serving image's compiled codec (abi3: any CPython from 3.11), beside the project's wheel.
+    if [ "$name" = serving ]; then cp "$(bash scripts/native-wheel.sh "$PY")" "$ctx/wheelhouse/project/"; fi
     local args=(-f "images/$name/Dockerfile" --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg VARIANT="$VARIANT")
     local target=()
     [ "$name" = serving ] && target=(--target "$VARIANT")

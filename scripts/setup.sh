@@ -5,6 +5,7 @@ set -euo pipefail
 VENV=${1:-.venv}
 cd "$(dirname "$0")/.."
 
+# Rust (cargo, for images/serving/native) comes from rustup, not from Debian: bookworm's is too old for PyO3.
 DEB_PKGS=(docker.io containernetworking-plugins runc rsync debootstrap iptables conntrack wrk nginx-light
           curl jq openssl gcc libc6-dev binutils iproute2 procps)
 missing=()
@@ -26,5 +27,8 @@ PYTHON=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip wheel setuptools
 "$VENV/bin/pip" install -q -c constraints.txt -e '.[test]'
+# The model server's compiled codec (images/serving/native), rebuilt when its sources change; forced,
+# since a rebuilt wheel keeps its version.
+"$VENV/bin/pip" install -q --no-deps --force-reinstall "$(bash scripts/native-wheel.sh "$VENV/bin/python")"
 bash scripts/azmlinfsrv-venv.sh  # Azure's own scoring server, for the side-by-side tests
 echo "setup: done ($VENV)"

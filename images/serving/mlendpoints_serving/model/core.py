@@ -50,6 +50,9 @@ class Format(StrEnum):
     INPUTS = "inputs"  # a tensor (nested list) or named columns/tensors (dict of lists)
     FRAME = "frame"  # a DataFrame already parsed (CSV)
     COLUMN_LISTS = "column_lists"  # one list per signature column, in order, of one length (V2)
+    # The (rows, columns) Fortran-ordered block of a shared-dtype signature, already decoded and
+    # checked by V2's compiled decoder: what COLUMN_LISTS decodes to.
+    COLUMN_BLOCK = "column_block"
 
 
 @dataclass(slots=True)  # built for every request: slots make it cheaper to build and read
@@ -208,6 +211,8 @@ class ServedModel:
         return ModelInput(data=(fmt, value), params=params, generic=True)
 
     def _decode_columns(self, cols: ColumnDecoder, fmt: Format, value: Any) -> Columns:
+        if fmt is Format.COLUMN_BLOCK:
+            return value  # type: ignore[no-any-return]
         if fmt is Format.SPLIT:
             if not isinstance(value, dict):
                 raise InputError(f"'{fmt.value}' must be an object with 'columns' and 'data'")

@@ -38,6 +38,14 @@ from mlendpoints_serving.server.codecs import (
     parse_json,
 )
 
+# The compiled decoder of the common request (images/serving/native, built by scripts/native-wheel.sh);
+# the Python path is the reference, and decodes every request where it is not installed.
+try:
+    from mlendpoints_native import V2Columns as _V2Columns
+except ImportError:
+    _V2Columns = None  # type: ignore[misc,assignment]
+
+
 HEADER_LENGTH = b"inference-header-content-length"
 PREDICTIONS = "predictions"
 EXTENSIONS = ["binary_tensor_data"]
@@ -155,14 +163,19 @@ class Requested(NamedTuple):
 class V2Codec:
     """POST /v2/models/{name}/infer; also the model metadata, so that both name outputs alike."""
 
-    def __init__(self, model_name: str) -> None:
+    def __init__(self, model_name: str, *, native: bool = True) -> None:
+        """`native`: decode the common request with the compiled decoder when it is installed
+        (False: the Python path only, the reference the tests hold the compiled one to)."""
         self.model_name = model_name
+        self._use_native = native
         self._model: ServedModel | None = None
         self._inputs: list[dict[str, Any]] = []
         self._outputs: list[dict[str, Any]] = []
         self._output_names: list[str] = []
         # The common reply (see `encode`) up to its output's shape: the same bytes for every reply.
         self._common_prefix = b""
+        # The compiled decoder of the common request, for a model of float64 columns (see `decode`).
+        self._native: _V2Columns | None = None
 
     # -- metadata -----------------------------------------------------------------------------
     def _describe(self, model: ServedModel) -> None:
@@ -178,6 +191,13 @@ class V2Codec:
         self._common_prefix = b'{"model_name":%s,"outputs":[{"name":%s,"shape":' % (
             orjson.dumps(self.model_name),
             orjson.dumps(name),
+        )
+        columns = model.columns
+        float64_columns = columns is not None and columns.shared_dtype == np.float64
+        self._native = (
+            _V2Columns(columns.names)
+            if self._use_native and _V2Columns is not None and columns is not None and float64_columns
+            else None
         )
         self._model = model
 
@@ -229,6 +249,15 @@ class V2Codec:
             body, binary = body[:size], body[size:]
         else:
             media_type(content_type, (JSON,), missing_as=JSON)
+            self._describe(model)
+            if self._native is not None and type(body) is bytes:
+                # The common request in one compiled pass, or None: any other body (other keys,
+                # other values, errors) is the Python path's below, which the native one equals.
+                decoded = self._native.decode(body)
+                if decoded is not None:
+                    values, rows, request_id = decoded
+                    block = np.frombuffer(values, np.float64).reshape(-1, rows).T
+                    return model.decode(Format.COLUMN_BLOCK, block), Requested(request_id, None, False)
         payload = json_object(parse_json(body), "'inputs'")
         inputs = payload.get("inputs")
         if not isinstance(inputs, list) or not inputs:
