@@ -10,6 +10,7 @@ PYTEST_ARGS ?=
 
 setup: $(VENV)/.installed
 
+NATIVE_TARGET := $(or $(MLENDPOINTS_CACHE),$(HOME)/.cache/mlendpoints)/native/target
 NATIVE_SOURCES := $(wildcard images/serving/native/src/*.rs) images/serving/native/Cargo.toml \
   images/serving/native/Cargo.lock images/serving/native/pyproject.toml images/serving/native/mlendpoints_native.pyi
 
@@ -22,6 +23,8 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	cd images/serving/native && cargo fmt --check \
+	  && CARGO_TARGET_DIR=$(NATIVE_TARGET) cargo clippy --locked --release -q -- -D warnings
 
 # Everything: lint, then unit + integration + end-to-end in one pytest run.
 # Tests that need the local cluster, the images or an MLflow server start them
