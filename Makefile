@@ -3,7 +3,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 PY := $(BIN)/python
-export PATH := $(BIN):$(PATH)
+# cargo (images/serving/native) where rustup puts it, for shells that did not source its profile.
+export PATH := $(BIN):$(PATH):$(HOME)/.cargo/bin
 PYTEST_ARGS ?=
 
 .PHONY: setup lint test unit integration e2e e2e-kind demo crds images cluster-up cluster-down cluster-status bench clean

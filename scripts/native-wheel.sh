@@ -11,6 +11,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${1:-$ROOT/.venv/bin/python}
 CACHE=${MLENDPOINTS_CACHE:-$HOME/.cache/mlendpoints}
 SRC=$ROOT/images/serving/native
+PATH=$PATH:$HOME/.cargo/bin  # where rustup puts cargo, for shells that did not source its profile
 mkdir -p "$CACHE/native"
 exec 9>"$CACHE/native/.lock"
 flock 9
