@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from mlendpoints_serving.model import InputError, ServedModel, load
 from mlendpoints_serving.server.codecs import ClientError
-from mlendpoints_serving.server.v2 import V2Codec
+from mlendpoints_serving.server.v2 import DATATYPES, V2Codec
 
 DIABETES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 
@@ -76,7 +76,7 @@ def test_the_compiled_decoder_is_installed_and_takes_the_common_request(model: S
             ],
         }
     ).encode()
-    decoded = mlendpoints_native.V2Columns(DIABETES).decode(body)
+    decoded = mlendpoints_native.V2Columns(DIABETES, list(DATATYPES)).decode(body)
     assert decoded is not None
     values, rows, request_id = decoded
     assert rows == 2 and request_id == "r1"

@@ -192,13 +192,10 @@ class V2Codec:
             orjson.dumps(self.model_name),
             orjson.dumps(name),
         )
-        columns = model.columns
+        columns, self._native = model.columns, None
         float64_columns = columns is not None and columns.shared_dtype == np.float64
-        self._native = (
-            _V2Columns(columns.names)
-            if self._use_native and _V2Columns is not None and columns is not None and float64_columns
-            else None
-        )
+        if self._use_native and _V2Columns is not None and columns is not None and float64_columns:
+            self._native = _V2Columns(columns.names, list(DATATYPES))
         self._model = model
 
     def metadata(self, model: ServedModel) -> dict[str, Any]:

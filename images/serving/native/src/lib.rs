@@ -16,13 +16,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyString};
 use serde::Deserialize;
 
-// The Open Inference Protocol's datatypes (v2.py's DATATYPES): the Python path accepts any of
-// them for a column, then checks the values against the column's type.
-const DATATYPES: [&str; 13] = [
-    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16",
-    "FP32", "FP64", "BYTES",
-];
-
 // Unknown or repeated keys fail deserialization: the Python path then decides (it ignores
 // unknown top-level keys, reads `parameters` and `outputs`, and names what is wrong).
 #[derive(Deserialize)]
@@ -45,9 +38,8 @@ struct Input<'a> {
     data: Vec<f64>, // JSON numbers only (null, true, strings... decline), correctly rounded
 }
 
-/// The values of `inputs`, column after column, when they are the signature's columns
-/// exactly as `decode` describes; and the row count.
-fn columns(names: &[String], inputs: &[Input<'_>]) -> Option<(Vec<f64>, usize)> {
+/// The row count, when `inputs` are the signature's columns exactly as `decode` describes.
+fn rows(names: &[String], datatypes: &[String], inputs: &[Input<'_>]) -> Option<usize> {
     if inputs.len() != names.len() || inputs.is_empty() {
         return None;
     }
@@ -56,35 +48,32 @@ fn columns(names: &[String], inputs: &[Input<'_>]) -> Option<(Vec<f64>, usize)> 
     if rows == 0 || !(shape[..] == [rows as u64] || shape[..] == [rows as u64, 1]) {
         return None;
     }
-    let mut values = Vec::with_capacity(rows * names.len());
     for (input, name) in inputs.iter().zip(names) {
         if input.name != name.as_str()
             || input.shape != *shape
             || input.data.len() != rows
-            || !DATATYPES.contains(&input.datatype.as_ref())
+            || !datatypes.iter().any(|d| d.as_str() == input.datatype)
+            // serde_json reads the integer -0 as -0.0, where Python has the int 0 (0.0): decline.
+            || input.data.iter().any(|v| *v == 0.0 && v.is_sign_negative())
         {
             return None;
         }
-        // serde_json reads the integer -0 as -0.0, where Python has the int 0 (0.0): decline.
-        if input.data.iter().any(|v| *v == 0.0 && v.is_sign_negative()) {
-            return None;
-        }
-        values.extend_from_slice(&input.data);
     }
-    Some((values, rows))
+    Some(rows)
 }
 
 /// The V2 decoder of one model's float64 column signature.
 #[pyclass(frozen, module = "mlendpoints_native")]
 struct V2Columns {
     names: Vec<String>,
+    datatypes: Vec<String>, // the protocol's (v2.py's DATATYPES): any is taken for a column
 }
 
 #[pymethods]
 impl V2Columns {
     #[new]
-    fn new(names: Vec<String>) -> Self {
-        V2Columns { names }
+    fn new(names: Vec<String>, datatypes: Vec<String>) -> Self {
+        V2Columns { names, datatypes }
     }
 
     /// (the column-major float64 values as a bytearray, rows, id or None), or None when the
@@ -96,10 +85,18 @@ impl V2Columns {
         body: &[u8],
     ) -> Option<(Bound<'py, PyByteArray>, usize, Option<Bound<'py, PyString>>)> {
         let request: Request<'_> = serde_json::from_slice(body).ok()?;
-        let (values, rows) = columns(&self.names, &request.inputs)?;
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let rows = rows(&self.names, &self.datatypes, &request.inputs)?;
+        // The values written straight into the bytearray, column after column.
+        let values = PyByteArray::new_with(py, rows * self.names.len() * 8, |buffer| {
+            let columns = request.inputs.iter().flat_map(|input| &input.data);
+            for (bytes, value) in buffer.chunks_exact_mut(8).zip(columns) {
+                bytes.copy_from_slice(&value.to_ne_bytes());
+            }
+            Ok(())
+        })
+        .ok()?;
         let id = request.id.map(|id| PyString::new(py, &id));
-        Some((PyByteArray::new(py, &bytes), rows, id))
+        Some((values, rows, id))
     }
 }
 
